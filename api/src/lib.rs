@@ -1,0 +1,1 @@
+//! Command handlers and HTTP API.

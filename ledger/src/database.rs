@@ -1,0 +1,229 @@
+//! Connecting to PostgreSQL or SQLite, migrating, and opening transactions.
+//!
+//! Both backends sit behind [`Database`] and [`Tx`]. Code that is the same
+//! for both is written once inside [`on_db!`](crate::on_db) /
+//! [`on_tx!`](crate::on_tx), which expand the body once per backend so each
+//! copy is type-checked against its own driver.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool};
+
+use crate::{LedgerError, Result};
+
+/// Which database engine a [`Database`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL: production, many concurrent writers.
+    Postgres,
+    /// SQLite: the embedded zero-setup default, one writer at a time.
+    Sqlite,
+}
+
+/// A connection pool to the ledger's database.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// PostgreSQL pool.
+    Postgres(PgPool),
+    /// SQLite pools: many readers (WAL) and exactly one writer connection,
+    /// so write transactions queue in the pool instead of failing busy.
+    Sqlite {
+        /// Pool for reads.
+        reader: SqlitePool,
+        /// Single-connection pool for write transactions.
+        writer: SqlitePool,
+    },
+}
+
+/// An open write transaction on either backend. Everything a command writes
+/// (events, reservations, read models) goes through one `Tx`, so it commits
+/// or rolls back as a whole.
+#[derive(Debug)]
+pub enum Tx {
+    /// PostgreSQL transaction.
+    Postgres(sqlx::Transaction<'static, Postgres>),
+    /// SQLite transaction (on the single writer connection).
+    Sqlite(sqlx::Transaction<'static, Sqlite>),
+}
+
+/// Runs `$body` with `$pool` bound to the backend's read pool (`&PgPool` or
+/// `&SqlitePool`). The body is expanded once per backend.
+#[macro_export]
+macro_rules! on_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::Database::Postgres(p) => {
+                let $pool = p;
+                $body
+            }
+            $crate::Database::Sqlite { reader, .. } => {
+                let $pool = reader;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` with `$conn` bound to the transaction's connection
+/// (`&mut PgConnection` or `&mut SqliteConnection`); pass it to queries as
+/// `&mut *$conn`. The body is expanded once per backend.
+#[macro_export]
+macro_rules! on_tx {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match $tx {
+            $crate::Tx::Postgres(t) => {
+                let $conn: &mut sqlx::PgConnection = &mut *t;
+                $body
+            }
+            $crate::Tx::Sqlite(t) => {
+                let $conn: &mut sqlx::SqliteConnection = &mut *t;
+                $body
+            }
+        }
+    };
+}
+
+impl Database {
+    /// Connects to `url`: `postgres://...` or `sqlite://path` (the file and
+    /// its folder are created when missing).
+    pub async fn connect(url: &str) -> Result<Database> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(32)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await?;
+            Ok(Database::Postgres(pool))
+        } else if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(30));
+            if let Some(parent) = options.get_filename().parent() {
+                if !parent.as_os_str().is_empty() {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        LedgerError::Database(sqlx::Error::Io(e))
+                    })?;
+                }
+            }
+            let writer = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(60))
+                .connect_with(options.clone())
+                .await?;
+            let reader = SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(options.read_only(true))
+                .await?;
+            Ok(Database::Sqlite { reader, writer })
+        } else {
+            Err(LedgerError::UnsupportedUrl(url.to_string()))
+        }
+    }
+
+    /// Which engine this is.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Database::Postgres(_) => Backend::Postgres,
+            Database::Sqlite { .. } => Backend::Sqlite,
+        }
+    }
+
+    /// Applies the migrations embedded in the binary (idempotent).
+    pub async fn migrate(&self) -> Result<()> {
+        match self {
+            Database::Postgres(pool) => sqlx::migrate!("../migrations/postgres").run(pool).await?,
+            Database::Sqlite { writer, .. } => {
+                sqlx::migrate!("../migrations/sqlite").run(writer).await?
+            }
+        }
+        Ok(())
+    }
+
+    /// True when every embedded migration has been applied (for readiness).
+    pub async fn is_migrated(&self) -> Result<bool> {
+        let (applied, expected): (i64, usize) = match self {
+            Database::Postgres(pool) => (
+                applied_count(pool).await?,
+                sqlx::migrate!("../migrations/postgres").migrations.len(),
+            ),
+            Database::Sqlite { reader, .. } => (
+                applied_count(reader).await?,
+                sqlx::migrate!("../migrations/sqlite").migrations.len(),
+            ),
+        };
+        Ok(applied as usize >= expected)
+    }
+
+    /// Opens a write transaction.
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(match self {
+            Database::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Database::Sqlite { writer, .. } => Tx::Sqlite(writer.begin().await?),
+        })
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        match self {
+            Database::Postgres(pool) => pool.close().await,
+            Database::Sqlite { reader, writer } => {
+                reader.close().await;
+                writer.close().await;
+            }
+        }
+    }
+}
+
+async fn applied_count<'e, E>(executor: E) -> Result<i64>
+where
+    E: sqlx::Executor<'e>,
+    i64: sqlx::Type<E::Database> + for<'r> sqlx::Decode<'r, E::Database>,
+    for<'r> (i64,): sqlx::FromRow<'r, <E::Database as sqlx::Database>::Row>,
+    for<'q> <E::Database as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, E::Database>,
+{
+    let row: std::result::Result<(i64,), sqlx::Error> =
+        sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+            .fetch_one(executor)
+            .await;
+    match row {
+        Ok((n,)) => Ok(n),
+        // No migrations table yet: nothing applied.
+        Err(sqlx::Error::Database(_)) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl Tx {
+    /// Which engine this transaction runs on.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Tx::Postgres(_) => Backend::Postgres,
+            Tx::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Makes every write of the transaction durable at once.
+    pub async fn commit(self) -> Result<()> {
+        match self {
+            Tx::Postgres(t) => t.commit().await?,
+            Tx::Sqlite(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+
+    /// Discards every write of the transaction.
+    pub async fn rollback(self) -> Result<()> {
+        match self {
+            Tx::Postgres(t) => t.rollback().await?,
+            Tx::Sqlite(t) => t.rollback().await?,
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,499 @@
+//! Appending to streams and reading streams and the global order.
+
+use std::cmp::Ordering;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::hash::{self, HashedFields, GENESIS};
+use crate::{on_db, on_tx, Database, LedgerError, Result, Tx};
+
+/// An event ready to be appended: the domain has already serialised it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// Unique id (UUID v7). Appending the same id twice is a no-op.
+    pub event_id: Uuid,
+    /// Type name, e.g. `InvitationSent`.
+    pub event_type: String,
+    /// Version of the payload's schema, for upcasting old events on read.
+    pub schema_version: i32,
+    /// JSON payload text, stored byte for byte.
+    pub payload: String,
+}
+
+/// Who did it and in answer to what: stored with every event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// Who caused the event (`user:<id>`, `operator`, `worker:expiry`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// Groups every event caused by one original request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<Uuid>,
+    /// The event or message that directly caused this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<Uuid>,
+    /// The HTTP request id, when the event came from one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// The version a stream must be at for an append to go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// Append whatever the stream's version.
+    Any,
+    /// The stream must be at exactly this version; 0 means "must not exist".
+    Exact(i64),
+}
+
+impl std::fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any"),
+            ExpectedVersion::Exact(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// Where a reader of the global order stands: the last event it has seen.
+///
+/// Ordered by `(transaction_id, position)`. On PostgreSQL positions come
+/// from a sequence and commit out of order; ordering by the committing
+/// transaction first, and reading only below the oldest transaction still in
+/// flight, guarantees that nothing ever appears behind the cursor. On SQLite
+/// (one writer) `transaction_id` is always 0 and the order is the position.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct GlobalCursor {
+    /// Transaction id (xid8) of the last event seen.
+    pub transaction_id: u64,
+    /// Position of the last event seen.
+    pub position: i64,
+}
+
+impl GlobalCursor {
+    /// Before the first event.
+    pub const START: GlobalCursor = GlobalCursor { transaction_id: 0, position: 0 };
+
+    /// The cursor just after `event`.
+    pub fn after(event: &RecordedEvent) -> GlobalCursor {
+        GlobalCursor { transaction_id: event.transaction_id, position: event.position }
+    }
+}
+
+impl PartialOrd for GlobalCursor {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for GlobalCursor {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.transaction_id, self.position).cmp(&(other.transaction_id, other.position))
+    }
+}
+
+/// An event as stored in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEvent {
+    /// Global position (unique, increasing within a transaction).
+    pub position: i64,
+    /// Id of the transaction that wrote it (0 on SQLite).
+    pub transaction_id: u64,
+    /// Unique event id (UUID v7).
+    pub event_id: Uuid,
+    /// Stream the event belongs to.
+    pub stream_id: String,
+    /// Version of the event within its stream, from 1.
+    pub stream_version: i64,
+    /// Type name.
+    pub event_type: String,
+    /// Schema version of the payload.
+    pub schema_version: i32,
+    /// JSON payload text.
+    pub payload: String,
+    /// Who and why.
+    pub metadata: Metadata,
+    /// Metadata exactly as stored (covered by the hash).
+    pub metadata_text: String,
+    /// When it was recorded.
+    pub recorded_at: DateTime<Utc>,
+    /// SHA-256 chained to the previous event of the stream.
+    pub hash: Vec<u8>,
+}
+
+impl RecordedEvent {
+    /// The hash this event should carry given the previous hash of its stream.
+    pub fn expected_hash(&self, previous: &[u8]) -> [u8; 32] {
+        hash::chain(
+            previous,
+            &HashedFields {
+                stream_id: &self.stream_id,
+                stream_version: self.stream_version,
+                event_id: self.event_id,
+                event_type: &self.event_type,
+                schema_version: self.schema_version,
+                payload: &self.payload,
+                metadata: &self.metadata_text,
+                recorded_at: self.recorded_at,
+            },
+        )
+    }
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Version of the stream after the append.
+    pub version: i64,
+    /// True when every event id was already in the log: a retried append
+    /// that changed nothing.
+    pub already_appended: bool,
+}
+
+/// The row shape shared by both backends.
+#[derive(sqlx::FromRow)]
+pub(crate) struct EventRow {
+    position: i64,
+    transaction_id: String,
+    event_id: Uuid,
+    stream_id: String,
+    stream_version: i64,
+    event_type: String,
+    schema_version: i32,
+    payload: String,
+    metadata: String,
+    recorded_at: DateTime<Utc>,
+    hash: Vec<u8>,
+}
+
+impl TryFrom<EventRow> for RecordedEvent {
+    type Error = LedgerError;
+
+    fn try_from(row: EventRow) -> Result<RecordedEvent> {
+        let metadata = serde_json::from_str(&row.metadata)
+            .map_err(|e| LedgerError::Corrupt(format!("metadata of event {}: {e}", row.event_id)))?;
+        let transaction_id = row
+            .transaction_id
+            .parse()
+            .map_err(|e| LedgerError::Corrupt(format!("transaction id: {e}")))?;
+        Ok(RecordedEvent {
+            position: row.position,
+            transaction_id,
+            event_id: row.event_id,
+            stream_id: row.stream_id,
+            stream_version: row.stream_version,
+            event_type: row.event_type,
+            schema_version: row.schema_version,
+            payload: row.payload,
+            metadata,
+            metadata_text: row.metadata,
+            recorded_at: row.recorded_at,
+            hash: row.hash,
+        })
+    }
+}
+
+/// Columns selected for [`EventRow`], per backend.
+pub(crate) const PG_COLUMNS: &str = "position, transaction_id::text AS transaction_id, event_id, stream_id, \
+     stream_version, event_type, schema_version, payload, metadata, recorded_at, hash";
+pub(crate) const SQLITE_COLUMNS: &str = "position, CAST(transaction_id AS TEXT) AS transaction_id, event_id, \
+     stream_id, stream_version, event_type, schema_version, payload, metadata, recorded_at, hash";
+
+fn columns(db_is_pg: bool) -> &'static str {
+    if db_is_pg {
+        PG_COLUMNS
+    } else {
+        SQLITE_COLUMNS
+    }
+}
+
+/// Truncates a time to what both backends store exactly (microseconds), so
+/// the hash computed at append equals the hash recomputed on read.
+pub fn storable_time(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+impl Tx {
+    /// Current version of `stream` (None when it has no events). With
+    /// `lock`, PostgreSQL holds the stream's row until commit, so commands
+    /// on one stream run one after another instead of conflicting.
+    pub async fn stream_version(&mut self, stream: &str, lock: bool) -> Result<Option<i64>> {
+        let head = self.stream_head(stream, lock).await?;
+        Ok(head.map(|(v, _)| v))
+    }
+
+    async fn stream_head(&mut self, stream: &str, lock: bool) -> Result<Option<(i64, Vec<u8>)>> {
+        let row: Option<(i64, Vec<u8>)> = match self {
+            Tx::Postgres(t) => {
+                let sql = if lock {
+                    "SELECT version, last_hash FROM streams WHERE stream_id = $1 FOR UPDATE"
+                } else {
+                    "SELECT version, last_hash FROM streams WHERE stream_id = $1"
+                };
+                sqlx::query_as(sql).bind(stream).fetch_optional(&mut **t).await?
+            }
+            Tx::Sqlite(t) => {
+                sqlx::query_as("SELECT version, last_hash FROM streams WHERE stream_id = $1")
+                    .bind(stream)
+                    .fetch_optional(&mut **t)
+                    .await?
+            }
+        };
+        Ok(row)
+    }
+
+    /// Reads every event of `stream` in version order, inside this
+    /// transaction (sees its own uncommitted appends).
+    pub async fn read_stream(&mut self, stream: &str) -> Result<Vec<RecordedEvent>> {
+        let is_pg = matches!(self, Tx::Postgres(_));
+        let sql = format!(
+            "SELECT {} FROM events WHERE stream_id = $1 ORDER BY stream_version",
+            columns(is_pg)
+        );
+        let rows: Vec<EventRow> =
+            on_tx!(self, c => sqlx::query_as(&sql).bind(stream).fetch_all(&mut *c).await?);
+        rows.into_iter().map(RecordedEvent::try_from).collect()
+    }
+
+    /// Appends `events` to `stream` if it is at `expected`, as one
+    /// multi-row insert, chaining each event's hash to the previous one.
+    ///
+    /// A version mismatch is [`LedgerError::Conflict`] and writes nothing
+    /// (the caller rolls the transaction back). If every event id is
+    /// already in the log the append is a no-op reported as
+    /// `already_appended`, so a retry after a lost acknowledgement is safe.
+    pub async fn append(
+        &mut self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        metadata: &Metadata,
+        recorded_at: DateTime<Utc>,
+    ) -> Result<AppendOutcome> {
+        if events.is_empty() {
+            let version = self.stream_version(stream, false).await?.unwrap_or(0);
+            return Ok(AppendOutcome { version, already_appended: false });
+        }
+        if let Some(outcome) = self.existing_append(stream, events).await? {
+            return Ok(outcome);
+        }
+
+        let head = self.stream_head(stream, true).await?;
+        let (current, previous_hash) = head.clone().unwrap_or((0, GENESIS.to_vec()));
+        if let ExpectedVersion::Exact(v) = expected {
+            if v != current {
+                return Err(LedgerError::Conflict {
+                    stream: stream.to_string(),
+                    expected: expected.to_string(),
+                    actual: current,
+                });
+            }
+        }
+
+        let recorded_at = storable_time(recorded_at);
+        let metadata_text = serde_json::to_string(metadata)
+            .map_err(|e| LedgerError::Corrupt(format!("metadata: {e}")))?;
+        let mut rows = Vec::with_capacity(events.len());
+        let mut previous = previous_hash;
+        for (i, event) in events.iter().enumerate() {
+            let version = current + 1 + i as i64;
+            let hash = hash::chain(
+                &previous,
+                &HashedFields {
+                    stream_id: stream,
+                    stream_version: version,
+                    event_id: event.event_id,
+                    event_type: &event.event_type,
+                    schema_version: event.schema_version,
+                    payload: &event.payload,
+                    metadata: &metadata_text,
+                    recorded_at,
+                },
+            );
+            previous = hash.to_vec();
+            rows.push((version, event, hash));
+        }
+        let new_version = current + events.len() as i64;
+
+        let moved = self.move_head(stream, head.map(|(v, _)| v), new_version, &previous).await?;
+        if !moved {
+            let actual = self.stream_version(stream, false).await?.unwrap_or(0);
+            return Err(LedgerError::Conflict {
+                stream: stream.to_string(),
+                expected: expected.to_string(),
+                actual,
+            });
+        }
+
+        let result = on_tx!(self, c => {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO events (event_id, stream_id, stream_version, event_type, \
+                 schema_version, payload, metadata, recorded_at, hash) ",
+            );
+            insert.push_values(rows.iter(), |mut b, (version, event, hash)| {
+                b.push_bind(event.event_id)
+                    .push_bind(stream)
+                    .push_bind(*version)
+                    .push_bind(&event.event_type)
+                    .push_bind(event.schema_version)
+                    .push_bind(&event.payload)
+                    .push_bind(&metadata_text)
+                    .push_bind(recorded_at)
+                    .push_bind(hash.to_vec());
+            });
+            insert.build().execute(&mut *c).await.map(|_| ())
+        });
+        match result {
+            Ok(_) => Ok(AppendOutcome { version: new_version, already_appended: false }),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(LedgerError::Conflict {
+                stream: stream.to_string(),
+                expected: expected.to_string(),
+                actual: -1,
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Moves the stream head from `from` (None: create it) to `to`.
+    /// Returns false when someone else moved it first.
+    async fn move_head(&mut self, stream: &str, from: Option<i64>, to: i64, hash: &[u8]) -> Result<bool> {
+        let affected = on_tx!(self, c => match from {
+            None => sqlx::query(
+                "INSERT INTO streams (stream_id, version, last_hash) VALUES ($1, $2, $3) \
+                 ON CONFLICT (stream_id) DO NOTHING",
+            )
+            .bind(stream)
+            .bind(to)
+            .bind(hash)
+            .execute(&mut *c)
+            .await?
+            .rows_affected(),
+            Some(v) => sqlx::query(
+                "UPDATE streams SET version = $1, last_hash = $2 WHERE stream_id = $3 AND version = $4",
+            )
+            .bind(to)
+            .bind(hash)
+            .bind(stream)
+            .bind(v)
+            .execute(&mut *c)
+            .await?
+            .rows_affected(),
+        });
+        Ok(affected == 1)
+    }
+
+    /// When the events of this append are already stored (a retry), the
+    /// outcome of the first attempt; an error when only some are.
+    async fn existing_append(&mut self, stream: &str, events: &[NewEvent]) -> Result<Option<AppendOutcome>> {
+        let found: Vec<(Uuid, String, i64)> = on_tx!(self, c => {
+            let mut q = sqlx::QueryBuilder::new(
+                "SELECT event_id, stream_id, stream_version FROM events WHERE event_id IN (",
+            );
+            let mut sep = q.separated(", ");
+            for e in events {
+                sep.push_bind(e.event_id);
+            }
+            q.push(")");
+            q.build_query_as().fetch_all(&mut *c).await?
+        });
+        if found.is_empty() {
+            return Ok(None);
+        }
+        if found.len() != events.len() || found.iter().any(|(_, s, _)| s != stream) {
+            return Err(LedgerError::PartialDuplicate { stream: stream.to_string() });
+        }
+        let version = found.iter().map(|(_, _, v)| *v).max().unwrap_or(0);
+        Ok(Some(AppendOutcome { version, already_appended: true }))
+    }
+}
+
+impl Database {
+    /// Appends in a transaction of its own (see [`Tx::append`]).
+    pub async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        metadata: &Metadata,
+    ) -> Result<AppendOutcome> {
+        let mut tx = self.begin().await?;
+        let outcome = tx.append(stream, expected, events, metadata, Utc::now()).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Reads every committed event of `stream` in version order.
+    pub async fn read_stream(&self, stream: &str) -> Result<Vec<RecordedEvent>> {
+        let is_pg = matches!(self, Database::Postgres(_));
+        let sql = format!(
+            "SELECT {} FROM events WHERE stream_id = $1 ORDER BY stream_version",
+            columns(is_pg)
+        );
+        let rows: Vec<EventRow> =
+            on_db!(self, p => sqlx::query_as(&sql).bind(stream).fetch_all(p).await?);
+        rows.into_iter().map(RecordedEvent::try_from).collect()
+    }
+
+    /// Reads up to `limit` events of the global order after `after`.
+    ///
+    /// Gap-safe: on PostgreSQL only events of transactions older than the
+    /// oldest one still in flight are returned, so an event committed later
+    /// always sorts after the returned ones. Page by passing
+    /// [`GlobalCursor::after`] of the last event returned.
+    pub async fn read_all(&self, after: GlobalCursor, limit: i64) -> Result<Vec<RecordedEvent>> {
+        let rows: Vec<EventRow> = match self {
+            Database::Postgres(pool) => {
+                let sql = format!(
+                    "SELECT {PG_COLUMNS} FROM events \
+                     WHERE (transaction_id, position) > ($1::text::xid8, $2) \
+                       AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                     ORDER BY transaction_id, position LIMIT $3"
+                );
+                sqlx::query_as(&sql)
+                    .bind(after.transaction_id.to_string())
+                    .bind(after.position)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Database::Sqlite { reader, .. } => {
+                let sql = format!(
+                    "SELECT {SQLITE_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+                );
+                sqlx::query_as(&sql).bind(after.position).bind(limit).fetch_all(reader).await?
+            }
+        };
+        rows.into_iter().map(RecordedEvent::try_from).collect()
+    }
+
+    /// The cursor after the last event readable now (for "from now on" tails).
+    pub async fn head(&self) -> Result<GlobalCursor> {
+        let row: Option<(String, i64)> = match self {
+            Database::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT transaction_id::text, position FROM events \
+                     WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                     ORDER BY transaction_id DESC, position DESC LIMIT 1",
+                )
+                .fetch_optional(pool)
+                .await?
+            }
+            Database::Sqlite { reader, .. } => {
+                sqlx::query_as("SELECT '0', position FROM events ORDER BY position DESC LIMIT 1")
+                    .fetch_optional(reader)
+                    .await?
+            }
+        };
+        match row {
+            None => Ok(GlobalCursor::START),
+            Some((tx, position)) => Ok(GlobalCursor {
+                transaction_id: tx
+                    .parse()
+                    .map_err(|e| LedgerError::Corrupt(format!("transaction id: {e}")))?,
+                position,
+            }),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Read models (filled in by the projections module).
