@@ -1,0 +1,173 @@
+//! The event log's contract, on SQLite and PostgreSQL alike.
+
+use admit_ledger::testing::{fresh_databases, fresh_postgres};
+use admit_ledger::{Database, ExpectedVersion, GlobalCursor, LedgerError, Metadata, NewEvent};
+use chrono::Utc;
+use uuid::Uuid;
+
+fn event(n: usize) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: "Counted".into(),
+        schema_version: 1,
+        payload: format!("{{\"n\":{n}}}"),
+    }
+}
+
+fn meta() -> Metadata {
+    Metadata { actor: Some("test".into()), correlation_id: Some(Uuid::now_v7()), ..Default::default() }
+}
+
+async fn read_everything(db: &Database) -> Vec<admit_ledger::RecordedEvent> {
+    let mut out = Vec::new();
+    let mut cursor = GlobalCursor::START;
+    loop {
+        let batch = db.read_all(cursor, 7).await.unwrap();
+        let Some(last) = batch.last() else { return out };
+        cursor = GlobalCursor::after(last);
+        out.extend(batch);
+    }
+}
+
+#[tokio::test]
+async fn append_checks_the_expected_version_and_writes_nothing_on_conflict() {
+    for (url, db) in fresh_databases().await {
+        let out = db.append("s-1", ExpectedVersion::Exact(0), &[event(1), event(2)], &meta()).await.unwrap();
+        assert_eq!(out.version, 2, "{url}");
+        let err = db.append("s-1", ExpectedVersion::Exact(1), &[event(3)], &meta()).await.unwrap_err();
+        assert!(matches!(err, LedgerError::Conflict { actual: 2, .. }), "{url}: {err}");
+        let err = db.append("s-1", ExpectedVersion::Exact(0), &[event(3)], &meta()).await.unwrap_err();
+        assert!(err.is_retryable(), "{url}");
+        assert_eq!(db.read_stream("s-1").await.unwrap().len(), 2, "{url}");
+        let out = db.append("s-1", ExpectedVersion::Any, &[event(3)], &meta()).await.unwrap();
+        assert_eq!(out.version, 3, "{url}");
+        let stream = db.read_stream("s-1").await.unwrap();
+        assert_eq!(stream.iter().map(|e| e.stream_version).collect::<Vec<_>>(), vec![1, 2, 3], "{url}");
+        assert_eq!(stream[0].metadata.actor.as_deref(), Some("test"));
+        assert_eq!(stream[1].payload, "{\"n\":2}");
+    }
+}
+
+#[tokio::test]
+async fn a_retried_append_is_a_no_op() {
+    for (url, db) in fresh_databases().await {
+        let batch = [event(1), event(2)];
+        let first = db.append("s", ExpectedVersion::Exact(0), &batch, &meta()).await.unwrap();
+        let again = db.append("s", ExpectedVersion::Exact(0), &batch, &meta()).await.unwrap();
+        assert!(!first.already_appended);
+        assert!(again.already_appended, "{url}");
+        assert_eq!(again.version, 2);
+        assert_eq!(db.read_stream("s").await.unwrap().len(), 2, "{url}");
+        let mixed = [batch[0].clone(), event(3)];
+        let err = db.append("s", ExpectedVersion::Any, &mixed, &meta()).await.unwrap_err();
+        assert!(matches!(err, LedgerError::PartialDuplicate { .. }), "{url}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_transaction_leaves_no_trace() {
+    for (url, db) in fresh_databases().await {
+        let mut tx = db.begin().await.unwrap();
+        tx.append("a", ExpectedVersion::Exact(0), &[event(1)], &meta(), Utc::now()).await.unwrap();
+        let err = tx.append("b", ExpectedVersion::Exact(5), &[event(2)], &meta(), Utc::now()).await;
+        assert!(err.is_err());
+        tx.rollback().await.unwrap();
+        assert!(read_everything(&db).await.is_empty(), "{url}");
+        assert_eq!(db.verify().await.unwrap().streams, 0);
+    }
+}
+
+#[tokio::test]
+async fn the_global_order_pages_through_every_event_once() {
+    for (url, db) in fresh_databases().await {
+        for i in 0..30 {
+            db.append(&format!("s-{}", i % 4), ExpectedVersion::Any, &[event(i), event(i + 100)], &meta())
+                .await
+                .unwrap();
+        }
+        let all = read_everything(&db).await;
+        assert_eq!(all.len(), 60, "{url}");
+        let mut ids: Vec<_> = all.iter().map(|e| e.event_id).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), 60);
+        assert!(all.windows(2).all(|w| GlobalCursor::after(&w[0]) < GlobalCursor::after(&w[1])));
+        assert_eq!(db.head().await.unwrap(), GlobalCursor::after(all.last().unwrap()), "{url}");
+    }
+}
+
+#[tokio::test]
+async fn the_events_table_refuses_update_and_delete() {
+    for (url, db) in fresh_databases().await {
+        db.append("s", ExpectedVersion::Any, &[event(1)], &meta()).await.unwrap();
+        let mut tx = db.begin().await.unwrap();
+        let upd = admit_ledger::on_tx!(&mut tx, c => sqlx::query("UPDATE events SET payload = '{}'")
+            .execute(&mut *c).await.map(|_| ()));
+        assert!(upd.is_err(), "{url}: UPDATE went through");
+        tx.rollback().await.unwrap();
+        let mut tx = db.begin().await.unwrap();
+        let del = admit_ledger::on_tx!(&mut tx, c => sqlx::query("DELETE FROM events")
+            .execute(&mut *c).await.map(|_| ()));
+        assert!(del.is_err(), "{url}: DELETE went through");
+        tx.rollback().await.unwrap();
+        assert_eq!(db.read_stream("s").await.unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn verify_names_the_event_whose_stored_bytes_were_edited() {
+    for (url, db) in fresh_databases().await {
+        for i in 0..5 {
+            db.append("victim", ExpectedVersion::Any, &[event(i)], &meta()).await.unwrap();
+            db.append("bystander", ExpectedVersion::Any, &[event(i)], &meta()).await.unwrap();
+        }
+        let report = db.verify().await.unwrap();
+        assert!(report.is_ok(), "{url}: {report:?}");
+        assert_eq!((report.streams, report.events), (2, 10));
+        let target = db.read_stream("victim").await.unwrap()[2].clone();
+
+        // An attacker with full database rights, bypassing the triggers.
+        let mut tx = db.begin().await.unwrap();
+        match &mut tx {
+            admit_ledger::Tx::Postgres(t) => {
+                sqlx::query("ALTER TABLE events DISABLE TRIGGER events_refuse_update_delete")
+                    .execute(&mut **t).await.unwrap();
+                sqlx::query("UPDATE events SET payload = '{\"n\":999}' WHERE event_id = $1")
+                    .bind(target.event_id).execute(&mut **t).await.unwrap();
+            }
+            admit_ledger::Tx::Sqlite(t) => {
+                sqlx::query("DROP TRIGGER events_refuse_update").execute(&mut **t).await.unwrap();
+                sqlx::query("UPDATE events SET payload = '{\"n\":999}' WHERE event_id = $1")
+                    .bind(target.event_id).execute(&mut **t).await.unwrap();
+            }
+        }
+        tx.commit().await.unwrap();
+
+        let report = db.verify().await.unwrap();
+        assert!(!report.is_ok(), "{url}");
+        let first = report.first_mismatch().unwrap();
+        assert_eq!(first.event_id, target.event_id, "{url}");
+        assert_eq!(first.stream_version, 3);
+        assert_eq!(report.mismatches.len(), 1, "{url}: {report:?}");
+    }
+}
+
+/// A transaction that started first but commits last must not be skipped
+/// by a reader that already saw a later transaction's events.
+#[tokio::test]
+async fn a_late_committing_transaction_is_not_skipped() {
+    let (_, db) = fresh_postgres().await;
+    let mut slow = db.begin().await.unwrap();
+    slow.append("slow", ExpectedVersion::Any, &[event(1)], &meta(), Utc::now()).await.unwrap();
+    db.append("fast", ExpectedVersion::Any, &[event(2)], &meta()).await.unwrap();
+
+    // The fast event committed, but the slow transaction holds a lower
+    // position and is still open: the reader must wait for it.
+    let seen = db.read_all(GlobalCursor::START, 100).await.unwrap();
+    assert!(seen.is_empty(), "reader ran ahead of an open transaction: {seen:?}");
+
+    slow.commit().await.unwrap();
+    let seen = db.read_all(GlobalCursor::START, 100).await.unwrap();
+    let streams: Vec<_> = seen.iter().map(|e| e.stream_id.as_str()).collect();
+    assert_eq!(streams, ["slow", "fast"]);
+    assert!(seen[0].position < seen[1].position);
+}
