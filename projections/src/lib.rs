@@ -1,1 +1,25 @@
-//! Read models (filled in by the projections module).
+//! Admit's read models: the tables the API reads, projected from the log.
+//!
+//! Projections are applied inline, in the same transaction as the append, so
+//! the API reads its own writes. Read-model rows carry the stream version
+//! they reflect, which makes applying an event twice harmless. Any
+//! projection can be rebuilt from the log into fresh tables ([`rebuild`]),
+//! and the log can be folded to any past moment ([`as_of`]).
+//!
+//! Read-model tables are not in the SQL migrations: they are disposable and
+//! described once in [`schema`], which creates them under any name prefix
+//! (the live tables have none; a rebuild writes `rebuild_*` and swaps).
+
+pub mod as_of;
+pub mod codec;
+pub mod error;
+pub mod projector;
+pub mod rebuild;
+pub mod schema;
+
+pub use codec::{Codec, Envelope};
+pub use error::ProjectionError;
+pub use projector::Projector;
+
+/// Result alias for this crate.
+pub type Result<T, E = ProjectionError> = std::result::Result<T, E>;

@@ -1,0 +1,107 @@
+//! Domain events to stored rows and back, sealing personal data on the way
+//! in and opening it (or reading it as erased) on the way out.
+
+use std::collections::HashMap;
+
+use admit_domain::event::{current_schema_version, PERSONAL_FIELD};
+use admit_domain::personal::Personal;
+use admit_domain::Event;
+use admit_ledger::personal::PersonKey;
+use admit_ledger::{NewEvent, RecordedEvent};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::{ProjectionError, Result};
+
+/// A decoded event with what the log recorded around it.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// Event id.
+    pub event_id: Uuid,
+    /// Version in its stream.
+    pub stream_version: i64,
+    /// When it was recorded.
+    pub recorded_at: DateTime<Utc>,
+    /// Who caused it, as recorded in the metadata.
+    pub actor: Option<String>,
+    /// The event itself.
+    pub event: Event,
+}
+
+/// Encodes and decodes events. Stateless: keys are passed in.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Codec;
+
+impl Codec {
+    /// The stored form of `event`; its personal data sealed with `key`.
+    pub fn encode(event: &Event, event_id: Uuid, key: Option<&PersonKey>) -> NewEvent {
+        let mut payload = event.payload();
+        if let (Some(person), Some(key), Value::Object(map)) = (event.person(), key, &mut payload) {
+            if let Some(personal) = map.get(PERSONAL_FIELD) {
+                let clear = serde_json::to_vec(personal).unwrap_or_default();
+                map.insert(PERSONAL_FIELD.into(), serde_json::json!({ "sealed": key.seal(person.0, &clear) }));
+            }
+        }
+        NewEvent {
+            event_id,
+            event_type: event.event_type().to_string(),
+            schema_version: current_schema_version(event.event_type()),
+            payload: payload.to_string(),
+        }
+    }
+
+    /// The people whose keys are needed to open these events.
+    pub fn people(events: &[RecordedEvent]) -> Vec<Uuid> {
+        let mut out: Vec<Uuid> = events
+            .iter()
+            .filter(|e| e.payload.contains("\"sealed\""))
+            .filter_map(|e| {
+                let v: Value = serde_json::from_str(&e.payload).ok()?;
+                v.get("person_id")?.as_str()?.parse().ok()
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Decodes a stored event; personal data whose key is gone reads as
+    /// [`Personal::Erased`].
+    pub fn decode(event: &RecordedEvent, keys: &HashMap<Uuid, PersonKey>) -> Result<Envelope> {
+        let fail = |reason: String| ProjectionError::Decode { event_id: event.event_id, reason };
+        let mut payload: Value = serde_json::from_str(&event.payload).map_err(|e| fail(e.to_string()))?;
+        if let Value::Object(map) = &mut payload {
+            let sealed = map.get(PERSONAL_FIELD).and_then(|p| p.get("sealed")).and_then(Value::as_str);
+            if let Some(sealed) = sealed {
+                let person = map.get("person_id").and_then(Value::as_str).and_then(|s| s.parse::<Uuid>().ok());
+                let opened = person
+                    .and_then(|p| keys.get(&p).and_then(|k| k.open(p, sealed)))
+                    .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+                    .unwrap_or_else(|| serde_json::to_value(Personal::Erased).unwrap_or(Value::Null));
+                map.insert(PERSONAL_FIELD.into(), opened);
+            }
+        }
+        let decoded = Event::decode(&event.stream_id, &event.event_type, event.schema_version, payload)
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(Envelope {
+            event_id: event.event_id,
+            stream_version: event.stream_version,
+            recorded_at: event.recorded_at,
+            actor: event.metadata.actor.clone(),
+            event: decoded,
+        })
+    }
+
+    /// Decodes a batch, fetching the keys it needs from `db`.
+    pub async fn decode_all(db: &admit_ledger::Database, events: &[RecordedEvent]) -> Result<Vec<Envelope>> {
+        let keys = db.person_keys(&Codec::people(events)).await?;
+        events.iter().map(|e| Codec::decode(e, &keys)).collect()
+    }
+
+    /// Decodes a batch inside a transaction.
+    pub async fn decode_all_in(tx: &mut admit_ledger::Tx, events: &[RecordedEvent]) -> Result<Vec<Envelope>> {
+        let keys = tx.person_keys(&Codec::people(events)).await?;
+        events.iter().map(|e| Codec::decode(e, &keys)).collect()
+    }
+}

@@ -1,0 +1,388 @@
+//! Applies decoded events to the read-model tables inside a transaction.
+
+use admit_domain::access::Access;
+use admit_domain::account::{AccountEvent, MemberStatus};
+use admit_domain::invitation::{InvitationEvent, InvitationStatus};
+use admit_domain::user::UserEvent;
+use admit_domain::Event;
+use admit_ledger::personal::LookupKey;
+use admit_ledger::{on_tx, Tx};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::{Envelope, Result};
+
+/// Projects events into the read models under one table prefix.
+#[derive(Debug, Clone)]
+pub struct Projector {
+    prefix: String,
+    lookup: LookupKey,
+}
+
+fn json(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn roles_text(access: &Access) -> String {
+    access.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" ")
+}
+
+fn status_text(s: MemberStatus) -> &'static str {
+    match s {
+        MemberStatus::Active => "active",
+        MemberStatus::Deactivated => "inactive",
+    }
+}
+
+impl Projector {
+    /// The projector of the live tables.
+    pub fn live(lookup: LookupKey) -> Projector {
+        Projector { prefix: String::new(), lookup }
+    }
+
+    /// A projector writing to tables named `{prefix}{table}`.
+    pub fn with_prefix(prefix: &str, lookup: LookupKey) -> Projector {
+        Projector { prefix: prefix.to_string(), lookup }
+    }
+
+    fn sql(&self, template: &str) -> String {
+        template.replace("{p}", &self.prefix)
+    }
+
+    /// Applies one event. Rows carry their stream version, so an event
+    /// already reflected is skipped.
+    pub async fn apply(&self, tx: &mut Tx, env: &Envelope) -> Result<()> {
+        let at = env.recorded_at;
+        let v = env.stream_version;
+        match &env.event {
+            Event::Account(id, e) => self.account(tx, id.0, e, at, v).await,
+            Event::Invitation(id, e) => self.invitation(tx, id.0, e, at, v).await,
+            Event::User(id, e) => self.user(tx, id.0, e, at, v).await,
+        }
+    }
+
+    async fn exec(&self, tx: &mut Tx, template: &str, binds: Vec<Bind>) -> Result<u64> {
+        let sql = self.sql(template);
+        let n = on_tx!(tx, c => {
+            let mut q = sqlx::query(&sql);
+            for b in binds {
+                q = match b {
+                    Bind::Uuid(x) => q.bind(x),
+                    Bind::OptUuid(x) => q.bind(x),
+                    Bind::Text(x) => q.bind(x),
+                    Bind::OptText(x) => q.bind(x),
+                    Bind::Int(x) => q.bind(x),
+                    Bind::Time(x) => q.bind(x),
+                    Bind::OptTime(x) => q.bind(x),
+                };
+            }
+            q.execute(&mut *c).await?.rows_affected()
+        });
+        Ok(n)
+    }
+
+    async fn account(&self, tx: &mut Tx, id: Uuid, e: &AccountEvent, at: DateTime<Utc>, v: i64) -> Result<()> {
+        use AccountEvent::*;
+        match e {
+            AccountOpened { name, customer_number, settings, .. } => {
+                self.exec(
+                    tx,
+                    "INSERT INTO {p}accounts (account_id, name, customer_number, settings, opened_at, updated_at, version) \
+                     VALUES ($1, $2, $3, $4, $5, $5, $6) ON CONFLICT (account_id) DO NOTHING",
+                    binds(vec![
+                        Bind::Uuid(id),
+                        Bind::Text(name.to_string()),
+                        Bind::Text(customer_number.to_string()),
+                        Bind::Text(json(settings)),
+                        Bind::Time(at),
+                        Bind::Int(v),
+                    ]),
+                )
+                .await?;
+                return Ok(());
+            }
+            AccountSettingsChanged { settings } => {
+                self.exec(
+                    tx,
+                    "UPDATE {p}accounts SET settings = $1, updated_at = $2 WHERE account_id = $3",
+                    binds(vec![Bind::Text(json(settings)), Bind::Time(at), Bind::Uuid(id)]),
+                )
+                .await?;
+            }
+            RoleDefined { role, permissions } => {
+                self.exec(
+                    tx,
+                    "INSERT INTO {p}roles (account_id, role, permissions, defined_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+                     ON CONFLICT (account_id, role) DO NOTHING",
+                    binds(vec![Bind::Uuid(id), Bind::Text(role.to_string()), Bind::Text(json(permissions)), Bind::Time(at)]),
+                )
+                .await?;
+            }
+            RoleChanged { role, permissions } => {
+                self.exec(
+                    tx,
+                    "UPDATE {p}roles SET permissions = $1, updated_at = $2 WHERE account_id = $3 AND role = $4",
+                    binds(vec![Bind::Text(json(permissions)), Bind::Time(at), Bind::Uuid(id), Bind::Text(role.to_string())]),
+                )
+                .await?;
+            }
+            RoleDeleted { role } => {
+                self.exec(
+                    tx,
+                    "DELETE FROM {p}roles WHERE account_id = $1 AND role = $2",
+                    binds(vec![Bind::Uuid(id), Bind::Text(role.to_string())]),
+                )
+                .await?;
+                self.drop_role_from_members(tx, id, role.as_str(), at).await?;
+            }
+            MemberJoined { user_id, invitation_id, access } => {
+                self.exec(
+                    tx,
+                    "INSERT INTO {p}members (account_id, user_id, access, roles, restricted, status, invitation_id, joined_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $7) ON CONFLICT (account_id, user_id) DO NOTHING",
+                    binds(vec![
+                        Bind::Uuid(id),
+                        Bind::Uuid(user_id.0),
+                        Bind::Text(json(access)),
+                        Bind::Text(roles_text(access)),
+                        Bind::Int(access.is_restricted() as i64),
+                        Bind::Uuid(invitation_id.0),
+                        Bind::Time(at),
+                    ]),
+                )
+                .await?;
+            }
+            MemberAccessChanged { user_id, access } => {
+                self.set_member_access(tx, id, user_id.0, access, at).await?;
+            }
+            MemberDeactivated { user_id } | MemberReactivated { user_id } => {
+                let status = if matches!(e, MemberDeactivated { .. }) { MemberStatus::Deactivated } else { MemberStatus::Active };
+                self.exec(
+                    tx,
+                    "UPDATE {p}members SET status = $1, updated_at = $2 WHERE account_id = $3 AND user_id = $4",
+                    binds(vec![Bind::Text(status_text(status).into()), Bind::Time(at), Bind::Uuid(id), Bind::Uuid(user_id.0)]),
+                )
+                .await?;
+            }
+            MemberRemoved { user_id } | MembershipCancelled { user_id } => {
+                self.exec(
+                    tx,
+                    "DELETE FROM {p}members WHERE account_id = $1 AND user_id = $2",
+                    binds(vec![Bind::Uuid(id), Bind::Uuid(user_id.0)]),
+                )
+                .await?;
+            }
+        }
+        self.exec(
+            tx,
+            "UPDATE {p}accounts SET version = $1, updated_at = $2 WHERE account_id = $3",
+            binds(vec![Bind::Int(v), Bind::Time(at), Bind::Uuid(id)]),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn set_member_access(&self, tx: &mut Tx, account: Uuid, user: Uuid, access: &Access, at: DateTime<Utc>) -> Result<()> {
+        self.exec(
+            tx,
+            "UPDATE {p}members SET access = $1, roles = $2, restricted = $3, updated_at = $4 WHERE account_id = $5 AND user_id = $6",
+            binds(vec![
+                Bind::Text(json(access)),
+                Bind::Text(roles_text(access)),
+                Bind::Int(access.is_restricted() as i64),
+                Bind::Time(at),
+                Bind::Uuid(account),
+                Bind::Uuid(user),
+            ]),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn drop_role_from_members(&self, tx: &mut Tx, account: Uuid, role: &str, at: DateTime<Utc>) -> Result<()> {
+        let sql = self.sql("SELECT user_id, access FROM {p}members WHERE account_id = $1");
+        let rows: Vec<(Uuid, String)> =
+            on_tx!(tx, c => sqlx::query_as(&sql).bind(account).fetch_all(&mut *c).await?);
+        for (user, access) in rows {
+            let Ok(mut access) = serde_json::from_str::<Access>(&access) else { continue };
+            if access.roles.iter().any(|r| r.as_str() == role) {
+                access.roles.retain(|r| r.as_str() != role);
+                self.set_member_access(tx, account, user, &access, at).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn invitation(&self, tx: &mut Tx, id: Uuid, e: &InvitationEvent, at: DateTime<Utc>, v: i64) -> Result<()> {
+        use InvitationEvent::*;
+        if let InvitationSent { account_id, person_id, personal, access, invited_by, channel, expires_at, .. } = e {
+            let email = personal.email().map(|e| e.to_string());
+            let email_hash = personal.email().map(|e| self.lookup.email_hash(e.as_str()));
+            self.exec(
+                tx,
+                "INSERT INTO {p}invitations (invitation_id, account_id, person_id, email, email_hash, name, status, access, roles, \
+                 invited_by, channel, created_at, expires_at, resend_count, updated_at, version) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $12, 0, $11, $13) \
+                 ON CONFLICT (invitation_id) DO NOTHING",
+                binds(vec![
+                    Bind::Uuid(id),
+                    Bind::Uuid(account_id.0),
+                    Bind::Uuid(person_id.0),
+                    Bind::OptText(email),
+                    Bind::OptText(email_hash),
+                    Bind::OptText(personal.name().map(|n| n.to_string())),
+                    Bind::Text(json(access)),
+                    Bind::Text(roles_text(access)),
+                    Bind::Text(invited_by.to_string()),
+                    Bind::Text(json(channel).trim_matches('"').to_string()),
+                    Bind::Time(at),
+                    Bind::Time(*expires_at),
+                    Bind::Int(v),
+                ]),
+            )
+            .await?;
+            return Ok(());
+        }
+        // Skip an event the row already reflects (replays, retries).
+        let guard = " AND version < $V";
+        let (template, mut binds): (String, Vec<Bind>) = match e {
+            InvitationSent { .. } => unreachable!("handled above"),
+            InvitationUpdated { access, expires_at, .. } => (
+                "UPDATE {p}invitations SET access = $1, roles = $2, expires_at = $3".into(),
+                vec![Bind::Text(json(access)), Bind::Text(roles_text(access)), Bind::Time(*expires_at)],
+            ),
+            InvitationResent { expires_at, .. } => (
+                "UPDATE {p}invitations SET expires_at = $1, resend_count = resend_count + 1".into(),
+                vec![Bind::Time(*expires_at)],
+            ),
+            InvitationDeliveryRecorded { state, detail } => {
+                self.exec(
+                    tx,
+                    "INSERT INTO {p}invitation_deliveries (invitation_id, seq, state, detail, recorded_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (invitation_id, seq) DO NOTHING",
+                    binds(vec![
+                        Bind::Uuid(id),
+                        Bind::Int(v),
+                        Bind::Text(json(state).trim_matches('"').to_string()),
+                        Bind::OptText(detail.clone()),
+                        Bind::Time(at),
+                    ]),
+                )
+                .await?;
+                (
+                    "UPDATE {p}invitations SET delivery_state = $1, delivery_updated_at = $2".into(),
+                    vec![Bind::Text(json(state).trim_matches('"').to_string()), Bind::Time(at)],
+                )
+            }
+            InvitationAccepted { user_id, access } => (
+                "UPDATE {p}invitations SET status = 'accepted', accepted_at = $1, accepted_by = $2, closed_at = $1, access = $3, roles = $4".into(),
+                vec![Bind::Time(at), Bind::Uuid(user_id.0), Bind::Text(json(access)), Bind::Text(roles_text(access))],
+            ),
+            InvitationDeclined {} => close(InvitationStatus::Declined, at),
+            InvitationExpired {} => close(InvitationStatus::Expired, at),
+            InvitationRevoked { reason, .. } => {
+                let (t, mut b) = close(InvitationStatus::Revoked, at);
+                b.push(Bind::Text(json(reason).trim_matches('"').to_string()));
+                (t + ", revoke_reason = $3", b)
+            }
+        };
+        let n = binds.len();
+        binds.push(Bind::Time(at));
+        binds.push(Bind::Int(v));
+        binds.push(Bind::Uuid(id));
+        let sql = format!(
+            "{template}, updated_at = ${}, version = ${} WHERE invitation_id = ${}{}",
+            n + 1,
+            n + 2,
+            n + 3,
+            guard.replace("$V", &format!("${}", n + 2))
+        );
+        self.exec(tx, &sql, binds).await?;
+        Ok(())
+    }
+
+    async fn user(&self, tx: &mut Tx, id: Uuid, e: &UserEvent, at: DateTime<Utc>, v: i64) -> Result<()> {
+        match e {
+            UserEvent::UserRegistered { person_id, personal, password_hash, .. } => {
+                self.exec(
+                    tx,
+                    "INSERT INTO {p}users (user_id, person_id, email, email_hash, name, password_hash, status, registered_at, version) \
+                     VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8) ON CONFLICT (user_id) DO NOTHING",
+                    binds(vec![
+                        Bind::Uuid(id),
+                        Bind::Uuid(person_id.0),
+                        Bind::OptText(personal.email().map(|e| e.to_string())),
+                        Bind::OptText(personal.email().map(|e| self.lookup.email_hash(e.as_str()))),
+                        Bind::OptText(personal.name().map(|n| n.to_string())),
+                        Bind::Text(password_hash.as_str().to_string()),
+                        Bind::Time(at),
+                        Bind::Int(v),
+                    ]),
+                )
+                .await?;
+            }
+            UserEvent::UserLoggedIn {} => {
+                self.exec(
+                    tx,
+                    "UPDATE {p}users SET last_login_at = $1, version = $2 WHERE user_id = $3 AND version < $2",
+                    binds(vec![Bind::Time(at), Bind::Int(v), Bind::Uuid(id)]),
+                )
+                .await?;
+            }
+            UserEvent::UserPasswordChanged { password_hash } => {
+                self.exec(
+                    tx,
+                    "UPDATE {p}users SET password_hash = $1, version = $2 WHERE user_id = $3 AND version < $2",
+                    binds(vec![Bind::Text(password_hash.as_str().to_string()), Bind::Int(v), Bind::Uuid(id)]),
+                )
+                .await?;
+            }
+            UserEvent::UserDeactivated {} => {
+                self.exec(
+                    tx,
+                    "UPDATE {p}users SET status = 'inactive', version = $1 WHERE user_id = $2 AND version < $1",
+                    binds(vec![Bind::Int(v), Bind::Uuid(id)]),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Scrubs a person's clear data from every read model (erasure).
+    pub async fn scrub_person(&self, tx: &mut Tx, person: Uuid) -> Result<()> {
+        for table in ["users", "invitations"] {
+            self.exec(
+                tx,
+                &format!("UPDATE {{p}}{table} SET email = NULL, email_hash = NULL, name = NULL WHERE person_id = $1"),
+                binds(vec![Bind::Uuid(person)]),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+fn close(status: InvitationStatus, at: DateTime<Utc>) -> (String, Vec<Bind>) {
+    (
+        "UPDATE {p}invitations SET status = $1, closed_at = $2".into(),
+        vec![Bind::Text(status.as_str().into()), Bind::Time(at)],
+    )
+}
+
+enum Bind {
+    Uuid(Uuid),
+    #[allow(dead_code)]
+    OptUuid(Option<Uuid>),
+    Text(String),
+    OptText(Option<String>),
+    Int(i64),
+    Time(DateTime<Utc>),
+    #[allow(dead_code)]
+    OptTime(Option<DateTime<Utc>>),
+}
+
+/// Parameters of one statement, in `$1, $2, ...` order.
+fn binds(v: Vec<Bind>) -> Vec<Bind> {
+    v
+}

@@ -1,0 +1,109 @@
+//! Rebuilding read models from the log, and checking a rebuild against the
+//! live tables.
+
+use admit_ledger::personal::LookupKey;
+use admit_ledger::{on_db, Database, GlobalCursor};
+use chrono::Utc;
+
+use crate::schema::{self, TABLES};
+use crate::{Codec, Projector, Result};
+
+/// Name of the projector that writes every read model.
+pub const PROJECTOR: &str = "read_models";
+
+/// Prefix of the tables a rebuild writes before it swaps them in.
+pub const REBUILD_PREFIX: &str = "rebuild_";
+
+/// Events projected per transaction during a rebuild.
+const BATCH: i64 = 5_000;
+
+/// What a rebuild did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Events applied.
+    pub events: u64,
+    /// Where it stopped.
+    pub cursor: GlobalCursor,
+}
+
+/// Creates the live read-model tables when missing.
+pub async fn ensure_live_tables(db: &Database) -> Result<()> {
+    let mut tx = db.begin().await?;
+    schema::create(&mut tx, "").await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Projects the whole log into fresh tables under `prefix`, streaming it in
+/// batches (memory does not grow with the log), recording the projector's
+/// checkpoint with each batch's writes.
+pub async fn rebuild_into(db: &Database, lookup: &LookupKey, prefix: &str) -> Result<Rebuilt> {
+    let mut tx = db.begin().await?;
+    schema::drop(&mut tx, prefix).await?;
+    schema::create(&mut tx, prefix).await?;
+    tx.commit().await?;
+
+    let projector = Projector::with_prefix(prefix, lookup.clone());
+    let checkpoint_sql = format!(
+        "INSERT INTO {prefix}projector_checkpoints (projector, transaction_id, position, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (projector) DO UPDATE SET transaction_id = excluded.transaction_id, position = excluded.position, \
+         updated_at = excluded.updated_at"
+    );
+    let mut cursor = GlobalCursor::START;
+    let mut events = 0u64;
+    loop {
+        let batch = db.read_all(cursor, BATCH).await?;
+        let Some(last) = batch.last() else { break };
+        cursor = GlobalCursor::after(last);
+        let decoded = Codec::decode_all(db, &batch).await?;
+        let mut tx = db.begin().await?;
+        for env in &decoded {
+            projector.apply(&mut tx, env).await?;
+        }
+        admit_ledger::on_tx!(&mut tx, c => sqlx::query(&checkpoint_sql)
+            .bind(PROJECTOR)
+            .bind(cursor.transaction_id.to_string())
+            .bind(cursor.position)
+            .bind(Utc::now())
+            .execute(&mut *c)
+            .await
+            .map(|_| ())?);
+        tx.commit().await?;
+        events += decoded.len() as u64;
+    }
+    Ok(Rebuilt { events, cursor })
+}
+
+/// Rebuilds every read model from the log and swaps the result in place of
+/// the live tables, in one transaction.
+pub async fn replay(db: &Database, lookup: &LookupKey) -> Result<Rebuilt> {
+    let rebuilt = rebuild_into(db, lookup, REBUILD_PREFIX).await?;
+    let mut tx = db.begin().await?;
+    schema::drop(&mut tx, "").await?;
+    schema::create(&mut tx, "").await?;
+    for table in TABLES.iter().chain(std::iter::once(&schema::CHECKPOINTS)) {
+        let copy = format!("INSERT INTO {0} SELECT * FROM {REBUILD_PREFIX}{0}", table.name);
+        admit_ledger::on_tx!(&mut tx, c => sqlx::query(&copy).execute(&mut *c).await.map(|_| ())?);
+    }
+    schema::drop(&mut tx, REBUILD_PREFIX).await?;
+    tx.commit().await?;
+    Ok(rebuilt)
+}
+
+/// Every row of every read model under `prefix`, as text cells, per table.
+pub async fn dump(db: &Database, prefix: &str) -> Result<Vec<(String, Vec<Vec<Option<String>>>)>> {
+    let backend = db.backend();
+    let mut out = Vec::new();
+    for table in TABLES {
+        let sql = table.dump_sql(backend, prefix);
+        let rows = on_db!(db, p => {
+            use sqlx::Row;
+            let rows = sqlx::query(&sql).fetch_all(p).await?;
+            rows.iter()
+                .map(|r| (0..r.len()).map(|i| r.try_get::<Option<String>, _>(i)).collect::<Result<Vec<_>, _>>())
+                .collect::<Result<Vec<_>, _>>()?
+        });
+        out.push((table.name.to_string(), rows));
+    }
+    Ok(out)
+}

@@ -1,0 +1,200 @@
+//! The read-model tables, described once and created under any prefix on
+//! either backend.
+
+use admit_ledger::{on_tx, Backend, Tx};
+
+/// A column's kind, mapped to each backend's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// UUID (PostgreSQL `UUID`, SQLite `BLOB`).
+    Uuid,
+    /// Text.
+    Text,
+    /// 64-bit integer (also booleans, as 0/1).
+    Int,
+    /// Timestamp (PostgreSQL `TIMESTAMPTZ`, SQLite RFC 3339 text).
+    Time,
+    /// JSON document stored as text.
+    Json,
+}
+
+/// One read-model table.
+#[derive(Debug)]
+pub struct Table {
+    /// Name without prefix.
+    pub name: &'static str,
+    /// Columns in order.
+    pub columns: &'static [(&'static str, Kind)],
+    /// Primary key columns, comma-separated.
+    pub primary_key: &'static str,
+    /// Extra indexes: each a comma-separated column list.
+    pub indexes: &'static [&'static str],
+}
+
+use Kind::*;
+
+/// Every read model.
+pub const TABLES: &[Table] = &[
+    Table {
+        name: "accounts",
+        columns: &[
+            ("account_id", Uuid),
+            ("name", Text),
+            ("customer_number", Text),
+            ("settings", Json),
+            ("opened_at", Time),
+            ("updated_at", Time),
+            ("version", Int),
+        ],
+        primary_key: "account_id",
+        indexes: &["customer_number"],
+    },
+    Table {
+        name: "roles",
+        columns: &[("account_id", Uuid), ("role", Text), ("permissions", Json), ("defined_at", Time), ("updated_at", Time)],
+        primary_key: "account_id, role",
+        indexes: &[],
+    },
+    Table {
+        name: "users",
+        columns: &[
+            ("user_id", Uuid),
+            ("person_id", Uuid),
+            ("email", Text),
+            ("email_hash", Text),
+            ("name", Text),
+            ("password_hash", Text),
+            ("status", Text),
+            ("registered_at", Time),
+            ("last_login_at", Time),
+            ("version", Int),
+        ],
+        primary_key: "user_id",
+        indexes: &["email_hash", "person_id"],
+    },
+    Table {
+        name: "members",
+        columns: &[
+            ("account_id", Uuid),
+            ("user_id", Uuid),
+            ("access", Json),
+            ("roles", Text),
+            ("restricted", Int),
+            ("status", Text),
+            ("invitation_id", Uuid),
+            ("joined_at", Time),
+            ("updated_at", Time),
+        ],
+        primary_key: "account_id, user_id",
+        indexes: &["user_id", "account_id, status"],
+    },
+    Table {
+        name: "invitations",
+        columns: &[
+            ("invitation_id", Uuid),
+            ("account_id", Uuid),
+            ("person_id", Uuid),
+            ("email", Text),
+            ("email_hash", Text),
+            ("name", Text),
+            ("status", Text),
+            ("access", Json),
+            ("roles", Text),
+            ("invited_by", Text),
+            ("channel", Text),
+            ("created_at", Time),
+            ("expires_at", Time),
+            ("accepted_at", Time),
+            ("accepted_by", Uuid),
+            ("resend_count", Int),
+            ("delivery_state", Text),
+            ("delivery_updated_at", Time),
+            ("revoke_reason", Text),
+            ("closed_at", Time),
+            ("updated_at", Time),
+            ("version", Int),
+        ],
+        primary_key: "invitation_id",
+        indexes: &["account_id, status, created_at", "account_id, created_at", "invited_by, status", "person_id"],
+    },
+    Table {
+        name: "invitation_deliveries",
+        columns: &[("invitation_id", Uuid), ("seq", Int), ("state", Text), ("detail", Text), ("recorded_at", Time)],
+        primary_key: "invitation_id, seq",
+        indexes: &[],
+    },
+];
+
+/// Where a rebuild stands, per projector.
+pub const CHECKPOINTS: Table = Table {
+    name: "projector_checkpoints",
+    columns: &[("projector", Text), ("transaction_id", Text), ("position", Int), ("updated_at", Time)],
+    primary_key: "projector",
+    indexes: &[],
+};
+
+fn sql_type(backend: Backend, kind: Kind) -> &'static str {
+    match (backend, kind) {
+        (Backend::Postgres, Uuid) => "UUID",
+        (Backend::Postgres, Time) => "TIMESTAMPTZ",
+        (Backend::Postgres, Int) => "BIGINT",
+        (Backend::Sqlite, Uuid) => "BLOB",
+        (Backend::Sqlite, Int) => "INTEGER",
+        (_, Text) | (_, Json) | (Backend::Sqlite, Time) => "TEXT",
+    }
+}
+
+impl Table {
+    /// `CREATE TABLE` and `CREATE INDEX` statements under `prefix`.
+    pub fn ddl(&self, backend: Backend, prefix: &str) -> Vec<String> {
+        let cols: Vec<String> =
+            self.columns.iter().map(|(n, k)| format!("{n} {}", sql_type(backend, *k))).collect();
+        let mut out = vec![format!(
+            "CREATE TABLE IF NOT EXISTS {prefix}{} ({}, PRIMARY KEY ({}))",
+            self.name,
+            cols.join(", "),
+            self.primary_key
+        )];
+        for (i, ix) in self.indexes.iter().enumerate() {
+            out.push(format!("CREATE INDEX IF NOT EXISTS {prefix}{}_ix{i} ON {prefix}{} ({ix})", self.name, self.name));
+        }
+        out
+    }
+
+    /// A query listing every row as text cells, in primary-key order (for
+    /// comparing a rebuild with the live tables).
+    pub fn dump_sql(&self, backend: Backend, prefix: &str) -> String {
+        let cells: Vec<String> = self
+            .columns
+            .iter()
+            .map(|(n, k)| match (backend, k) {
+                (Backend::Sqlite, Uuid) => format!("hex({n})"),
+                (Backend::Postgres, Uuid) => format!("replace(upper({n}::text), '-', '')"),
+                (Backend::Postgres, Time) => format!("to_char({n} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"),
+                (Backend::Sqlite, Time) => format!("strftime('%Y-%m-%dT%H:%M:%f', {n})"),
+                _ => format!("CAST({n} AS TEXT)"),
+            })
+            .collect();
+        format!("SELECT {} FROM {prefix}{} ORDER BY {}", cells.join(", "), self.name, self.primary_key)
+    }
+}
+
+/// Creates every read-model table (and the checkpoints) under `prefix`.
+pub async fn create(tx: &mut Tx, prefix: &str) -> crate::Result<()> {
+    let backend = tx.backend();
+    for table in TABLES.iter().chain(std::iter::once(&CHECKPOINTS)) {
+        for stmt in table.ddl(backend, prefix) {
+            on_tx!(tx, c => sqlx::query(&stmt).execute(&mut *c).await.map(|_| ())?);
+        }
+    }
+    Ok(())
+}
+
+/// Drops every read-model table under `prefix`.
+pub async fn drop(tx: &mut Tx, prefix: &str) -> crate::Result<()> {
+    for table in TABLES.iter().chain(std::iter::once(&CHECKPOINTS)) {
+        let stmt = format!("DROP TABLE IF EXISTS {prefix}{}", table.name);
+        on_tx!(tx, c => sqlx::query(&stmt).execute(&mut *c).await.map(|_| ())?);
+    }
+    Ok(())
+}
