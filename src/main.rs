@@ -1,1 +1,180 @@
-fn main() {}
+//! `admit`: the one binary of Admit. Serves the API, runs workers and the
+//! operator commands (migrate, replay, verify, erase, account create).
+
+use std::path::PathBuf;
+
+use admit_api::commands::OpenAccount;
+use admit_api::{Admit, RequestContext, Secrets};
+use admit_domain::password::PasswordPolicy;
+use admit_domain::values::{AccountName, CustomerNumber, EmailAddress, PersonName};
+use admit_ledger::Database;
+use admit_projections::as_of::{accounts_as_of, Moment};
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+/// Admit: an event-sourced invitation ledger.
+#[derive(Parser, Debug)]
+#[command(name = "admit", version, about)]
+struct Cli {
+    /// Database: `sqlite://path` (embedded default) or `postgres://...`.
+    #[arg(long, env = "ADMIT_DATABASE_URL", default_value = "sqlite://data/admit.db", global = true)]
+    database_url: String,
+    /// Folder for local state (the generated secret key, mail in embedded mode).
+    #[arg(long, env = "ADMIT_DATA_DIR", default_value = "data", global = true)]
+    data_dir: PathBuf,
+    /// Master secret (64 hex characters); when unset, `<data dir>/secret.key`
+    /// is generated once and reused.
+    #[arg(long, env = "ADMIT_SECRET_KEY", hide_env_values = true, global = true)]
+    secret_key: Option<String>,
+    /// Password policy for registrations: `nist` (default) or `legacy`.
+    #[arg(long, env = "ADMIT_PASSWORD_POLICY", default_value = "nist", global = true)]
+    password_policy: PasswordPolicy,
+    /// Base URL for links in emails and CLI output (never the Host header).
+    #[arg(long, env = "ADMIT_PUBLIC_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    public_url: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Apply migrations, then serve HTTP.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "ADMIT_BIND", default_value = "127.0.0.1:8080")]
+        bind: String,
+    },
+    /// Apply the embedded migrations and create the read-model tables.
+    Migrate,
+    /// Rebuild every read model from the log, or print accounts as of a past moment.
+    Replay {
+        /// An RFC 3339 time or a log position: print members and invitations as they stood then.
+        #[arg(long)]
+        as_of: Option<Moment>,
+        /// Output format for --as-of.
+        #[arg(long, default_value = "json")]
+        format: String,
+    },
+    /// Recompute the hash chain of every stream; exit 1 on the first mismatch.
+    Verify,
+    /// Erase a person: destroy their key, scrub read models.
+    Erase {
+        /// The person's email.
+        #[arg(long)]
+        email: String,
+    },
+    /// Accounts.
+    Account {
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AccountCommand {
+    /// Open an account and invite its owner; prints the accept link.
+    Create {
+        /// Account name.
+        #[arg(long)]
+        name: String,
+        /// Customer number.
+        #[arg(long)]
+        customer_number: String,
+        /// Owner's email.
+        #[arg(long)]
+        owner_email: String,
+        /// Owner's name.
+        #[arg(long)]
+        owner_name: Option<String>,
+        /// Seat limit.
+        #[arg(long, default_value_t = 10)]
+        seats: u32,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ADMIT_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let db = Database::connect(&cli.database_url).await.with_context(|| format!("connecting to {}", cli.database_url))?;
+    let secrets = Secrets::load(cli.secret_key.as_deref(), &cli.data_dir)?;
+    let admit = Admit::new(db.clone(), secrets.clone(), cli.password_policy);
+    match cli.command {
+        Command::Migrate => {
+            admit.prepare().await?;
+            println!("migrations applied");
+        }
+        Command::Serve { bind } => {
+            admit.prepare().await?;
+            let listener = tokio::net::TcpListener::bind(&bind).await.with_context(|| format!("binding {bind}"))?;
+            tracing::info!(%bind, "admit serving");
+            axum::serve(listener, admit_api::http::router(admit))
+                .with_graceful_shutdown(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await?;
+        }
+        Command::Replay { as_of: Some(moment), format } => {
+            if format != "json" {
+                bail!("only --format json is supported");
+            }
+            let accounts = accounts_as_of(&db, moment).await?;
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "accounts": accounts }))?);
+        }
+        Command::Replay { as_of: None, .. } => {
+            admit.prepare().await?;
+            let started = std::time::Instant::now();
+            let rebuilt = admit_projections::rebuild::replay(&db, &secrets.lookup).await?;
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "replayed {} events in {:.2}s ({:.0} events/s)",
+                rebuilt.events,
+                secs,
+                rebuilt.events as f64 / secs.max(1e-9)
+            );
+        }
+        Command::Verify => {
+            let report = db.verify().await?;
+            match report.first_mismatch() {
+                None => println!("OK: {} events in {} streams verified", report.events, report.streams),
+                Some(m) => {
+                    println!(
+                        "TAMPERED: event {} (stream {} version {}, position {}): {}",
+                        m.event_id, m.stream_id, m.stream_version, m.position, m.problem
+                    );
+                    std::process::exit(1);
+                }
+            }
+        }
+        Command::Erase { email } => {
+            let email = EmailAddress::parse(&email)?;
+            match admit.erase(&email).await? {
+                Some(person) => println!("erased person {person}"),
+                None => println!("nobody with that email"),
+            }
+        }
+        Command::Account { command: AccountCommand::Create { name, customer_number, owner_email, owner_name, seats } } => {
+            admit.prepare().await?;
+            let req = OpenAccount {
+                name: AccountName::parse(&name)?,
+                customer_number: CustomerNumber::parse(&customer_number)?,
+                seats,
+                owner_email: EmailAddress::parse(&owner_email)?,
+                owner_name: owner_name.as_deref().map(PersonName::parse).transpose()?,
+            };
+            let opened = admit.open_account(&RequestContext::cli(), req).await?;
+            println!("account {}", opened.account_id);
+            println!(
+                "owner invitation {} (expires {}): {}/invite/{}",
+                opened.owner_invitation.invitation_id,
+                opened.owner_invitation.expires_at.to_rfc3339(),
+                cli.public_url.trim_end_matches('/'),
+                opened.owner_invitation.token.as_str()
+            );
+        }
+    }
+    Ok(())
+}

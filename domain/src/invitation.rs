@@ -363,10 +363,10 @@ fn check_quota(account: &Account, caller: &Caller, sent_today: u32) -> Result<()
 /// Callers who may change an invitation: its inviter, or anyone with
 /// `invitations.manage`; always within their own rights.
 fn require_manager(account: &Account, caller: &Caller, invitation: &Invitation) -> Result<Access, DomainError> {
-    let own = if caller.actor == invitation.invited_by {
-        account.require(caller.access.as_ref(), Permission::InvitationsCreate)?
-    } else {
-        account.require(caller.access.as_ref(), Permission::InvitationsManage)?
+    let own = match account.require(caller.access.as_ref(), Permission::InvitationsManage) {
+        Ok(own) => own,
+        Err(e) if caller.actor != invitation.invited_by => return Err(e),
+        Err(_) => account.require(caller.access.as_ref(), Permission::InvitationsCreate)?,
     };
     account.roles.check_ceiling(&own, &invitation.access)?;
     Ok(own)
@@ -408,9 +408,9 @@ pub fn resend(
     now: DateTime<Utc>,
 ) -> Result<Vec<InvitationEvent>, DomainError> {
     require_manager(account, caller, invitation)?;
-    if invitation.status != InvitationStatus::Pending {
-        invitation.require_live(now)?;
-    }
+    // A lapsed invitation holds no seat and no longer blocks a fresh one to
+    // the same email, so reviving it could break both rules: invite anew.
+    invitation.require_live(now)?;
     check_quota(account, caller, sent_by_caller_today)?;
     let expires_at = now + account.settings.lifetime(None)?;
     Ok(vec![InvitationEvent::InvitationResent {

@@ -111,6 +111,20 @@ impl Tx {
         Ok(n)
     }
 
+    /// How many reservations of `kind` in `scope` have not lapsed at `now`
+    /// (pending invitations still inside their deadline hold a seat).
+    pub async fn count_live_reservations(&mut self, kind: &str, scope: &str, now: DateTime<Utc>) -> Result<i64> {
+        let (n,): (i64,) = on_tx!(self, c => sqlx::query_as(
+            "SELECT COUNT(*) FROM reservations WHERE kind = $1 AND scope = $2 AND (expires_at IS NULL OR expires_at > $3)",
+        )
+        .bind(kind)
+        .bind(scope)
+        .bind(now)
+        .fetch_one(&mut *c)
+        .await?);
+        Ok(n)
+    }
+
     /// Records that `inviter` sent (or resent) an invitation at `sent_at`.
     pub async fn record_send(
         &mut self,

@@ -1,0 +1,266 @@
+//! Command handlers: one transaction per command, retried on conflict.
+//!
+//! Each handler loads what it needs inside the transaction, asks the pure
+//! domain to decide, and hands the resulting events to a [`Unit`], which
+//! appends them (sealing personal data), updates the read models, and
+//! commits together with any reservations the handler claimed.
+
+mod accounts;
+mod erasure;
+mod invitations;
+mod members;
+mod roles;
+mod users;
+
+use std::collections::HashMap;
+
+use admit_domain::account::Account;
+use admit_domain::ids::{AccountId, Actor, InvitationId, UserId};
+use admit_domain::invitation::{Channel, Invitation, InvitationEvent};
+use admit_domain::password::PasswordPolicy;
+use admit_domain::user::{User, UserEvent};
+use admit_domain::access::Access;
+use admit_domain::Event;
+use admit_ledger::personal::PersonKey;
+use admit_ledger::{Database, ExpectedVersion, Metadata, Tx};
+use admit_projections::{Codec, Envelope, Projector};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use accounts::{OpenAccount, OpenedAccount};
+pub use invitations::{InviteRequest, IssuedInvitation};
+
+use crate::{Error, Secrets};
+
+/// Reservation kind: one user per normalised email (scope empty).
+pub const USER_EMAIL: &str = "user_email";
+/// Reservation kind: one live pending invitation per account and email.
+pub const PENDING_INVITATION: &str = "pending_invitation";
+
+/// How often a command is retried after losing a race before giving up.
+const ATTEMPTS: usize = 8;
+
+/// Who is calling and in answer to what; stored as event metadata.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// Who acts.
+    pub actor: Actor,
+    /// For API keys: the access the key was given.
+    pub key_access: Option<Access>,
+    /// Through which channel invitations are made.
+    pub channel: Channel,
+    /// Groups the events of one request.
+    pub correlation_id: Uuid,
+    /// The HTTP request id, if any.
+    pub request_id: Option<String>,
+}
+
+impl RequestContext {
+    /// A context for `actor` with a fresh correlation id.
+    pub fn new(actor: Actor, channel: Channel) -> RequestContext {
+        RequestContext { actor, key_access: None, channel, correlation_id: Uuid::now_v7(), request_id: None }
+    }
+
+    /// The operator at the command line.
+    pub fn cli() -> RequestContext {
+        RequestContext::new(Actor::Operator, Channel::Cli)
+    }
+
+    /// Admit itself (workers, cascades).
+    pub fn system() -> RequestContext {
+        RequestContext::new(Actor::System, Channel::Cli)
+    }
+
+    fn metadata(&self) -> Metadata {
+        Metadata {
+            actor: Some(self.actor.to_string()),
+            correlation_id: Some(self.correlation_id),
+            causation_id: None,
+            request_id: self.request_id.clone(),
+        }
+    }
+
+    /// The caller as the domain sees them in `account`.
+    pub fn caller(&self, account: &Account) -> admit_domain::account::Caller {
+        match (&self.actor, &self.key_access) {
+            (Actor::ApiKey(_), access) => admit_domain::account::Caller { actor: self.actor, access: access.clone() },
+            _ => admit_domain::account::Caller::of(account, self.actor),
+        }
+    }
+}
+
+/// The application: database, secrets, read-model projector, policies.
+#[derive(Debug, Clone)]
+pub struct Admit {
+    /// The ledger's database.
+    pub db: Database,
+    /// Link and lookup keys.
+    pub secrets: Secrets,
+    /// Projects into the live read models.
+    pub projector: Projector,
+    /// Password rules for registration.
+    pub password_policy: PasswordPolicy,
+}
+
+/// Runs `$body` (an async expression using `$tx`) in a transaction,
+/// committing on success and retrying the whole body when it lost a race.
+macro_rules! in_transaction {
+    ($admit:expr, |$tx:ident| $body:expr) => {{
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut $tx = $admit.db.begin().await?;
+            let outcome = $body;
+            match outcome {
+                Ok(value) => match $tx.commit().await {
+                    Ok(()) => break Ok(value),
+                    Err(e) => {
+                        let e = crate::Error::from(e);
+                        if !e.is_retryable() || attempt >= ATTEMPTS {
+                            break Err(e);
+                        }
+                    }
+                },
+                Err(e) => {
+                    let _ = $tx.rollback().await;
+                    let e: crate::Error = e;
+                    if !e.is_retryable() {
+                        break Err(e);
+                    }
+                    if attempt >= ATTEMPTS {
+                        break Err(crate::Error::Contention);
+                    }
+                }
+            }
+        }
+    }};
+}
+pub(crate) use in_transaction;
+
+/// Events decided by one command, per stream, ready to append together.
+#[derive(Default)]
+pub(crate) struct Unit {
+    appends: Vec<(String, ExpectedVersion, Vec<Event>)>,
+    keys: HashMap<Uuid, PersonKey>,
+}
+
+impl Unit {
+    /// Queues `events` for `stream` at `expected`.
+    pub(crate) fn push(&mut self, expected: i64, events: Vec<Event>) {
+        if let Some(first) = events.first() {
+            self.appends.push((first.stream(), ExpectedVersion::Exact(expected), events));
+        }
+    }
+
+    /// Makes a person's key available for sealing their data.
+    pub(crate) fn key(&mut self, person: Uuid, key: PersonKey) {
+        self.keys.insert(person, key);
+    }
+}
+
+impl Admit {
+    /// The application over `db`.
+    pub fn new(db: Database, secrets: Secrets, password_policy: PasswordPolicy) -> Admit {
+        let projector = Projector::live(secrets.lookup.clone());
+        Admit { db, secrets, projector, password_policy }
+    }
+
+    /// Migrates the log and creates the read-model tables.
+    pub async fn prepare(&self) -> Result<(), Error> {
+        self.db.migrate().await?;
+        admit_projections::rebuild::ensure_live_tables(&self.db).await?;
+        Ok(())
+    }
+
+    /// Appends every queued stream and projects each event, in `tx`.
+    pub(crate) async fn write(&self, tx: &mut Tx, ctx: &RequestContext, unit: Unit, now: DateTime<Utc>) -> Result<(), Error> {
+        let recorded_at = admit_ledger::log::storable_time(now);
+        let metadata = ctx.metadata();
+        for (stream, expected, events) in unit.appends {
+            let base = match expected {
+                ExpectedVersion::Exact(v) => v,
+                ExpectedVersion::Any => tx.stream_version(&stream, false).await?.unwrap_or(0),
+            };
+            let mut stored = Vec::with_capacity(events.len());
+            for event in &events {
+                let key = event.person().and_then(|p| unit.keys.get(&p.0));
+                if event.person().is_some() && key.is_none() {
+                    return Err(Error::Internal(format!("no key to seal {}", event.event_type())));
+                }
+                stored.push(Codec::encode(event, Uuid::now_v7(), key));
+            }
+            tx.append(&stream, expected, &stored, &metadata, recorded_at).await?;
+            for (i, (event, row)) in events.into_iter().zip(&stored).enumerate() {
+                let env = Envelope {
+                    event_id: row.event_id,
+                    stream_version: base + 1 + i as i64,
+                    recorded_at,
+                    actor: metadata.actor.clone(),
+                    event,
+                };
+                self.projector.apply(tx, &env).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn load(&self, tx: &mut Tx, stream: &str, lock: bool) -> Result<(Vec<Envelope>, i64), Error> {
+        let version = tx.stream_version(stream, lock).await?.unwrap_or(0);
+        if version == 0 {
+            return Ok((vec![], 0));
+        }
+        let events = tx.read_stream(stream).await?;
+        Ok((Codec::decode_all_in(tx, &events).await?, version))
+    }
+
+    /// The account and its stream version; locks it for this transaction.
+    pub(crate) async fn account(&self, tx: &mut Tx, id: AccountId) -> Result<(Account, i64), Error> {
+        let (events, version) = self.load(tx, &id.stream(), true).await?;
+        let account = Account::from_events(events.iter().filter_map(|e| match &e.event {
+            Event::Account(_, a) => Some(a),
+            _ => None,
+        }));
+        account.map(|a| (a, version)).ok_or(Error::NotFound("account"))
+    }
+
+    /// The invitation and its stream version; locks it for this transaction.
+    pub(crate) async fn invitation(&self, tx: &mut Tx, id: InvitationId) -> Result<(Invitation, i64), Error> {
+        let (events, version) = self.load(tx, &id.stream(), true).await?;
+        let inv = Invitation::from_events(events.iter().filter_map(|e| match &e.event {
+            Event::Invitation(_, i) => Some(i),
+            _ => None,
+        }));
+        inv.map(|i| (i, version)).ok_or(Error::NotFound("invitation"))
+    }
+
+    /// The user and their stream version; locks it for this transaction.
+    pub(crate) async fn user(&self, tx: &mut Tx, id: UserId) -> Result<(User, i64), Error> {
+        let (events, version) = self.load(tx, &id.stream(), true).await?;
+        let user = User::from_events(events.iter().filter_map(|e| match &e.event {
+            Event::User(_, u) => Some(u),
+            _ => None,
+        }));
+        user.map(|u| (u, version)).ok_or(Error::NotFound("user"))
+    }
+
+    /// The user holding `email_hash`, per the email reservation.
+    pub(crate) async fn user_by_email_hash(&self, tx: &mut Tx, email_hash: &str) -> Result<Option<UserId>, Error> {
+        let r = tx.reservation(USER_EMAIL, "", email_hash).await?;
+        Ok(r.and_then(|r| r.holder.parse().ok().map(UserId)))
+    }
+}
+
+/// Wraps invitation events for the unit.
+pub(crate) fn invitation_events(id: InvitationId, events: Vec<InvitationEvent>) -> Vec<Event> {
+    events.into_iter().map(|e| Event::Invitation(id, e)).collect()
+}
+
+/// Wraps account events for the unit.
+pub(crate) fn account_events(id: AccountId, events: Vec<admit_domain::account::AccountEvent>) -> Vec<Event> {
+    events.into_iter().map(|e| Event::Account(id, e)).collect()
+}
+
+/// Wraps user events for the unit.
+pub(crate) fn user_events(id: UserId, events: Vec<UserEvent>) -> Vec<Event> {
+    events.into_iter().map(|e| Event::User(id, e)).collect()
+}

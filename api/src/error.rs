@@ -1,0 +1,58 @@
+//! The one error type of the application layer.
+
+use admit_domain::DomainError;
+
+/// Why a command or query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The domain refused the command or a value was malformed.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The thing does not exist, or the caller may not know it exists.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// Email or password wrong (never says which).
+    #[error("email or password is wrong")]
+    InvalidCredentials,
+    /// Concurrent writers kept winning; the command was not applied.
+    #[error("too much contention, try again")]
+    Contention,
+    /// The log failed.
+    #[error(transparent)]
+    Ledger(#[from] admit_ledger::LedgerError),
+    /// The read models failed.
+    #[error(transparent)]
+    Projection(#[from] admit_projections::ProjectionError),
+    /// A direct query failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Something that should not happen (a bug or a broken invariant).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The stable code of the error, for problem+json bodies and tests.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Domain(e) => e.code(),
+            Error::NotFound(_) => "not_found",
+            Error::InvalidCredentials => "invalid_credentials",
+            Error::Contention => "contention",
+            Error::Ledger(_) | Error::Projection(_) | Error::Database(_) => "database_unavailable",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    /// True when running the command again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Ledger(e) => e.is_retryable(),
+            Error::Projection(admit_projections::ProjectionError::Ledger(e)) => e.is_retryable(),
+            Error::Database(sqlx::Error::Database(e)) | Error::Projection(admit_projections::ProjectionError::Database(sqlx::Error::Database(e))) => {
+                matches!(e.code().as_deref(), Some("40001") | Some("40P01")) || e.is_unique_violation()
+            }
+            _ => false,
+        }
+    }
+}
