@@ -107,3 +107,12 @@ pub async fn dump(db: &Database, prefix: &str) -> Result<Vec<(String, Vec<Vec<Op
     }
     Ok(out)
 }
+
+/// Drops the tables of a rebuild that was only checked, not swapped in (a
+/// leftover copy would keep personal data that erasure scrubs elsewhere).
+pub async fn discard(db: &Database, prefix: &str) -> Result<()> {
+    let mut tx = db.begin().await?;
+    schema::drop(&mut tx, prefix).await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -86,3 +86,60 @@ pub fn invite(to: &str, roles: &[&str]) -> InviteRequest {
         expires_in_hours: None,
     }
 }
+
+/// Every cell of every table of the database as one text, to search for
+/// things that must not be stored (tokens, passwords, erased emails).
+pub async fn everything_stored(admit: &Admit) -> String {
+    let mut out = String::new();
+    match &admit.db {
+        Database::Postgres(pool) => {
+            let tables: Vec<String> =
+                sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
+                    .fetch_all(pool)
+                    .await
+                    .unwrap();
+            for t in tables {
+                let text: Option<String> =
+                    sqlx::query_scalar(&format!("SELECT string_agg(t::text, E'\\n') FROM \"{t}\" t"))
+                        .fetch_one(pool)
+                        .await
+                        .unwrap();
+                out.push_str(&text.unwrap_or_default());
+                out.push('\n');
+            }
+        }
+        Database::Sqlite { reader, .. } => {
+            let tables: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+                .fetch_all(reader)
+                .await
+                .unwrap();
+            for t in tables {
+                let cols: Vec<String> = sqlx::query_scalar(&format!("SELECT name FROM pragma_table_info('{t}')"))
+                    .fetch_all(reader)
+                    .await
+                    .unwrap();
+                let expr = cols.iter().map(|c| format!("quote(\"{c}\")")).collect::<Vec<_>>().join(" || '|' || ");
+                let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT {expr} FROM \"{t}\""))
+                    .fetch_all(reader)
+                    .await
+                    .unwrap();
+                out.push_str(&rows.join("\n"));
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// Rebuilds every read model into fresh tables and asserts they equal the
+/// live ones, table by table.
+pub async fn assert_replay_matches(admit: &Admit, label: &str) {
+    let prefix = "rebuild_";
+    admit_projections::rebuild::rebuild_into(&admit.db, &admit.secrets.lookup, prefix).await.unwrap();
+    let live = admit_projections::rebuild::dump(&admit.db, "").await.unwrap();
+    let rebuilt = admit_projections::rebuild::dump(&admit.db, prefix).await.unwrap();
+    for ((table, a), (_, b)) in live.iter().zip(&rebuilt) {
+        assert_eq!(a, b, "{label}: table {table} differs after replay");
+    }
+    admit_projections::rebuild::discard(&admit.db, prefix).await.unwrap();
+}
