@@ -1,0 +1,250 @@
+//! Property: after any sequence of commands (successful or refused), a
+//! replay of the log into fresh tables equals the inline read models, on
+//! both backends.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use admit_api::{Admit, RequestContext};
+use admit_domain::access::{Access, Permission};
+use admit_domain::ids::{AccountId, InvitationId, UserId};
+use admit_domain::invitation::DeliveryState;
+use common::*;
+use proptest::prelude::*;
+
+/// One step of a random run. Indexes pick among people and invitations
+/// made so far; out-of-range picks wrap around.
+#[derive(Debug, Clone)]
+enum Step {
+    Invite { person: u8, roles: u8 },
+    AcceptNew { invitation: u8 },
+    AcceptExisting { invitation: u8, user: u8 },
+    Resend { invitation: u8 },
+    Revoke { invitation: u8 },
+    Decline { invitation: u8 },
+    Update { invitation: u8, roles: u8 },
+    Deliver { invitation: u8, state: u8 },
+    DefineRole { n: u8 },
+    ChangeRole { n: u8 },
+    DeleteRole { n: u8 },
+    ChangeMember { user: u8, roles: u8 },
+    Deactivate { user: u8 },
+    Reactivate { user: u8 },
+    Remove { user: u8 },
+    Cancel { user: u8 },
+    LogIn { user: u8 },
+    Erase { person: u8 },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (0u8..12, 0u8..4).prop_map(|(person, roles)| Step::Invite { person, roles }),
+        3 => any::<u8>().prop_map(|invitation| Step::AcceptNew { invitation }),
+        1 => (any::<u8>(), any::<u8>()).prop_map(|(invitation, user)| Step::AcceptExisting { invitation, user }),
+        1 => any::<u8>().prop_map(|invitation| Step::Resend { invitation }),
+        1 => any::<u8>().prop_map(|invitation| Step::Revoke { invitation }),
+        1 => any::<u8>().prop_map(|invitation| Step::Decline { invitation }),
+        1 => (any::<u8>(), 0u8..4).prop_map(|(invitation, roles)| Step::Update { invitation, roles }),
+        1 => (any::<u8>(), 0u8..6).prop_map(|(invitation, state)| Step::Deliver { invitation, state }),
+        1 => (0u8..3).prop_map(|n| Step::DefineRole { n }),
+        1 => (0u8..3).prop_map(|n| Step::ChangeRole { n }),
+        1 => (0u8..3).prop_map(|n| Step::DeleteRole { n }),
+        1 => (any::<u8>(), 0u8..4).prop_map(|(user, roles)| Step::ChangeMember { user, roles }),
+        1 => any::<u8>().prop_map(|user| Step::Deactivate { user }),
+        1 => any::<u8>().prop_map(|user| Step::Reactivate { user }),
+        1 => any::<u8>().prop_map(|user| Step::Remove { user }),
+        1 => any::<u8>().prop_map(|user| Step::Cancel { user }),
+        1 => any::<u8>().prop_map(|user| Step::LogIn { user }),
+        1 => (0u8..12).prop_map(|person| Step::Erase { person }),
+    ]
+}
+
+fn roles(n: u8) -> Access {
+    let custom = ["support", "billing", "ops"];
+    match n % 4 {
+        0 => Access::roles([role("viewer")]),
+        1 => Access::roles([role("editor"), role("viewer")]),
+        2 => Access::roles([role(custom[(n / 4) as usize % 3])]),
+        _ => Access::default(),
+    }
+}
+
+struct Run {
+    admit: Admit,
+    account: AccountId,
+    owner: UserId,
+    invitations: Vec<(InvitationId, String, String)>,
+    users: Vec<(UserId, String)>,
+}
+
+fn pick<T: Clone>(v: &[T], i: u8) -> Option<T> {
+    (!v.is_empty()).then(|| v[i as usize % v.len()].clone())
+}
+
+impl Run {
+    fn owner(&self) -> RequestContext {
+        as_user(self.owner)
+    }
+
+    /// Applies a step; refusals by the rules are expected and ignored,
+    /// anything else (a database error) fails the run.
+    async fn apply(&mut self, s: &Step) {
+        let a = &self.admit;
+        let r: Result<(), admit_api::Error> = match s {
+            Step::Invite { person, roles: r } => {
+                let to = format!("person{person}@example.com");
+                let mut req = invite(&to, &[]);
+                req.access = roles(*r);
+                req.name = Some(name(&format!("Person {person}")));
+                a.invite(&self.owner(), self.account, req).await.map(|i| {
+                    self.invitations.push((i.invitation_id, i.token.as_str().to_string(), to));
+                })
+            }
+            Step::AcceptNew { invitation } => match pick(&self.invitations, *invitation) {
+                Some((_, token, to)) => a.accept_as_new_user(&token, name("New Person"), PASSWORD).await.map(|u| {
+                    self.users.push((u, to));
+                }),
+                None => Ok(()),
+            },
+            Step::AcceptExisting { invitation, user } => match (pick(&self.invitations, *invitation), pick(&self.users, *user)) {
+                (Some((_, token, _)), Some((u, _))) => a.accept_as_user(u, &token).await.map(|_| ()),
+                _ => Ok(()),
+            },
+            Step::Resend { invitation } => match pick(&self.invitations, *invitation) {
+                Some((id, _, to)) => a.resend(&self.owner(), self.account, id, false).await.map(|i| {
+                    self.invitations.push((id, i.token.as_str().to_string(), to));
+                }),
+                None => Ok(()),
+            },
+            Step::Revoke { invitation } => match pick(&self.invitations, *invitation) {
+                Some((id, _, _)) => a.revoke(&self.owner(), self.account, id).await,
+                None => Ok(()),
+            },
+            Step::Decline { invitation } => match pick(&self.invitations, *invitation) {
+                Some((_, token, _)) => a.decline(&token).await.map(|_| ()),
+                None => Ok(()),
+            },
+            Step::Update { invitation, roles: r } => match pick(&self.invitations, *invitation) {
+                Some((id, _, _)) => a.update_invitation(&self.owner(), self.account, id, Some(roles(*r)), Some(48)).await,
+                None => Ok(()),
+            },
+            Step::Deliver { invitation, state } => match pick(&self.invitations, *invitation) {
+                Some((id, _, _)) => {
+                    let states = [
+                        DeliveryState::Processed,
+                        DeliveryState::Delivered,
+                        DeliveryState::Opened,
+                        DeliveryState::Clicked,
+                        DeliveryState::Bounced,
+                        DeliveryState::Failed,
+                    ];
+                    a.record_delivery(id, states[*state as usize % 6], Some("250 ok".into())).await
+                }
+                None => Ok(()),
+            },
+            Step::DefineRole { n } | Step::ChangeRole { n } => {
+                let name = role(["support", "billing", "ops"][*n as usize % 3]);
+                let perms: BTreeSet<Permission> = if matches!(s, Step::DefineRole { .. }) {
+                    [Permission::AccountRead, Permission::MembersRead].into()
+                } else {
+                    [Permission::AccountRead, Permission::InvitationsRead].into()
+                };
+                if matches!(s, Step::DefineRole { .. }) {
+                    a.define_role(&self.owner(), self.account, name, perms).await
+                } else {
+                    a.change_role(&self.owner(), self.account, name, perms).await
+                }
+            }
+            Step::DeleteRole { n } => a.delete_role(&self.owner(), self.account, role(["support", "billing", "ops"][*n as usize % 3])).await,
+            Step::ChangeMember { user, roles: r } => match pick(&self.users, *user) {
+                Some((u, _)) => a.change_member_access(&self.owner(), self.account, u, roles(*r)).await,
+                None => Ok(()),
+            },
+            Step::Deactivate { user } | Step::Reactivate { user } | Step::Remove { user } | Step::Cancel { user } => {
+                match pick(&self.users, *user) {
+                    Some((u, _)) => match s {
+                        Step::Deactivate { .. } => a.deactivate_member(&self.owner(), self.account, u).await,
+                        Step::Reactivate { .. } => a.reactivate_member(&self.owner(), self.account, u).await,
+                        Step::Remove { .. } => a.remove_member(&self.owner(), self.account, u).await,
+                        _ => a.cancel_membership(u, self.account).await,
+                    },
+                    None => Ok(()),
+                }
+            }
+            Step::LogIn { user } => match pick(&self.users, *user) {
+                Some((_, to)) => a.log_in(&email(&to), PASSWORD).await.map(|_| ()),
+                None => Ok(()),
+            },
+            Step::Erase { person } => a.erase(&email(&format!("person{person}@example.com"))).await.map(|_| ()),
+        };
+        if let Err(e) = r {
+            assert!(
+                matches!(e, admit_api::Error::Domain(_) | admit_api::Error::NotFound(_) | admit_api::Error::InvalidCredentials),
+                "step {s:?} failed with a non-rule error: {e}"
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4, max_shrink_iters: 20, ..ProptestConfig::default() })]
+
+    #[test]
+    fn replay_equals_the_inline_read_models(steps in prop::collection::vec(step(), 30..70)) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            for (url, admit) in admits().await {
+                let (account, owner) = account_with_owner(&admit, "PROP-1", 8).await;
+                let mut run = Run { admit, account, owner, invitations: vec![], users: vec![] };
+                for s in &steps {
+                    run.apply(s).await;
+                }
+                assert_replay_matches(&run.admit, &url).await;
+                assert_read_models_match_the_domain(&run.admit, &url).await;
+                assert!(run.admit.db.verify().await.unwrap().is_ok(), "{url}");
+            }
+        });
+    }
+}
+
+/// The read models say what the domain's own fold of the log says: every
+/// invitation's status and grant, every member's status and grant.
+async fn assert_read_models_match_the_domain(admit: &Admit, url: &str) {
+    use admit_projections::as_of::{accounts_as_of, Moment};
+    let views = accounts_as_of(&admit.db, Moment::Position(i64::MAX)).await.unwrap();
+    let mut from_domain: Vec<(String, String, String)> = Vec::new();
+    let mut members_from_domain: Vec<(String, String, String)> = Vec::new();
+    for v in &views {
+        for i in &v.invitations {
+            from_domain.push((i.invitation_id.to_string(), i.status.to_string(), serde_json::to_string(&i.access).unwrap()));
+        }
+        for m in &v.members {
+            members_from_domain.push((m.user_id.to_string(), m.status.to_string(), serde_json::to_string(&m.access).unwrap()));
+        }
+    }
+    from_domain.sort();
+    members_from_domain.sort();
+    let (mut inv_rows, mut member_rows) = read_model_rows(admit).await;
+    inv_rows.sort();
+    member_rows.sort();
+    assert_eq!(inv_rows, from_domain, "{url}: invitations read model disagrees with the domain");
+    assert_eq!(member_rows, members_from_domain, "{url}: members read model disagrees with the domain");
+}
+
+async fn read_model_rows(admit: &Admit) -> (Vec<(String, String, String)>, Vec<(String, String, String)>) {
+    let inv_sql = "SELECT invitation_id, status, access FROM invitations";
+    let mem_sql = "SELECT user_id, status, access FROM members";
+    match &admit.db {
+        admit_ledger::Database::Postgres(p) => {
+            let a: Vec<(uuid::Uuid, String, String)> = sqlx::query_as(inv_sql).fetch_all(p).await.unwrap();
+            let b: Vec<(uuid::Uuid, String, String)> = sqlx::query_as(mem_sql).fetch_all(p).await.unwrap();
+            (a.into_iter().map(|(i, s, x)| (i.to_string(), s, x)).collect(), b.into_iter().map(|(i, s, x)| (i.to_string(), s, x)).collect())
+        }
+        admit_ledger::Database::Sqlite { reader, .. } => {
+            let a: Vec<(uuid::Uuid, String, String)> = sqlx::query_as(inv_sql).fetch_all(reader).await.unwrap();
+            let b: Vec<(uuid::Uuid, String, String)> = sqlx::query_as(mem_sql).fetch_all(reader).await.unwrap();
+            (a.into_iter().map(|(i, s, x)| (i.to_string(), s, x)).collect(), b.into_iter().map(|(i, s, x)| (i.to_string(), s, x)).collect())
+        }
+    }
+}
