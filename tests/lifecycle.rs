@@ -90,7 +90,7 @@ async fn replay_as_of_shows_who_had_access_then_and_why() {
     for (url, admit) in admits().await {
         let (account, owner) = account_with_owner(&admit, "ASOF-1", 20).await;
         let issued = admit.invite(&as_user(owner), account, invite("dora@example.com", &["editor"])).await.unwrap();
-        let before_accept = admit.db.head().await.unwrap().position;
+        let before_accept = admit.db.read_stream(&issued.invitation_id.stream()).await.unwrap()[0].position;
         let dora = admit.accept_as_new_user(issued.token.as_str(), name("Dora Explorer"), PASSWORD).await.unwrap();
         admit.remove_member(&as_user(owner), account, dora).await.unwrap();
 

@@ -169,6 +169,20 @@ impl Database {
         })
     }
 
+    /// Opens a read-only transaction that sees one fixed state of the
+    /// database for all its statements (for consistent scans such as
+    /// as-of views). Never blocks writers.
+    pub async fn begin_snapshot(&self) -> Result<Tx> {
+        Ok(match self {
+            Database::Postgres(pool) => {
+                let mut t = pool.begin().await?;
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *t).await?;
+                Tx::Postgres(t)
+            }
+            Database::Sqlite { reader, .. } => Tx::Sqlite(reader.begin().await?),
+        })
+    }
+
     /// Closes every connection.
     pub async fn close(&self) {
         match self {

@@ -409,6 +409,48 @@ impl Tx {
     }
 }
 
+impl Tx {
+    /// Reads up to `limit` committed events after `after` in the global
+    /// order, without waiting for transactions in flight elsewhere.
+    ///
+    /// Only gap-free when no writer can be in flight: after
+    /// [`Tx::lock_log`], or in a snapshot transaction
+    /// ([`Database::begin_snapshot`]) that reads one fixed state.
+    pub async fn read_all_committed(&mut self, after: GlobalCursor, limit: i64) -> Result<Vec<RecordedEvent>> {
+        let rows: Vec<EventRow> = match self {
+            Tx::Postgres(t) => {
+                let sql = format!(
+                    "SELECT {PG_COLUMNS} FROM events WHERE (transaction_id, position) > ($1::text::xid8, $2) \
+                     ORDER BY transaction_id, position LIMIT $3"
+                );
+                sqlx::query_as(&sql)
+                    .bind(after.transaction_id.to_string())
+                    .bind(after.position)
+                    .bind(limit)
+                    .fetch_all(&mut **t)
+                    .await?
+            }
+            Tx::Sqlite(t) => {
+                let sql = format!(
+                    "SELECT {SQLITE_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+                );
+                sqlx::query_as(&sql).bind(after.position).bind(limit).fetch_all(&mut **t).await?
+            }
+        };
+        rows.into_iter().map(RecordedEvent::try_from).collect()
+    }
+
+    /// Holds off every writer until this transaction ends, after waiting
+    /// for those in flight (PostgreSQL `SHARE` lock on the log; SQLite
+    /// write transactions are already exclusive).
+    pub async fn lock_log(&mut self) -> Result<()> {
+        if let Tx::Postgres(t) = self {
+            sqlx::query("LOCK TABLE events IN SHARE MODE").execute(&mut **t).await?;
+        }
+        Ok(())
+    }
+}
+
 impl Database {
     /// Appends in a transaction of its own (see [`Tx::append`]).
     pub async fn append(

@@ -96,9 +96,12 @@ pub async fn accounts_as_of(db: &Database, moment: Moment) -> Result<Vec<Account
     let mut joined_via: BTreeMap<(AccountId, UserId), InvitationId> = BTreeMap::new();
     let mut invitations: BTreeMap<InvitationId, Option<Invitation>> = BTreeMap::new();
     let mut users: BTreeMap<UserId, Option<User>> = BTreeMap::new();
+    // One snapshot for the whole scan: a consistent state, and no waiting
+    // for transactions in flight anywhere on the server.
+    let mut tx = db.begin_snapshot().await?;
     let mut cursor = GlobalCursor::START;
     loop {
-        let batch = db.read_all(cursor, 5_000).await?;
+        let batch = tx.read_all_committed(cursor, 5_000).await?;
         let Some(last) = batch.last() else { break };
         cursor = GlobalCursor::after(last);
         let included: Vec<_> = batch
@@ -108,7 +111,7 @@ pub async fn accounts_as_of(db: &Database, moment: Moment) -> Result<Vec<Account
                 Moment::Position(p) => e.position <= p,
             })
             .collect();
-        for env in Codec::decode_all(db, &included).await? {
+        for env in Codec::decode_all_in(&mut tx, &included).await? {
             match &env.event {
                 Event::Account(id, e) => {
                     if let AccountEvent::MemberJoined { user_id, invitation_id, .. } = e {

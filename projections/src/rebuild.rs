@@ -36,21 +36,29 @@ pub async fn ensure_live_tables(db: &Database) -> Result<()> {
 
 /// Projects the whole log into fresh tables under `prefix`, streaming it in
 /// batches (memory does not grow with the log), recording the projector's
-/// checkpoint with each batch's writes.
+/// checkpoint with each batch's writes. The last stretch runs with writers
+/// held off, so the result reflects every event committed when it returns.
 pub async fn rebuild_into(db: &Database, lookup: &LookupKey, prefix: &str) -> Result<Rebuilt> {
+    rebuild(db, lookup, prefix, false).await
+}
+
+/// Rebuilds every read model from the log and swaps the result in place of
+/// the live tables. The swap and the catch-up before it run in one
+/// transaction with writers held off, so no write is lost in between.
+pub async fn replay(db: &Database, lookup: &LookupKey) -> Result<Rebuilt> {
+    rebuild(db, lookup, REBUILD_PREFIX, true).await
+}
+
+async fn rebuild(db: &Database, lookup: &LookupKey, prefix: &str, swap: bool) -> Result<Rebuilt> {
     let mut tx = db.begin().await?;
     schema::drop(&mut tx, prefix).await?;
     schema::create(&mut tx, prefix).await?;
     tx.commit().await?;
 
     let projector = Projector::with_prefix(prefix, lookup.clone());
-    let checkpoint_sql = format!(
-        "INSERT INTO {prefix}projector_checkpoints (projector, transaction_id, position, updated_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (projector) DO UPDATE SET transaction_id = excluded.transaction_id, position = excluded.position, \
-         updated_at = excluded.updated_at"
-    );
     let mut cursor = GlobalCursor::START;
     let mut events = 0u64;
+    // Bulk of the log: gap-safe batches, one transaction each, writers free.
     loop {
         let batch = db.read_all(cursor, BATCH).await?;
         let Some(last) = batch.last() else { break };
@@ -60,34 +68,52 @@ pub async fn rebuild_into(db: &Database, lookup: &LookupKey, prefix: &str) -> Re
         for env in &decoded {
             projector.apply(&mut tx, env).await?;
         }
-        admit_ledger::on_tx!(&mut tx, c => sqlx::query(&checkpoint_sql)
-            .bind(PROJECTOR)
-            .bind(cursor.transaction_id.to_string())
-            .bind(cursor.position)
-            .bind(Utc::now())
-            .execute(&mut *c)
-            .await
-            .map(|_| ())?);
+        record_checkpoint(&mut tx, prefix, cursor).await?;
         tx.commit().await?;
         events += decoded.len() as u64;
     }
+    // The tail: hold writers off, catch up on what committed meanwhile.
+    let mut tx = db.begin().await?;
+    tx.lock_log().await?;
+    loop {
+        let batch = tx.read_all_committed(cursor, BATCH).await?;
+        let Some(last) = batch.last() else { break };
+        cursor = GlobalCursor::after(last);
+        let decoded = Codec::decode_all_in(&mut tx, &batch).await?;
+        for env in &decoded {
+            projector.apply(&mut tx, env).await?;
+        }
+        events += decoded.len() as u64;
+    }
+    record_checkpoint(&mut tx, prefix, cursor).await?;
+    if swap {
+        schema::drop(&mut tx, "").await?;
+        schema::create(&mut tx, "").await?;
+        for table in TABLES.iter().chain(std::iter::once(&schema::CHECKPOINTS)) {
+            let copy = format!("INSERT INTO {0} SELECT * FROM {prefix}{0}", table.name);
+            admit_ledger::on_tx!(&mut tx, c => sqlx::query(&copy).execute(&mut *c).await.map(|_| ())?);
+        }
+        schema::drop(&mut tx, prefix).await?;
+    }
+    tx.commit().await?;
     Ok(Rebuilt { events, cursor })
 }
 
-/// Rebuilds every read model from the log and swaps the result in place of
-/// the live tables, in one transaction.
-pub async fn replay(db: &Database, lookup: &LookupKey) -> Result<Rebuilt> {
-    let rebuilt = rebuild_into(db, lookup, REBUILD_PREFIX).await?;
-    let mut tx = db.begin().await?;
-    schema::drop(&mut tx, "").await?;
-    schema::create(&mut tx, "").await?;
-    for table in TABLES.iter().chain(std::iter::once(&schema::CHECKPOINTS)) {
-        let copy = format!("INSERT INTO {0} SELECT * FROM {REBUILD_PREFIX}{0}", table.name);
-        admit_ledger::on_tx!(&mut tx, c => sqlx::query(&copy).execute(&mut *c).await.map(|_| ())?);
-    }
-    schema::drop(&mut tx, REBUILD_PREFIX).await?;
-    tx.commit().await?;
-    Ok(rebuilt)
+async fn record_checkpoint(tx: &mut admit_ledger::Tx, prefix: &str, cursor: GlobalCursor) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO {prefix}projector_checkpoints (projector, transaction_id, position, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (projector) DO UPDATE SET transaction_id = excluded.transaction_id, position = excluded.position, \
+         updated_at = excluded.updated_at"
+    );
+    admit_ledger::on_tx!(tx, c => sqlx::query(&sql)
+        .bind(PROJECTOR)
+        .bind(cursor.transaction_id.to_string())
+        .bind(cursor.position)
+        .bind(Utc::now())
+        .execute(&mut *c)
+        .await
+        .map(|_| ())?);
+    Ok(())
 }
 
 /// Every row of every read model under `prefix`, as text cells, per table.
