@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use admit_api::commands::OpenAccount;
 use admit_api::{Admit, RequestContext, Secrets};
+use admit_domain::ids::AccountId;
 use admit_domain::password::PasswordPolicy;
 use admit_domain::values::{AccountName, CustomerNumber, EmailAddress, PersonName};
 use admit_ledger::Database;
@@ -90,6 +91,16 @@ enum AccountCommand {
         #[arg(long, default_value_t = 10)]
         seats: u32,
     },
+    /// Deactivate an account: nobody can be invited or join until reactivated.
+    Deactivate {
+        /// The account id.
+        account: uuid::Uuid,
+    },
+    /// Reactivate a deactivated account.
+    Reactivate {
+        /// The account id.
+        account: uuid::Uuid,
+    },
 }
 
 #[tokio::main]
@@ -174,6 +185,14 @@ async fn main() -> Result<()> {
                 cli.public_url.trim_end_matches('/'),
                 opened.owner_invitation.token.as_str()
             );
+        }
+        Command::Account { command: AccountCommand::Deactivate { account } } => {
+            admit.set_account_active(&RequestContext::cli(), AccountId(account), false).await?;
+            println!("account {account} deactivated");
+        }
+        Command::Account { command: AccountCommand::Reactivate { account } } => {
+            admit.set_account_active(&RequestContext::cli(), AccountId(account), true).await?;
+            println!("account {account} reactivated");
         }
     }
     Ok(())

@@ -65,12 +65,15 @@ async fn operator_commands_work_from_the_shell_on_both_backends() {
             "account", "create", "--name", "Acme", "--customer-number", "C-7", "--owner-email", "boss@example.com",
         ]);
         assert!(created.contains("/invite/"), "{url}: {created}");
+        let account_id = created.lines().next().unwrap().strip_prefix("account ").unwrap().to_string();
         assert!(shell.data_dir.join("secret.key").exists(), "{url}: the secret key is generated once");
 
+        assert!(shell.ok(&["account", "deactivate", &account_id]).contains("deactivated"), "{url}");
+        assert!(shell.ok(&["account", "reactivate", &account_id]).contains("reactivated"), "{url}");
         let verified = shell.ok(&["verify"]);
-        assert!(verified.starts_with("OK: 2 events in 2 streams"), "{url}: {verified}");
+        assert!(verified.starts_with("OK: 4 events in 2 streams"), "{url}: {verified}");
         let replayed = shell.ok(&["replay"]);
-        assert!(replayed.starts_with("replayed 2 events"), "{url}: {replayed}");
+        assert!(replayed.starts_with("replayed 4 events"), "{url}: {replayed}");
 
         let now = chrono::Utc::now().to_rfc3339();
         let json: serde_json::Value = serde_json::from_str(&shell.ok(&["replay", "--as-of", &now, "--format", "json"])).unwrap();

@@ -35,6 +35,7 @@ enum Step {
     Cancel { user: u8 },
     LogIn { user: u8 },
     Erase { person: u8 },
+    SetAccountActive { active: bool },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -57,6 +58,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => any::<u8>().prop_map(|user| Step::Cancel { user }),
         1 => any::<u8>().prop_map(|user| Step::LogIn { user }),
         1 => (0u8..12).prop_map(|person| Step::Erase { person }),
+        1 => any::<bool>().prop_map(|active| Step::SetAccountActive { active }),
     ]
 }
 
@@ -176,6 +178,7 @@ impl Run {
                 Some((_, to)) => a.log_in(&email(&to), PASSWORD).await.map(|_| ()),
                 None => Ok(()),
             },
+            Step::SetAccountActive { active } => a.set_account_active(&RequestContext::cli(), self.account, *active).await,
             Step::Erase { person } => a.erase(&email(&format!("person{person}@example.com"))).await.map(|_| ()),
         };
         if let Err(e) = r {

@@ -97,6 +97,9 @@ pub struct Account {
     pub roles: RoleCatalog,
     /// Current members (removed and cancelled ones are gone).
     pub members: BTreeMap<UserId, Member>,
+    /// False while the operator has deactivated the account: nobody can be
+    /// invited or join, and members keep their data but not their use.
+    pub active: bool,
 }
 
 /// Facts about an account, in past tense.
@@ -119,6 +122,10 @@ pub enum AccountEvent {
         /// The new settings.
         settings: AccountSettings,
     },
+    /// The operator deactivated the account.
+    AccountDeactivated {},
+    /// The operator reactivated the account.
+    AccountReactivated {},
     /// A custom role was defined.
     RoleDefined {
         /// Its name.
@@ -182,6 +189,8 @@ impl AccountEvent {
         match self {
             AccountEvent::AccountOpened { .. } => "AccountOpened",
             AccountEvent::AccountSettingsChanged { .. } => "AccountSettingsChanged",
+            AccountEvent::AccountDeactivated { .. } => "AccountDeactivated",
+            AccountEvent::AccountReactivated { .. } => "AccountReactivated",
             AccountEvent::RoleDefined { .. } => "RoleDefined",
             AccountEvent::RoleChanged { .. } => "RoleChanged",
             AccountEvent::RoleDeleted { .. } => "RoleDeleted",
@@ -207,12 +216,15 @@ impl Account {
                 settings: settings.clone(),
                 roles: RoleCatalog::default(),
                 members: BTreeMap::new(),
+                active: true,
             });
         }
         let mut a = state?;
         match event {
             AccountOpened { .. } => {}
             AccountSettingsChanged { settings } => a.settings = settings.clone(),
+            AccountDeactivated {} => a.active = false,
+            AccountReactivated {} => a.active = true,
             RoleDefined { role, permissions } | RoleChanged { role, permissions } => {
                 a.roles.custom.insert(role.clone(), permissions.clone());
             }
@@ -264,8 +276,18 @@ impl Account {
         }
     }
 
-    /// Refuses (`forbidden`) unless `access` includes `permission`.
+    /// Refuses (`account_deactivated`) while the account is deactivated.
+    pub fn require_active(&self) -> Result<(), DomainError> {
+        if !self.active {
+            return Err(DomainError::refused("account_deactivated", "this account is deactivated"));
+        }
+        Ok(())
+    }
+
+    /// Refuses (`forbidden`) unless `access` includes `permission` (and
+    /// `account_deactivated` while the account is deactivated).
     pub fn require(&self, access: Option<&Access>, permission: Permission) -> Result<Access, DomainError> {
+        self.require_active()?;
         match access {
             Some(a) if self.roles.permissions_of(a).contains(&permission) => Ok(a.clone()),
             _ => Err(DomainError::refused("forbidden", "you may not do this in this account")),
@@ -335,6 +357,18 @@ pub fn open(
     }
     settings.lifetime(None)?;
     Ok(vec![AccountEvent::AccountOpened { account_id, name, customer_number, settings }])
+}
+
+/// Decides the operator deactivating (`active = false`) or reactivating an
+/// account. Only the operator may; doing what is already so decides nothing.
+pub fn set_account_active(account: &Account, caller: &Caller, active: bool) -> Result<Vec<AccountEvent>, DomainError> {
+    if caller.actor != Actor::Operator {
+        return Err(DomainError::refused("forbidden", "only the operator deactivates or reactivates accounts"));
+    }
+    if account.active == active {
+        return Ok(vec![]);
+    }
+    Ok(vec![if active { AccountEvent::AccountReactivated {} } else { AccountEvent::AccountDeactivated {} }])
 }
 
 /// Decides defining a custom role: its permissions must be the caller's own.
@@ -462,6 +496,7 @@ pub fn remove_member(account: &Account, caller: &Caller, user: UserId) -> Result
 /// Decides a member cancelling their own access.
 pub fn cancel_membership(account: &Account, user: UserId) -> Result<Vec<AccountEvent>, DomainError> {
     account.member(user)?;
+    account.require_active()?;
     account.keep_an_owner(user, None)?;
     Ok(vec![AccountEvent::MembershipCancelled { user_id: user }])
 }

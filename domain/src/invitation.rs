@@ -498,6 +498,7 @@ pub fn accept(
 ) -> Result<(Vec<InvitationEvent>, Vec<account::AccountEvent>), DomainError> {
     check_token(invitation, token, key)?;
     invitation.require_live(now)?;
+    account.require_active()?;
     match invitation.personal.email() {
         Some(invited) if *invited == acceptor.email => {}
         Some(_) => {

@@ -2154,6 +2154,8 @@ fn account_variant(e: &AccountEvent) -> &'static str {
     match e {
         AccountEvent::AccountOpened { .. } => "AccountOpened",
         AccountEvent::AccountSettingsChanged { .. } => "AccountSettingsChanged",
+        AccountEvent::AccountDeactivated {} => "AccountDeactivated",
+        AccountEvent::AccountReactivated {} => "AccountReactivated",
         AccountEvent::RoleDefined { .. } => "RoleDefined",
         AccountEvent::RoleChanged { .. } => "RoleChanged",
         AccountEvent::RoleDeleted { .. } => "RoleDeleted",
@@ -2208,6 +2210,8 @@ fn every_event() -> Vec<Event> {
     let account_events = vec![
         opened_account(5).remove(0),
         AccountEvent::AccountSettingsChanged { settings },
+        AccountEvent::AccountDeactivated {},
+        AccountEvent::AccountReactivated {},
         AccountEvent::RoleDefined {
             role: role("support"),
             permissions: perms(&[Permission::AccountRead]),
@@ -2326,7 +2330,7 @@ fn given_every_event_variant_when_encoded_and_decoded_then_equal() {
         assert_eq!(back.as_ref(), Ok(e), "{e:?}");
     }
     // Every variant of the three enums is exercised.
-    assert_eq!(seen.len(), 11 + 8 + 4, "{seen:?}");
+    assert_eq!(seen.len(), 13 + 8 + 4, "{seen:?}");
 }
 
 #[test]
@@ -2417,4 +2421,42 @@ fn given_a_malformed_stored_event_when_decoding_then_invalid_event() {
         code(Event::decode(&format!("user-{}", BOB.0), "UserPasswordChanged", 1, p)),
         "invalid_event"
     );
+}
+
+// ===========================================================================
+// Account deactivation
+// ===========================================================================
+
+#[test]
+fn given_a_deactivated_account_when_inviting_accepting_or_managing_then_account_deactivated() {
+    let events = and(team(20), AccountEvent::AccountDeactivated {});
+    let a = account(&events);
+    assert!(!a.active);
+    let r = invitation::invite(&a, &caller(&a, OWNER), invite_cmd("bob@example.com", &["viewer"]), &no_facts(), t0());
+    assert_eq!(code(r), "account_deactivated");
+    let i = invitation(&[sent(&["editor"])]);
+    let r = invitation::accept(&a, &i, &token(INV, 1), &key(), &bob(), at(1));
+    assert_eq!(code(r), "account_deactivated");
+    let r = account::define_role(&a, &caller(&a, OWNER), role("support"), perms(&[Permission::AccountRead]));
+    assert_eq!(code(r), "account_deactivated");
+}
+
+#[test]
+fn given_an_account_when_the_operator_deactivates_and_reactivates_then_it_works_again() {
+    let a = account(&team(20));
+    let operator = Caller::of(&a, Actor::Operator);
+    let off = account::set_account_active(&a, &operator, false).unwrap();
+    assert_eq!(off, vec![AccountEvent::AccountDeactivated {}]);
+    let a = account(&and(team(20), off[0].clone()));
+    assert_eq!(account::set_account_active(&a, &operator, false).unwrap(), vec![]);
+    let on = account::set_account_active(&a, &operator, true).unwrap();
+    assert_eq!(on, vec![AccountEvent::AccountReactivated {}]);
+    let a = account(&and(and(team(20), AccountEvent::AccountDeactivated {}), on[0].clone()));
+    assert!(invitation::invite(&a, &caller(&a, OWNER), invite_cmd("bob@example.com", &["viewer"]), &no_facts(), t0()).is_ok());
+}
+
+#[test]
+fn given_an_owner_when_deactivating_the_account_then_forbidden() {
+    let a = account(&team(20));
+    assert_eq!(code(account::set_account_active(&a, &caller(&a, OWNER), false)), "forbidden");
 }

@@ -87,8 +87,8 @@ impl Projector {
             AccountOpened { name, customer_number, settings, .. } => {
                 self.exec(
                     tx,
-                    "INSERT INTO {p}accounts (account_id, name, customer_number, settings, opened_at, updated_at, version) \
-                     VALUES ($1, $2, $3, $4, $5, $5, $6) ON CONFLICT (account_id) DO NOTHING",
+                    "INSERT INTO {p}accounts (account_id, name, customer_number, status, settings, opened_at, updated_at, version) \
+                     VALUES ($1, $2, $3, 'active', $4, $5, $5, $6) ON CONFLICT (account_id) DO NOTHING",
                     binds(vec![
                         Bind::Uuid(id),
                         Bind::Text(name.to_string()),
@@ -106,6 +106,15 @@ impl Projector {
                     tx,
                     "UPDATE {p}accounts SET settings = $1, updated_at = $2 WHERE account_id = $3",
                     binds(vec![Bind::Text(json(settings)), Bind::Time(at), Bind::Uuid(id)]),
+                )
+                .await?;
+            }
+            AccountDeactivated {} | AccountReactivated {} => {
+                let status = if matches!(e, AccountDeactivated {}) { "inactive" } else { "active" };
+                self.exec(
+                    tx,
+                    "UPDATE {p}accounts SET status = $1 WHERE account_id = $2",
+                    binds(vec![Bind::Text(status.into()), Bind::Uuid(id)]),
                 )
                 .await?;
             }

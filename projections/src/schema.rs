@@ -41,6 +41,7 @@ pub const TABLES: &[Table] = &[
             ("account_id", Uuid),
             ("name", Text),
             ("customer_number", Text),
+            ("status", Text),
             ("settings", Json),
             ("opened_at", Time),
             ("updated_at", Time),
