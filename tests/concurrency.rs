@@ -99,7 +99,7 @@ async fn one_token_accepted_twenty_times_at_once_joins_one_member() {
     let t = tally(results);
     assert_eq!(t.get("ok"), Some(&1), "{t:?}");
     assert_eq!(t.values().sum::<usize>(), 20);
-    assert!(t.keys().all(|k| ["ok", "invitation_accepted", "email_taken"].contains(&k.as_str())), "{t:?}");
+    assert!(t.keys().all(|k| ["ok", "invitation_used", "email_taken"].contains(&k.as_str())), "{t:?}");
     // The owner and the one new member.
     assert_eq!(count(&admit, "SELECT COUNT(*) FROM members").await, 2);
     assert_eq!(count(&admit, "SELECT COUNT(*) FROM events WHERE event_type = 'MemberJoined'").await, 2);

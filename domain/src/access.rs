@@ -30,15 +30,18 @@ pub enum Permission {
     /// Invite people.
     #[serde(rename = "invitations.create")]
     InvitationsCreate,
+    /// Invite many at once (JSON list or CSV).
+    #[serde(rename = "invitations.bulk")]
+    InvitationsBulk,
     /// Update, resend and revoke anyone's invitations.
     #[serde(rename = "invitations.manage")]
     InvitationsManage,
     /// Define, change and delete custom roles.
     #[serde(rename = "roles.manage")]
     RolesManage,
-    /// Read the account's raw events (auditors).
-    #[serde(rename = "events.read")]
-    EventsRead,
+    /// Read the account's raw events and replay them (auditors).
+    #[serde(rename = "audit.read")]
+    AuditRead,
     /// Grant or take the owner role.
     #[serde(rename = "owners.manage")]
     OwnersManage,
@@ -46,16 +49,17 @@ pub enum Permission {
 
 impl Permission {
     /// Every permission, in a stable order.
-    pub const ALL: [Permission; 10] = [
+    pub const ALL: [Permission; 11] = [
         Permission::AccountRead,
         Permission::AccountManage,
         Permission::MembersRead,
         Permission::MembersManage,
         Permission::InvitationsRead,
         Permission::InvitationsCreate,
+        Permission::InvitationsBulk,
         Permission::InvitationsManage,
         Permission::RolesManage,
-        Permission::EventsRead,
+        Permission::AuditRead,
         Permission::OwnersManage,
     ];
 }
@@ -71,11 +75,11 @@ pub fn built_in_permissions(role: &RoleName) -> Option<BTreeSet<Permission>> {
         "owner" => &Permission::ALL,
         "admin" => &[
             AccountRead, AccountManage, MembersRead, MembersManage, InvitationsRead,
-            InvitationsCreate, InvitationsManage, RolesManage, EventsRead,
+            InvitationsCreate, InvitationsBulk, InvitationsManage, RolesManage, AuditRead,
         ],
         "editor" => &[AccountRead, MembersRead, InvitationsRead],
         "viewer" => &[AccountRead],
-        "auditor" => &[AccountRead, MembersRead, InvitationsRead, EventsRead],
+        "auditor" => &[AccountRead, MembersRead, InvitationsRead, AuditRead],
         _ => return None,
     };
     Some(set.iter().copied().collect())
@@ -263,7 +267,7 @@ mod tests {
     #[test]
     fn given_a_custom_role_when_its_permissions_exceed_the_grantor_then_refused() {
         let mut c = RoleCatalog::default();
-        c.custom.insert(role("support"), [Permission::InvitationsCreate, Permission::EventsRead].into());
+        c.custom.insert(role("support"), [Permission::InvitationsCreate, Permission::AuditRead].into());
         let grantor = Access::roles([role("editor")]);
         assert!(c.check_ceiling(&grantor, &Access::roles([role("support")])).is_err());
         assert!(c.check_ceiling(&Access::roles([role("admin")]), &Access::roles([role("support")])).is_ok());

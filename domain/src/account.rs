@@ -22,9 +22,13 @@ pub struct AccountSettings {
     pub invitation_lifetime_hours: u32,
     /// Invitations (resends included) one inviter may send per rolling day.
     pub daily_invitation_quota: u32,
-    /// When not empty, only these email domains may be invited.
+    /// When not empty, only these email domains may be invited (stored in
+    /// the normalised form email addresses use: lower case, IDNA ASCII).
     #[serde(default)]
     pub allowed_email_domains: BTreeSet<String>,
+    /// URLs an invitation may redirect to after acceptance.
+    #[serde(default)]
+    pub allowed_redirect_urls: BTreeSet<String>,
 }
 
 impl AccountSettings {
@@ -41,7 +45,24 @@ impl AccountSettings {
             invitation_lifetime_hours: 24,
             daily_invitation_quota: 50,
             allowed_email_domains: BTreeSet::new(),
+            allowed_redirect_urls: BTreeSet::new(),
         }
+    }
+
+    /// Normalises the allowed email domains the way email addresses are
+    /// normalised, refusing (`invalid_email_domain`) what is no domain.
+    pub fn with_allowed_email_domains<'a>(
+        mut self,
+        domains: impl IntoIterator<Item = &'a str>,
+    ) -> Result<AccountSettings, DomainError> {
+        let mut out = BTreeSet::new();
+        for d in domains {
+            let probe = crate::values::EmailAddress::parse(&format!("x@{}", d.trim()))
+                .map_err(|_| DomainError::invalid("allowed_email_domains", "invalid_email_domain", format!("`{d}` is not a domain")))?;
+            out.insert(probe.domain().to_string());
+        }
+        self.allowed_email_domains = out;
+        Ok(self)
     }
 
     /// Checks a requested link lifetime against the bounds

@@ -9,7 +9,7 @@ use crate::account::{self, Account, Caller};
 use crate::ids::{AccountId, Actor, InvitationId, PersonId, UserId};
 use crate::personal::Personal;
 use crate::token::{LinkKey, LinkNonce, ParsedToken};
-use crate::values::{EmailAddress, PersonName};
+use crate::values::{EmailAddress, PersonName, RoleName};
 use crate::DomainError;
 
 /// Where an invitation stands.
@@ -111,6 +111,12 @@ pub enum InvitationEvent {
         expires_at: DateTime<Utc>,
         /// Per-issue nonce: the link token is an HMAC of id and nonce.
         link_nonce: LinkNonce,
+        /// The inviter's own data for the invitation (a JSON object).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metadata: Option<serde_json::Value>,
+        /// Where to send the invitee after accepting (an allowed URL).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        redirect_url: Option<String>,
     },
     /// A pending invitation's grant or deadline changed.
     InvitationUpdated {
@@ -199,6 +205,8 @@ pub struct Invitation {
     pub link_nonce: LinkNonce,
     /// How often a new link was issued.
     pub resend_count: u32,
+    /// Where to send the invitee after accepting.
+    pub redirect_url: Option<String>,
 }
 
 impl Invitation {
@@ -206,7 +214,16 @@ impl Invitation {
     pub fn evolve(state: Option<Invitation>, event: &InvitationEvent) -> Option<Invitation> {
         use InvitationEvent::*;
         if let InvitationSent {
-            invitation_id, account_id, person_id, personal, access, invited_by, expires_at, link_nonce, ..
+            invitation_id,
+            account_id,
+            person_id,
+            personal,
+            access,
+            invited_by,
+            expires_at,
+            link_nonce,
+            redirect_url,
+            ..
         } = event
         {
             return Some(Invitation {
@@ -220,6 +237,7 @@ impl Invitation {
                 expires_at: *expires_at,
                 link_nonce: *link_nonce,
                 resend_count: 0,
+                redirect_url: redirect_url.clone(),
             });
         }
         let mut i = state?;
@@ -257,12 +275,12 @@ impl Invitation {
     }
 
     /// Refuses unless pending and not past its deadline, with a code per
-    /// case (`invitation_accepted`, `invitation_expired`, ...).
+    /// case (`invitation_used`, `invitation_expired`, ...).
     pub fn require_live(&self, now: DateTime<Utc>) -> Result<(), DomainError> {
         let (code, what) = match self.status {
             InvitationStatus::Pending if now < self.expires_at => return Ok(()),
             InvitationStatus::Pending | InvitationStatus::Expired => ("invitation_expired", "has expired"),
-            InvitationStatus::Accepted => ("invitation_accepted", "was already used"),
+            InvitationStatus::Accepted => ("invitation_used", "was already used"),
             InvitationStatus::Declined => ("invitation_declined", "was declined"),
             InvitationStatus::Revoked => ("invitation_revoked", "was revoked"),
         };
@@ -302,6 +320,28 @@ pub struct Invite {
     pub link_nonce: LinkNonce,
     /// Through which channel.
     pub channel: Channel,
+    /// The inviter's own data (a JSON object of at most [`MAX_METADATA_BYTES`]).
+    pub metadata: Option<serde_json::Value>,
+    /// Where to send the invitee after accepting; must be allowed by the account.
+    pub redirect_url: Option<String>,
+}
+
+/// Largest serialised `metadata` an invitation may carry.
+pub const MAX_METADATA_BYTES: usize = 4096;
+
+fn check_metadata(metadata: &Option<serde_json::Value>) -> Result<(), DomainError> {
+    match metadata {
+        None => Ok(()),
+        Some(v) if !v.is_object() => {
+            Err(DomainError::invalid("metadata", "invalid_metadata", "metadata must be a JSON object"))
+        }
+        Some(v) if v.to_string().len() > MAX_METADATA_BYTES => Err(DomainError::invalid(
+            "metadata",
+            "invalid_metadata",
+            format!("metadata may hold at most {MAX_METADATA_BYTES} bytes"),
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 /// Decides sending an invitation, enforcing every rule of DESIGN.md:
@@ -331,6 +371,16 @@ pub fn invite(
     if facts.pending_invitation.is_some() {
         return Err(DomainError::refused("already_invited", "this person already has a pending invitation"));
     }
+    check_metadata(&cmd.metadata)?;
+    if let Some(url) = &cmd.redirect_url {
+        if !account.settings.allowed_redirect_urls.contains(url) {
+            return Err(DomainError::invalid(
+                "redirect_url",
+                "redirect_not_allowed",
+                "the redirect URL is not in the account's allowed list",
+            ));
+        }
+    }
     account::check_seat(account, facts.pending_in_account)?;
     check_quota(account, caller, facts.sent_by_inviter_today)?;
     let lifetime = account.settings.lifetime(cmd.expires_in_hours)?;
@@ -344,7 +394,20 @@ pub fn invite(
         channel: cmd.channel,
         expires_at: now + lifetime,
         link_nonce: cmd.link_nonce,
+        metadata: cmd.metadata,
+        redirect_url: cmd.redirect_url,
     }])
+}
+
+/// Decides taking a deleted custom role out of a pending invitation's
+/// grant, so what the invitation shows is what accepting gives.
+pub fn drop_role(invitation: &Invitation, role: &RoleName, by: Actor) -> Vec<InvitationEvent> {
+    if invitation.status != InvitationStatus::Pending || !invitation.access.roles.contains(role) {
+        return vec![];
+    }
+    let mut access = invitation.access.clone();
+    access.roles.remove(role);
+    vec![InvitationEvent::InvitationUpdated { access, expires_at: invitation.expires_at, updated_by: by }]
 }
 
 fn check_quota(account: &Account, caller: &Caller, sent_today: u32) -> Result<(), DomainError> {

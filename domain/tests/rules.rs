@@ -175,6 +175,8 @@ fn invite_cmd(to: &str, roles: &[&str]) -> Invite {
         expires_in_hours: None,
         link_nonce: nonce(1),
         channel: Channel::Session,
+        metadata: None,
+        redirect_url: None,
     }
 }
 
@@ -197,6 +199,8 @@ fn sent_by(by: Actor, roles: &[&str]) -> InvitationEvent {
         channel: Channel::Session,
         expires_at: at(24),
         link_nonce: nonce(1),
+        metadata: None,
+        redirect_url: None,
     }
 }
 
@@ -234,7 +238,7 @@ fn revoked() -> InvitationEvent {
 /// One invitation per non-pending status, with the code each one gives.
 fn non_pending() -> Vec<(InvitationEvent, &'static str)> {
     vec![
-        (accepted(&["editor"]), "invitation_accepted"),
+        (accepted(&["editor"]), "invitation_used"),
         (InvitationEvent::InvitationExpired {}, "invitation_expired"),
         (InvitationEvent::InvitationDeclined {}, "invitation_declined"),
         (revoked(), "invitation_revoked"),
@@ -367,7 +371,7 @@ fn given_a_custom_role_exceeding_the_inviters_permissions_when_inviting_then_exc
     let e = with_role(
         team_with_recruiters(),
         "support",
-        &[Permission::AccountRead, Permission::EventsRead],
+        &[Permission::AccountRead, Permission::AuditRead],
     );
     let a = account(&e);
     let r = invitation::invite(
@@ -378,7 +382,7 @@ fn given_a_custom_role_exceeding_the_inviters_permissions_when_inviting_then_exc
         t0(),
     );
     assert_eq!(code(r), "exceeds_own_rights");
-    // The admin holds events.read, so they may grant it.
+    // The admin holds audit.read, so they may grant it.
     let ok = invitation::invite(
         &a,
         &caller(&a, ADMIN),
@@ -813,6 +817,8 @@ fn given_an_admin_when_inviting_then_exactly_one_invitation_sent() {
             channel: Channel::Bulk,
             expires_at: at(24),
             link_nonce: nonce(1),
+            metadata: None,
+            redirect_url: None,
         }]
     );
     let i = invitation(&events);
@@ -1302,11 +1308,11 @@ fn given_the_deadline_passed_without_an_expired_event_when_accepting_then_invita
 }
 
 #[test]
-fn given_an_accepted_invitation_when_accepting_again_then_invitation_accepted() {
+fn given_an_accepted_invitation_when_accepting_again_then_invitation_used() {
     let a = account(&with_member(team(20), BOB, &["editor"]));
     let i = invitation(&[sent(&["editor"]), accepted(&["editor"])]);
     let r = invitation::accept(&a, &i, &token(INV, 1), &key(), &bob(), at(1));
-    assert_eq!(code(r), "invitation_accepted");
+    assert_eq!(code(r), "invitation_used");
     // Single use, whoever tries.
     let other = Acceptor {
         user_id: STRANGER,
@@ -1314,7 +1320,7 @@ fn given_an_accepted_invitation_when_accepting_again_then_invitation_accepted() 
     };
     assert_eq!(
         code(invitation::accept(&a, &i, &token(INV, 1), &key(), &other, at(1))),
-        "invitation_accepted"
+        "invitation_used"
     );
 }
 
@@ -2459,4 +2465,59 @@ fn given_an_account_when_the_operator_deactivates_and_reactivates_then_it_works_
 fn given_an_owner_when_deactivating_the_account_then_forbidden() {
     let a = account(&team(20));
     assert_eq!(code(account::set_account_active(&a, &caller(&a, OWNER), false)), "forbidden");
+}
+
+// ===========================================================================
+// Metadata, redirects, allowed domains, deleted roles on pending invitations
+// ===========================================================================
+
+#[test]
+fn given_metadata_that_is_no_object_or_too_large_when_inviting_then_invalid_metadata() {
+    let a = account(&team(20));
+    for bad in [serde_json::json!([1, 2]), serde_json::json!({ "x": "y".repeat(5000) })] {
+        let mut cmd = invite_cmd("bob@example.com", &["viewer"]);
+        cmd.metadata = Some(bad);
+        assert_eq!(code(invitation::invite(&a, &caller(&a, OWNER), cmd, &no_facts(), t0())), "invalid_metadata");
+    }
+    let mut cmd = invite_cmd("bob@example.com", &["viewer"]);
+    cmd.metadata = Some(serde_json::json!({ "team": "sales" }));
+    let events = invitation::invite(&a, &caller(&a, OWNER), cmd, &no_facts(), t0()).unwrap();
+    assert!(matches!(&events[0], InvitationEvent::InvitationSent { metadata: Some(m), .. } if m["team"] == "sales"));
+}
+
+#[test]
+fn given_a_redirect_url_when_not_allowed_then_refused_and_when_allowed_then_kept() {
+    let mut settings = AccountSettings::with_seats(20);
+    settings.allowed_redirect_urls = ["https://app.example.com/welcome".to_string()].into();
+    let a = account(&and(team(20), AccountEvent::AccountSettingsChanged { settings }));
+    let mut cmd = invite_cmd("bob@example.com", &["viewer"]);
+    cmd.redirect_url = Some("https://evil.example.net/".into());
+    assert_eq!(code(invitation::invite(&a, &caller(&a, OWNER), cmd, &no_facts(), t0())), "redirect_not_allowed");
+    let mut cmd = invite_cmd("bob@example.com", &["viewer"]);
+    cmd.redirect_url = Some("https://app.example.com/welcome".into());
+    let events = invitation::invite(&a, &caller(&a, OWNER), cmd, &no_facts(), t0()).unwrap();
+    assert_eq!(invitation(&events).redirect_url.as_deref(), Some("https://app.example.com/welcome"));
+}
+
+#[test]
+fn given_allowed_domains_in_any_spelling_when_set_then_normalised_like_emails() {
+    let s = AccountSettings::with_seats(5).with_allowed_email_domains(["Example.COM", " bücher.de "]).unwrap();
+    assert_eq!(s.allowed_email_domains, ["example.com".to_string(), "xn--bcher-kva.de".to_string()].into());
+    assert_eq!(
+        AccountSettings::with_seats(5).with_allowed_email_domains(["not a domain"]).unwrap_err().code(),
+        "invalid_email_domain"
+    );
+}
+
+#[test]
+fn given_a_pending_invitation_with_a_deleted_role_when_dropping_it_then_updated_without_it() {
+    let i = invitation(&[sent(&["editor", "support"])]);
+    let events = invitation::drop_role(&i, &role("support"), Actor::User(OWNER));
+    assert_eq!(
+        events,
+        vec![InvitationEvent::InvitationUpdated { access: access(&["editor"]), expires_at: at(24), updated_by: Actor::User(OWNER) }]
+    );
+    assert!(invitation::drop_role(&i, &role("billing"), Actor::User(OWNER)).is_empty());
+    let accepted_one = invitation(&[sent(&["support"]), InvitationEvent::InvitationRevoked { revoked_by: Actor::User(OWNER), reason: RevokeReason::ByAdmin }]);
+    assert!(invitation::drop_role(&accepted_one, &role("support"), Actor::User(OWNER)).is_empty());
 }

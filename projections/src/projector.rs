@@ -224,14 +224,17 @@ impl Projector {
 
     async fn invitation(&self, tx: &mut Tx, id: Uuid, e: &InvitationEvent, at: DateTime<Utc>, v: i64) -> Result<()> {
         use InvitationEvent::*;
-        if let InvitationSent { account_id, person_id, personal, access, invited_by, channel, expires_at, .. } = e {
+        if let InvitationSent {
+            account_id, person_id, personal, access, invited_by, channel, expires_at, metadata, redirect_url, ..
+        } = e
+        {
             let email = personal.email().map(|e| e.to_string());
             let email_hash = personal.email().map(|e| self.lookup.email_hash(e.as_str()));
             self.exec(
                 tx,
                 "INSERT INTO {p}invitations (invitation_id, account_id, person_id, email, email_hash, name, status, access, roles, \
-                 invited_by, channel, created_at, expires_at, resend_count, updated_at, version) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $12, 0, $11, $13) \
+                 invited_by, channel, created_at, expires_at, resend_count, updated_at, version, metadata, redirect_url) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $12, 0, $11, $13, $14, $15) \
                  ON CONFLICT (invitation_id) DO NOTHING",
                 binds(vec![
                     Bind::Uuid(id),
@@ -247,6 +250,8 @@ impl Projector {
                     Bind::Time(at),
                     Bind::Time(*expires_at),
                     Bind::Int(v),
+                    Bind::OptText(metadata.as_ref().map(|m| m.to_string())),
+                    Bind::OptText(redirect_url.clone()),
                 ]),
             )
             .await?;

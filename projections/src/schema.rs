@@ -111,6 +111,8 @@ pub const TABLES: &[Table] = &[
             ("delivery_state", Text),
             ("delivery_updated_at", Time),
             ("revoke_reason", Text),
+            ("metadata", Json),
+            ("redirect_url", Text),
             ("closed_at", Time),
             ("updated_at", Time),
             ("version", Int),

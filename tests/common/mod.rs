@@ -84,6 +84,8 @@ pub fn invite(to: &str, roles: &[&str]) -> InviteRequest {
         name: None,
         access: Access::roles(roles.iter().map(|r| role(r))),
         expires_in_hours: None,
+        metadata: None,
+        redirect_url: None,
     }
 }
 

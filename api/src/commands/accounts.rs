@@ -51,6 +51,8 @@ impl Admit {
                 name: req.owner_name.clone(),
                 access: Access::roles([RoleName::owner()]),
                 expires_in_hours: None,
+                metadata: None,
+                redirect_url: None,
             };
             let owner_invitation = self.invite_in(&mut tx, ctx, account_id, &invite, now).await?;
             Ok(OpenedAccount { account_id, owner_invitation })

@@ -29,6 +29,10 @@ pub struct InviteRequest {
     pub access: Access,
     /// Link lifetime in hours (None: the account's default).
     pub expires_in_hours: Option<u32>,
+    /// The inviter's own data (a JSON object).
+    pub metadata: Option<serde_json::Value>,
+    /// Where to send the invitee after accepting.
+    pub redirect_url: Option<String>,
 }
 
 /// A freshly issued invitation link. The token exists only here: it is
@@ -107,6 +111,8 @@ impl Admit {
             expires_in_hours: req.expires_in_hours,
             link_nonce: nonce,
             channel: ctx.channel,
+            metadata: req.metadata.clone(),
+            redirect_url: req.redirect_url.clone(),
         };
         let events = invitation::invite(&account, &caller, cmd, &facts, now)?;
         let expires_at = match events.first() {

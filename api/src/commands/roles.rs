@@ -9,7 +9,12 @@ use admit_domain::values::RoleName;
 use admit_domain::DomainError;
 use chrono::Utc;
 
-use super::{account_events, in_transaction, Admit, RequestContext, Unit, ATTEMPTS};
+use admit_domain::ids::InvitationId;
+use admit_domain::invitation;
+use admit_ledger::{on_tx, Tx};
+use uuid::Uuid;
+
+use super::{account_events, in_transaction, invitation_events, Admit, RequestContext, Unit, ATTEMPTS};
 use crate::Error;
 
 impl Admit {
@@ -35,9 +40,30 @@ impl Admit {
         self.on_account(ctx, account_id, |a, c| account::change_role(a, c, role.clone(), permissions.clone())).await
     }
 
-    /// Deletes a custom role; members holding it lose it.
+    /// Deletes a custom role: members holding it lose it, and so do the
+    /// pending invitations that grant it.
     pub async fn delete_role(&self, ctx: &RequestContext, account_id: AccountId, role: RoleName) -> Result<(), Error> {
-        self.on_account(ctx, account_id, |a, c| account::delete_role(a, c, role.clone())).await
+        in_transaction!(self, |tx| async {
+            let (account, version) = self.account(&mut tx, account_id).await?;
+            let events = account::delete_role(&account, &ctx.caller(&account), role.clone())?;
+            let mut unit = Unit::default();
+            unit.push(version, account_events(account_id, events));
+            for id in pending_with_role(&mut tx, account_id, &role).await? {
+                let (inv, v) = self.invitation(&mut tx, id).await?;
+                unit.push(v, invitation_events(id, invitation::drop_role(&inv, &role, ctx.actor)));
+            }
+            self.write(&mut tx, ctx, unit, Utc::now()).await
+        }
+        .await)
+    }
+
+    /// How many pending invitations and members carry `role` (the API
+    /// tells this before a role is changed or deleted).
+    pub async fn role_usage(&self, account_id: AccountId, role: &RoleName) -> Result<(u64, u64), Error> {
+        let mut tx = self.db.begin_snapshot().await?;
+        let invitations = pending_with_role(&mut tx, account_id, role).await?.len() as u64;
+        let members = members_with_role(&mut tx, account_id, role).await?;
+        Ok((invitations, members))
     }
 
     /// The operator deactivates (`active = false`) or reactivates an account.
@@ -61,4 +87,35 @@ impl Admit {
         }
         .await)
     }
+}
+
+/// Roles are stored space-separated in the read models; match whole words
+/// (`_` in a role name is escaped: it is a LIKE wildcard).
+fn role_pattern(role: &RoleName) -> String {
+    format!("% {} %", role.as_str().replace('_', "\\_"))
+}
+
+/// Pending invitations of `account` whose grant includes `role`.
+async fn pending_with_role(tx: &mut Tx, account: AccountId, role: &RoleName) -> Result<Vec<InvitationId>, Error> {
+    let rows: Vec<(Uuid,)> = on_tx!(tx, c => sqlx::query_as(
+        "SELECT invitation_id FROM invitations WHERE account_id = $1 AND status = 'pending' \
+         AND ' ' || roles || ' ' LIKE $2 ESCAPE '\\' ORDER BY invitation_id",
+    )
+    .bind(account.0)
+    .bind(role_pattern(role))
+    .fetch_all(&mut *c)
+    .await?);
+    Ok(rows.into_iter().map(|(id,)| InvitationId(id)).collect())
+}
+
+/// How many members of `account` hold `role`.
+async fn members_with_role(tx: &mut Tx, account: AccountId, role: &RoleName) -> Result<u64, Error> {
+    let (n,): (i64,) = on_tx!(tx, c => sqlx::query_as(
+        "SELECT COUNT(*) FROM members WHERE account_id = $1 AND ' ' || roles || ' ' LIKE $2 ESCAPE '\\'",
+    )
+    .bind(account.0)
+    .bind(role_pattern(role))
+    .fetch_one(&mut *c)
+    .await?);
+    Ok(n as u64)
 }
