@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use admit_api::commands::OpenAccount;
+use admit_api::http::{ApiContext, HttpConfig};
 use admit_api::{Admit, RequestContext, Secrets};
 use admit_domain::ids::AccountId;
 use admit_domain::password::PasswordPolicy;
@@ -33,6 +34,12 @@ struct Cli {
     /// Base URL for links in emails and CLI output (never the Host header).
     #[arg(long, env = "ADMIT_PUBLIC_URL", default_value = "http://127.0.0.1:8080", global = true)]
     public_url: String,
+    /// Where invitees go after accepting when the invitation names no redirect.
+    #[arg(long, env = "ADMIT_APP_URL", global = true)]
+    app_url: Option<String>,
+    /// Bearer secret of the operator API (`POST /v1/accounts`); unset disables it.
+    #[arg(long, env = "ADMIT_OPERATOR_TOKEN", hide_env_values = true, global = true)]
+    operator_token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -122,11 +129,16 @@ async fn main() -> Result<()> {
             admit.prepare().await?;
             let listener = tokio::net::TcpListener::bind(&bind).await.with_context(|| format!("binding {bind}"))?;
             tracing::info!(%bind, "admit serving");
-            axum::serve(listener, admit_api::http::router(admit))
-                .with_graceful_shutdown(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
+            let config = HttpConfig {
+                public_url: cli.public_url.clone(),
+                app_url: cli.app_url.clone(),
+                operator_token: cli.operator_token.clone().filter(|t| !t.is_empty()),
+            };
+            let app = admit_api::http::router(ApiContext::new(admit, config));
+            axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                .with_graceful_shutdown(shutdown_signal())
                 .await?;
+            tracing::info!("admit stopped");
         }
         Command::Replay { as_of: Some(moment), format } => {
             if format != "json" {
@@ -196,4 +208,23 @@ async fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM, so in-flight requests finish before exit.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
 }

@@ -2,6 +2,17 @@
 
 use admit_domain::DomainError;
 
+/// One invalid field of a request.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FieldError {
+    /// The field (JSON pointer-ish name, e.g. `email` or `items/3/email`).
+    pub field: String,
+    /// Stable code, e.g. `invalid_email`.
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
 /// Why a command or query failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -26,6 +37,31 @@ pub enum Error {
     /// A direct query failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The request itself is malformed (bad JSON, unknown field, bad cursor...).
+    #[error("{detail}")]
+    BadRequest {
+        /// Stable code, e.g. `malformed_json`.
+        code: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+    /// Several fields are invalid at once (`validation_failed`).
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    /// No credentials, or credentials that are not (or no longer) valid.
+    #[error("authentication required")]
+    Unauthenticated,
+    /// Too many failed attempts from this address or for this email.
+    #[error("too many attempts, try again later")]
+    TooManyAttempts,
+    /// A change that affects others needs `confirm=true`; the counts say how many.
+    #[error("this affects {affected_invitations} pending invitations and {affected_members} members; repeat with confirm=true")]
+    ConfirmationRequired {
+        /// Pending invitations that would change.
+        affected_invitations: u64,
+        /// Members who would change.
+        affected_members: u64,
+    },
     /// Something that should not happen (a bug or a broken invariant).
     #[error("internal error: {0}")]
     Internal(String),
@@ -41,6 +77,11 @@ impl Error {
             Error::Contention => "contention",
             Error::Ledger(_) | Error::Projection(_) | Error::Database(_) => "database_unavailable",
             Error::Internal(_) => "internal",
+            Error::BadRequest { code, .. } => code,
+            Error::Validation(_) => "validation_failed",
+            Error::Unauthenticated => "unauthenticated",
+            Error::TooManyAttempts => "too_many_attempts",
+            Error::ConfirmationRequired { .. } => "confirmation_required",
         }
     }
 

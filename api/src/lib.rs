@@ -14,5 +14,5 @@ pub mod passwords;
 pub mod secrets;
 
 pub use commands::{Admit, RequestContext};
-pub use error::Error;
+pub use error::{Error, FieldError};
 pub use secrets::Secrets;

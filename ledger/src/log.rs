@@ -152,9 +152,10 @@ pub struct AppendOutcome {
     pub already_appended: bool,
 }
 
-/// The row shape shared by both backends.
+/// The row shape shared by both backends; select it with
+/// [`event_columns`] and convert with `RecordedEvent::try_from`.
 #[derive(sqlx::FromRow)]
-pub(crate) struct EventRow {
+pub struct EventRow {
     position: i64,
     transaction_id: String,
     event_id: Uuid,
@@ -200,6 +201,12 @@ pub(crate) const PG_COLUMNS: &str = "position, transaction_id::text AS transacti
      stream_version, event_type, schema_version, payload, metadata, recorded_at, hash";
 pub(crate) const SQLITE_COLUMNS: &str = "position, CAST(transaction_id AS TEXT) AS transaction_id, event_id, \
      stream_id, stream_version, event_type, schema_version, payload, metadata, recorded_at, hash";
+
+/// The column list that makes an [`EventRow`] on `backend` (for queries
+/// over the events table written elsewhere, e.g. an account's events).
+pub fn event_columns(backend: crate::Backend) -> &'static str {
+    columns(backend == crate::Backend::Postgres)
+}
 
 fn columns(db_is_pg: bool) -> &'static str {
     if db_is_pg {

@@ -99,6 +99,7 @@ impl Projector {
                     ]),
                 )
                 .await?;
+                self.index_stream(tx, id, &format!("account-{id}"), at).await?;
                 return Ok(());
             }
             AccountSettingsChanged { settings } => {
@@ -255,6 +256,7 @@ impl Projector {
                 ]),
             )
             .await?;
+            self.index_stream(tx, account_id.0, &format!("invitation-{id}"), at).await?;
             return Ok(());
         }
         // Skip an event the row already reflects (replays, retries).
@@ -360,6 +362,18 @@ impl Projector {
                 .await?;
             }
         }
+        Ok(())
+    }
+
+    /// Records that `stream` belongs to `account` (auditors read an
+    /// account's events through this index).
+    async fn index_stream(&self, tx: &mut Tx, account: Uuid, stream: &str, at: DateTime<Utc>) -> Result<()> {
+        self.exec(
+            tx,
+            "INSERT INTO {p}account_streams (account_id, stream_id, opened_at) VALUES ($1, $2, $3) ON CONFLICT (stream_id) DO NOTHING",
+            binds(vec![Bind::Uuid(account), Bind::Text(stream.to_string()), Bind::Time(at)]),
+        )
+        .await?;
         Ok(())
     }
 

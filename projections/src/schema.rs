@@ -121,6 +121,12 @@ pub const TABLES: &[Table] = &[
         indexes: &["account_id, status, created_at", "account_id, created_at", "invited_by, status", "person_id"],
     },
     Table {
+        name: "account_streams",
+        columns: &[("account_id", Uuid), ("stream_id", Text), ("opened_at", Time)],
+        primary_key: "stream_id",
+        indexes: &["account_id"],
+    },
+    Table {
         name: "invitation_deliveries",
         columns: &[("invitation_id", Uuid), ("seq", Int), ("state", Text), ("detail", Text), ("recorded_at", Time)],
         primary_key: "invitation_id, seq",

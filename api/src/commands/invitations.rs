@@ -134,6 +134,42 @@ impl Admit {
         })
     }
 
+    /// Invites many people in one transaction, each row decided on its own
+    /// (rows see the seats and quota the earlier rows used). Rows that were
+    /// already refused at parsing stay refused. With `dry_run` nothing is
+    /// written; with `all_or_nothing` nothing is written unless every row
+    /// succeeds.
+    pub async fn invite_many(
+        &self,
+        ctx: &RequestContext,
+        account: AccountId,
+        rows: Vec<Result<InviteRequest, Error>>,
+        dry_run: bool,
+        all_or_nothing: bool,
+    ) -> Result<Vec<Result<IssuedInvitation, Error>>, Error> {
+        let now = Utc::now();
+        let mut tx = self.db.begin().await?;
+        let mut results = Vec::with_capacity(rows.len());
+        for row in rows {
+            results.push(match row {
+                Ok(req) => match self.invite_in(&mut tx, ctx, account, &req, now).await {
+                    Err(e @ (Error::Ledger(_) | Error::Projection(_) | Error::Database(_) | Error::Internal(_))) => {
+                        let _ = tx.rollback().await;
+                        return Err(e);
+                    }
+                    other => other,
+                },
+                Err(e) => Err(e),
+            });
+        }
+        if dry_run || (all_or_nothing && results.iter().any(Result::is_err)) {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        Ok(results)
+    }
+
     /// Changes a pending invitation's grant and/or lifetime.
     pub async fn update_invitation(
         &self,

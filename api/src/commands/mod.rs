@@ -213,6 +213,46 @@ impl Admit {
         Ok((Codec::decode_all_in(tx, &events).await?, version))
     }
 
+    /// The account as it stands now, read without locking (for queries and
+    /// authorization; commands re-check inside their transaction).
+    pub async fn account_snapshot(&self, id: AccountId) -> Result<Account, Error> {
+        let mut tx = self.db.begin_snapshot().await?;
+        let (events, _) = self.load(&mut tx, &id.stream(), false).await?;
+        Account::from_events(events.iter().filter_map(|e| match &e.event {
+            Event::Account(_, a) => Some(a),
+            _ => None,
+        }))
+        .ok_or(Error::NotFound("account"))
+    }
+
+    /// Events of an account's streams (the account and its invitations)
+    /// after `after_position`, by position, optionally of one stream or type.
+    pub async fn account_events(
+        &self,
+        account: AccountId,
+        after_position: i64,
+        limit: i64,
+        stream: Option<&str>,
+        event_type: Option<&str>,
+    ) -> Result<Vec<admit_ledger::RecordedEvent>, Error> {
+        let columns = admit_ledger::log::event_columns(self.db.backend());
+        let rows: Vec<admit_ledger::log::EventRow> = admit_ledger::on_db!(&self.db, p => {
+            let mut b = sqlx::QueryBuilder::new(format!(
+                "SELECT {columns} FROM events WHERE stream_id IN (SELECT stream_id FROM account_streams WHERE account_id = "
+            ));
+            b.push_bind(account.0).push(") AND position > ").push_bind(after_position);
+            if let Some(st) = stream {
+                b.push(" AND stream_id = ").push_bind(st.to_string());
+            }
+            if let Some(t) = event_type {
+                b.push(" AND event_type = ").push_bind(t.to_string());
+            }
+            b.push(" ORDER BY position LIMIT ").push_bind(limit);
+            b.build_query_as().fetch_all(p).await?
+        });
+        rows.into_iter().map(|r| admit_ledger::RecordedEvent::try_from(r).map_err(Error::from)).collect()
+    }
+
     /// The account and its stream version; locks it for this transaction.
     pub(crate) async fn account(&self, tx: &mut Tx, id: AccountId) -> Result<(Account, i64), Error> {
         let (events, version) = self.load(tx, &id.stream(), true).await?;

@@ -1,0 +1,102 @@
+//! Operator routes: opening accounts.
+
+use admit_domain::values::{AccountName, CustomerNumber, EmailAddress, PersonName};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use subtle_compare::constant_time_eq;
+use uuid::Uuid;
+
+use super::extract::ApiJson;
+use super::invitations::field_error;
+use super::ApiContext;
+use crate::commands::OpenAccount;
+use crate::{Error, RequestContext};
+
+mod subtle_compare {
+    /// Compares two secrets in time that depends only on their lengths.
+    pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+        if a.len() != b.len() {
+            return false;
+        }
+        a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+/// Body of `POST /v1/accounts`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAccountBody {
+    /// Account name.
+    pub name: String,
+    /// Customer number.
+    pub customer_number: String,
+    /// The first owner's email.
+    pub owner_email: String,
+    /// The first owner's name.
+    #[serde(default)]
+    pub owner_name: Option<String>,
+    /// Seat limit (default 10).
+    #[serde(default)]
+    pub seats: Option<u32>,
+}
+
+/// An opened account.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OpenedAccountView {
+    /// The account.
+    pub account_id: Uuid,
+    /// The owner's invitation.
+    pub owner_invitation_id: Uuid,
+    /// The owner's accept link (also mailed once mail is configured).
+    pub accept_url: String,
+    /// When the link dies.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// `POST /v1/accounts`: the operator opens an account and invites its owner.
+#[utoipa::path(post, path = "/v1/accounts", tag = "operator", request_body = OpenAccountBody, security(("bearer" = [])),
+    responses((status = 201, body = OpenedAccountView), (status = 401), (status = 422)))]
+pub async fn open_account(
+    State(ctx): State<ApiContext>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<OpenAccountBody>,
+) -> Result<(StatusCode, Json<OpenedAccountView>), Error> {
+    let expected = ctx.config.operator_token.as_deref().ok_or(Error::Unauthenticated)?;
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        return Err(Error::Unauthenticated);
+    }
+    let mut errors = Vec::new();
+    let name = AccountName::parse(&body.name).map_err(|e| errors.push(field_error("name", &e))).ok();
+    let number = CustomerNumber::parse(&body.customer_number).map_err(|e| errors.push(field_error("customer_number", &e))).ok();
+    let email = EmailAddress::parse(&body.owner_email).map_err(|e| errors.push(field_error("owner_email", &e))).ok();
+    let owner_name = match body.owner_name.as_deref() {
+        Some(n) => PersonName::parse(n).map_err(|e| errors.push(field_error("owner_name", &e))).ok(),
+        None => None,
+    };
+    let (Some(name), Some(customer_number), Some(owner_email), true) = (name, number, email, errors.is_empty()) else {
+        return Err(Error::Validation(errors));
+    };
+    let mut rctx = RequestContext::new(admit_domain::ids::Actor::Operator, admit_domain::invitation::Channel::Operator);
+    rctx.request_id = None;
+    let opened = ctx
+        .admit
+        .open_account(&rctx, OpenAccount { name, customer_number, seats: body.seats.unwrap_or(10), owner_email, owner_name })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(OpenedAccountView {
+            account_id: opened.account_id.0,
+            owner_invitation_id: opened.owner_invitation.invitation_id.0,
+            accept_url: ctx.accept_link(opened.owner_invitation.token.as_str()),
+            expires_at: opened.owner_invitation.expires_at,
+        }),
+    ))
+}

@@ -1,0 +1,176 @@
+//! The HTTP API (axum): one module per resource, an [`ApiContext`] state,
+//! errors as problem+json, and the OpenAPI document generated from the same
+//! route definitions (a route cannot be served without being documented).
+
+pub mod accounts;
+pub mod audit;
+pub mod extract;
+pub mod idempotency;
+pub mod invitations;
+pub mod me;
+pub mod members;
+pub mod problem;
+pub mod public;
+pub mod roles;
+pub mod sessions;
+pub mod telemetry;
+
+use std::sync::Arc;
+
+use admit_domain::access::Permission;
+use admit_domain::account::Account;
+use admit_domain::ids::{AccountId, Actor};
+use admit_domain::invitation::Channel;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::{Admit, Error, RequestContext};
+use extract::SignedIn;
+
+/// Settings of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Base of every link Admit builds (never the request's Host header).
+    pub public_url: String,
+    /// Where invitees go after accepting, when the invitation names no redirect.
+    pub app_url: Option<String>,
+    /// Secret that guards the operator routes (`POST /v1/accounts`); unset
+    /// disables them.
+    pub operator_token: Option<String>,
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct ApiContext {
+    /// The application (commands and database).
+    pub admit: Admit,
+    /// Server settings.
+    pub config: Arc<HttpConfig>,
+    /// Session store.
+    pub sessions: sessions::Sessions,
+    /// Failed sign-in throttle.
+    pub throttle: Arc<sessions::Throttle>,
+}
+
+impl ApiContext {
+    /// A context with default session lifetime (12 hours) and throttle.
+    pub fn new(admit: Admit, config: HttpConfig) -> ApiContext {
+        ApiContext {
+            admit,
+            config: Arc::new(config),
+            sessions: sessions::Sessions { ttl: chrono::Duration::hours(12) },
+            throttle: Arc::new(sessions::Throttle::default()),
+        }
+    }
+
+    /// The accept link for an invitation token.
+    pub fn accept_link(&self, token: &str) -> String {
+        format!("{}/invite/{token}", self.config.public_url.trim_end_matches('/'))
+    }
+
+    /// Checks that `who` is an active member of `account` holding
+    /// `permission`. Non-members get 404 (they may not learn that the
+    /// account exists); members without the permission get 403.
+    pub async fn authorize(
+        &self,
+        who: &SignedIn,
+        account: AccountId,
+        permission: Permission,
+    ) -> Result<(Account, RequestContext), Error> {
+        let snapshot = self.admit.account_snapshot(account).await.map_err(|e| match e {
+            Error::NotFound(_) => Error::NotFound("account"),
+            other => other,
+        })?;
+        let actor = Actor::User(who.user_id);
+        let access = snapshot.access_of(&actor).ok_or(Error::NotFound("account"))?;
+        snapshot.require(Some(&access), permission)?;
+        Ok((snapshot, RequestContext::new(actor, Channel::Session)))
+    }
+}
+
+/// Largest request body accepted (bulk requests included).
+pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// The OpenAPI document's fixed parts; paths come from the routes.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Admit", description = "An event-sourced invitation ledger", version = "1"),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+/// The documented routes, and the OpenAPI document they make.
+pub fn api_routes() -> (Router<ApiContext>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(accounts::open_account))
+        .routes(routes!(sessions::sign_in))
+        .routes(routes!(sessions::sign_out))
+        .routes(routes!(me::me))
+        .routes(routes!(me::cancel_membership))
+        .routes(routes!(invitations::invite, invitations::list))
+        .routes(routes!(invitations::bulk))
+        .routes(routes!(invitations::get_one, invitations::update, invitations::revoke))
+        .routes(routes!(invitations::resend))
+        .routes(routes!(public::preview))
+        .routes(routes!(public::accept))
+        .routes(routes!(public::decline))
+        .routes(routes!(members::list))
+        .routes(routes!(members::get_one, members::patch, members::remove))
+        .routes(routes!(members::deactivate))
+        .routes(routes!(members::reactivate))
+        .routes(routes!(roles::list, roles::create))
+        .routes(routes!(roles::patch, roles::delete))
+        .routes(routes!(audit::events))
+        .split_for_parts()
+}
+
+/// The router of `admit serve`.
+pub fn router(ctx: ApiContext) -> Router {
+    let (api, openapi) = api_routes();
+    let openapi = Arc::new(openapi);
+    Router::new()
+        .merge(api)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(telemetry::metrics))
+        .route("/openapi.json", get(move || async move { Json(openapi.as_ref().clone()) }))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), idempotency::replay_or_record))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(telemetry::track))
+        .with_state(ctx)
+}
+
+async fn not_found() -> Error {
+    Error::NotFound("route")
+}
+
+/// Liveness: the process answers.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Readiness: the database answers and every migration is applied.
+async fn readyz(State(ctx): State<ApiContext>) -> (StatusCode, Json<serde_json::Value>) {
+    match ctx.admit.db.is_migrated().await {
+        Ok(true) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        Ok(false) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "migrations pending" }))),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "database unreachable" }))),
+    }
+}

@@ -1,0 +1,17 @@
+-- Sign-in sessions: only a SHA-256 hash of the bearer token is kept.
+CREATE TABLE sessions (
+    token_hash    TEXT PRIMARY KEY,
+    user_id       UUID NOT NULL,
+    created_at    TIMESTAMPTZ NOT NULL,
+    expires_at    TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX sessions_by_user ON sessions (user_id);
+
+-- First answers to POST requests that carried an Idempotency-Key.
+CREATE TABLE idempotency_keys (
+    key_hash      TEXT PRIMARY KEY,
+    request_hash  TEXT NOT NULL,
+    status        INTEGER,
+    body          BYTEA,
+    created_at    TIMESTAMPTZ NOT NULL
+);
