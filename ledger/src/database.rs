@@ -67,6 +67,24 @@ macro_rules! on_db {
     };
 }
 
+/// Like [`on_db!`] but with the pool that may write (on SQLite the single
+/// writer connection), for small writes outside a command's transaction.
+#[macro_export]
+macro_rules! on_db_write {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::Database::Postgres(p) => {
+                let $pool = p;
+                $body
+            }
+            $crate::Database::Sqlite { writer, .. } => {
+                let $pool = writer;
+                $body
+            }
+        }
+    };
+}
+
 /// Runs `$body` with `$conn` bound to the transaction's connection
 /// (`&mut PgConnection` or `&mut SqliteConnection`); pass it to queries as
 /// `&mut *$conn`. The body is expanded once per backend.

@@ -145,3 +145,163 @@ pub async fn assert_replay_matches(admit: &Admit, label: &str) {
     }
     admit_projections::rebuild::discard(&admit.db, prefix).await.unwrap();
 }
+
+/// The operator secret of test servers.
+pub const OPERATOR: &str = "operator-secret-for-tests";
+
+/// A server on a random port over its own fresh database.
+pub struct TestApp {
+    /// `http://127.0.0.1:port`.
+    pub base: String,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    /// The application behind it (for the clock and direct checks).
+    pub admit: Admit,
+}
+
+/// An answer: status, JSON body (Null when none), content type.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: serde_json::Value,
+    pub content_type: String,
+}
+
+/// Starts `admit serve`'s router in-process on 127.0.0.1:0 over `url`.
+pub async fn spawn_app(url: &str) -> TestApp {
+    use admit_api::http::{router, ApiContext, HttpConfig};
+    let admit = admit_on(url).await;
+    let config = HttpConfig {
+        public_url: "http://admit.test".into(),
+        app_url: Some("http://app.test/home".into()),
+        operator_token: Some(OPERATOR.into()),
+    };
+    let app = router(ApiContext::new(admit.clone(), config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await.unwrap();
+    });
+    TestApp { base: format!("http://{addr}"), http: reqwest::Client::new(), admit }
+}
+
+/// One app per backend: SQLite, then PostgreSQL.
+pub async fn apps() -> Vec<(String, TestApp)> {
+    let mut out = Vec::new();
+    for url in [admit_ledger::testing::fresh_sqlite_url(), admit_ledger::testing::fresh_postgres_url().await] {
+        let app = spawn_app(&url).await;
+        out.push((url, app));
+    }
+    out
+}
+
+impl TestApp {
+    /// Sends a request with an optional bearer token and JSON body.
+    pub async fn call(&self, method: &str, path: &str, bearer: Option<&str>, body: Option<serde_json::Value>) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = bearer {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        answer(resp).await
+    }
+
+    /// Sends a raw body with a content type (for malformed-input tests).
+    pub async fn raw(&self, method: &str, path: &str, bearer: Option<&str>, content_type: &str, body: Vec<u8>) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).header("content-type", content_type).body(body);
+        if let Some(t) = bearer {
+            req = req.bearer_auth(t);
+        }
+        answer(req.send().await.unwrap()).await
+    }
+
+    pub async fn get(&self, path: &str, bearer: Option<&str>) -> Answer {
+        self.call("GET", path, bearer, None).await
+    }
+
+    pub async fn post(&self, path: &str, bearer: Option<&str>, body: serde_json::Value) -> Answer {
+        self.call("POST", path, bearer, Some(body)).await
+    }
+
+    /// Opens an account through the operator API; returns (account id, owner link token).
+    pub async fn open_account(&self, number: &str, owner_email: &str, seats: u32) -> (String, String) {
+        let a = self
+            .post(
+                "/v1/accounts",
+                Some(OPERATOR),
+                serde_json::json!({ "name": format!("Account {number}"), "customer_number": number, "owner_email": owner_email, "seats": seats }),
+            )
+            .await;
+        assert_eq!(a.status, 201, "{a:?}");
+        (a.body["account_id"].as_str().unwrap().to_string(), token_of(&a.body["accept_url"]))
+    }
+
+    /// Accepts as a new user; returns (user id, session token).
+    pub async fn accept_new(&self, token: &str, name: &str) -> (String, String) {
+        let a = self
+            .post("/v1/invitations/accept", None, serde_json::json!({ "token": token, "name": name, "password": PASSWORD }))
+            .await;
+        assert_eq!(a.status, 200, "{a:?}");
+        (a.body["user_id"].as_str().unwrap().to_string(), a.body["session_token"].as_str().unwrap().to_string())
+    }
+
+    /// Invites `email` with `roles` as `bearer`; returns the link token.
+    pub async fn invite(&self, bearer: &str, account: &str, email: &str, roles: &[&str]) -> (String, String) {
+        let a = self
+            .post(&format!("/v1/accounts/{account}/invitations"), Some(bearer), serde_json::json!({ "email": email, "roles": roles }))
+            .await;
+        assert_eq!(a.status, 201, "{a:?}");
+        (a.body["id"].as_str().unwrap().to_string(), token_of(&a.body["accept_url"]))
+    }
+
+    /// An account with an owner and members of every built-in role, plus
+    /// a custom-role member; returns the account id and each one's session.
+    pub async fn team(&self, number: &str) -> Team {
+        let (account, owner_link) = self.open_account(number, &format!("owner@{number}.example.com"), 50).await;
+        let (owner_id, owner) = self.accept_new(&owner_link, "Olga Owner").await;
+        let role = self
+            .post(
+                &format!("/v1/accounts/{account}/roles"),
+                Some(&owner),
+                serde_json::json!({ "name": "support", "permissions": ["account.read", "invitations.read", "invitations.create", "members.read"] }),
+            )
+            .await;
+        assert_eq!(role.status, 201, "{role:?}");
+        let mut sessions = std::collections::BTreeMap::new();
+        let mut ids = std::collections::BTreeMap::new();
+        for r in ["admin", "editor", "viewer", "support", "auditor"] {
+            let (_, link) = self.invite(&owner, &account, &format!("{r}@{number}.example.com"), &[r]).await;
+            let (id, session) = self.accept_new(&link, &format!("Member {r}")).await;
+            sessions.insert(r.to_string(), session);
+            ids.insert(r.to_string(), id);
+        }
+        sessions.insert("owner".into(), owner);
+        ids.insert("owner".into(), owner_id);
+        Team { account, sessions, ids }
+    }
+}
+
+/// An account with a member of every kind.
+pub struct Team {
+    pub account: String,
+    pub sessions: std::collections::BTreeMap<String, String>,
+    pub ids: std::collections::BTreeMap<String, String>,
+}
+
+/// The link token at the end of an accept URL.
+pub fn token_of(url: &serde_json::Value) -> String {
+    url.as_str().unwrap().rsplit_once("/invite/").unwrap().1.to_string()
+}
+
+async fn answer(resp: reqwest::Response) -> Answer {
+    let status = resp.status().as_u16();
+    let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let bytes = resp.bytes().await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Answer { status, body, content_type }
+}

@@ -4,7 +4,6 @@ use admit_domain::access::Access;
 use admit_domain::account::{self, AccountSettings};
 use admit_domain::ids::AccountId;
 use admit_domain::values::{AccountName, CustomerNumber, EmailAddress, PersonName, RoleName};
-use chrono::Utc;
 use uuid::Uuid;
 
 use super::{account_events, in_transaction, Admit, InviteRequest, IssuedInvitation, RequestContext, Unit, ATTEMPTS};
@@ -40,7 +39,7 @@ impl Admit {
         let account_id = AccountId(Uuid::now_v7());
         let settings = AccountSettings::with_seats(req.seats);
         in_transaction!(self, |tx| async {
-            let now = Utc::now();
+            let now = self.now();
             let events =
                 account::open(account_id, req.name.clone(), req.customer_number.clone(), settings.clone(), None)?;
             let mut unit = Unit::default();

@@ -6,7 +6,6 @@ use admit_domain::invitation::RevokeReason;
 use admit_domain::user;
 use admit_domain::values::EmailAddress;
 use admit_ledger::on_tx;
-use chrono::Utc;
 use uuid::Uuid;
 
 use super::{in_transaction, user_events, Admit, RequestContext, Unit, ATTEMPTS, USER_EMAIL};
@@ -22,7 +21,7 @@ impl Admit {
         let ctx = RequestContext::system();
         let email_hash = self.secrets.lookup.email_hash(email.as_str());
         in_transaction!(self, |tx| async {
-            let now = Utc::now();
+            let now = self.now();
             let Some((person, _)) = tx.person_by_email(&email_hash).await? else { return Ok(None) };
             let pending: Vec<(Uuid, Uuid)> = on_tx!(&mut tx, c => sqlx::query_as(
                 "SELECT account_id, invitation_id FROM invitations WHERE person_id = $1 AND status = 'pending' ORDER BY invitation_id",

@@ -65,7 +65,7 @@ fn ensure_in_account(inv: &Invitation, account: AccountId) -> Result<(), Error> 
 impl Admit {
     /// Invites one person (see [`invitation::invite`] for the rules).
     pub async fn invite(&self, ctx: &RequestContext, account: AccountId, req: InviteRequest) -> Result<IssuedInvitation, Error> {
-        in_transaction!(self, |tx| self.invite_in(&mut tx, ctx, account, &req, Utc::now()).await)
+        in_transaction!(self, |tx| self.invite_in(&mut tx, ctx, account, &req, self.now()).await)
     }
 
     /// The body of [`Admit::invite`], inside a caller's transaction (bulk
@@ -147,7 +147,7 @@ impl Admit {
         dry_run: bool,
         all_or_nothing: bool,
     ) -> Result<Vec<Result<IssuedInvitation, Error>>, Error> {
-        let now = Utc::now();
+        let now = self.now();
         let mut tx = self.db.begin().await?;
         let mut results = Vec::with_capacity(rows.len());
         for row in rows {
@@ -180,7 +180,7 @@ impl Admit {
         expires_in_hours: Option<u32>,
     ) -> Result<(), Error> {
         in_transaction!(self, |tx| async {
-            let now = Utc::now();
+            let now = self.now();
             let (account, _) = self.account(&mut tx, account_id).await?;
             let (inv, version) = self.invitation(&mut tx, id).await?;
             ensure_in_account(&inv, account_id)?;
@@ -204,7 +204,7 @@ impl Admit {
         send_copy_to_me: bool,
     ) -> Result<IssuedInvitation, Error> {
         in_transaction!(self, |tx| async {
-            let now = Utc::now();
+            let now = self.now();
             let (account, _) = self.account(&mut tx, account_id).await?;
             let (inv, version) = self.invitation(&mut tx, id).await?;
             ensure_in_account(&inv, account_id)?;
@@ -242,7 +242,7 @@ impl Admit {
     /// Revokes a pending invitation.
     pub async fn revoke(&self, ctx: &RequestContext, account_id: AccountId, id: InvitationId) -> Result<(), Error> {
         in_transaction!(self, |tx| async {
-            let now = Utc::now();
+            let now = self.now();
             let (account, _) = self.account(&mut tx, account_id).await?;
             let mut unit = Unit::default();
             self.revoke_in(&mut tx, &mut unit, &account, ctx, id, RevokeReason::ByAdmin).await?;
@@ -276,7 +276,7 @@ impl Admit {
         let id = InvitationId(parsed.invitation_id);
         let ctx = RequestContext::system();
         in_transaction!(self, |tx| async {
-            let now = Utc::now();
+            let now = self.now();
             let (inv, version) = self.invitation(&mut tx, id).await.map_err(|_| invalid_link())?;
             let events = invitation::decline(&inv, &parsed, &self.secrets.link, now)?;
             tx.release(PENDING_INVITATION, &id.to_string()).await?;
@@ -293,7 +293,7 @@ impl Admit {
     pub async fn expire(&self, id: InvitationId) -> Result<bool, Error> {
         let ctx = RequestContext::system();
         in_transaction!(self, |tx| async {
-            let now = Utc::now();
+            let now = self.now();
             let mut unit = Unit::default();
             let expired = self.expire_in(&mut tx, &mut unit, id, now).await?;
             self.write(&mut tx, &ctx, unit, now).await?;
@@ -317,7 +317,7 @@ impl Admit {
     pub async fn record_delivery(&self, id: InvitationId, state: DeliveryState, detail: Option<String>) -> Result<(), Error> {
         let ctx = RequestContext::system();
         in_transaction!(self, |tx| async {
-            let now = Utc::now();
+            let now = self.now();
             let (inv, version) = self.invitation(&mut tx, id).await?;
             let events = invitation::record_delivery(&inv, state, detail.clone())?;
             let mut unit = Unit::default();
@@ -351,16 +351,18 @@ impl Admit {
         let ctx_user = UserId(Uuid::now_v7());
         let ctx = RequestContext::new(admit_domain::ids::Actor::User(ctx_user), admit_domain::invitation::Channel::Session);
         in_transaction!(self, |tx| async {
-            let now = Utc::now();
+            let now = self.now();
             let (account, av) = self.account(&mut tx, snapshot.account_id).await?;
             let (inv, iv) = self.invitation(&mut tx, snapshot.id).await?;
             let email_hash = self.secrets.lookup.email_hash(email.as_str());
             let taken = self.user_by_email_hash(&mut tx, &email_hash).await?.is_some();
             let person = inv.person_id;
             let key = tx.person_keys(&[person.0]).await?.remove(&person.0).ok_or_else(invalid_link)?;
-            let registered = user::register(ctx_user, person, email.clone(), name.clone(), hash.clone(), taken)?;
+            // The link's own state speaks first (a used link says so, not
+            // "email taken"), then the registration.
             let acceptor = Acceptor { user_id: ctx_user, email: email.clone() };
             let (inv_events, account_events_) = invitation::accept(&account, &inv, &parsed, &self.secrets.link, &acceptor, now)?;
+            let registered = user::register(ctx_user, person, email.clone(), name.clone(), hash.clone(), taken)?;
             if !tx.reserve(USER_EMAIL, "", &email_hash, &ctx_user.to_string(), None).await? {
                 return Err(DomainError::refused("email_taken", "a user with this email already exists; sign in instead").into());
             }
@@ -382,7 +384,7 @@ impl Admit {
         let snapshot = self.invitation_for_token(token).await?;
         let ctx = RequestContext::new(admit_domain::ids::Actor::User(user_id), admit_domain::invitation::Channel::Session);
         in_transaction!(self, |tx| async {
-            let now = Utc::now();
+            let now = self.now();
             let (account, av) = self.account(&mut tx, snapshot.account_id).await?;
             let (inv, iv) = self.invitation(&mut tx, snapshot.id).await?;
             let (user, _) = self.user(&mut tx, user_id).await?;

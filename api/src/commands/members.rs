@@ -5,7 +5,6 @@ use admit_domain::account::{self, Account, AccountEvent};
 use admit_domain::ids::{AccountId, Actor, InvitationId, UserId};
 use admit_domain::invitation::RevokeReason;
 use admit_ledger::{on_tx, Tx};
-use chrono::Utc;
 use uuid::Uuid;
 
 use super::{account_events, in_transaction, Admit, RequestContext, Unit, ATTEMPTS, PENDING_INVITATION};
@@ -51,7 +50,7 @@ impl Admit {
 
     async fn change_member(&self, ctx: &RequestContext, account_id: AccountId, user: UserId, change: MemberChange) -> Result<(), Error> {
         in_transaction!(self, |tx| async {
-            let now = Utc::now();
+            let now = self.now();
             let (account, version) = self.account(&mut tx, account_id).await?;
             let caller = ctx.caller(&account);
             let events = match &change {

@@ -89,6 +89,25 @@ impl RequestContext {
     }
 }
 
+/// The time commands run at. Tests move it forward to reach deadlines
+/// without waiting; production reads the system clock.
+#[derive(Debug, Clone, Default)]
+pub struct Clock {
+    offset_micros: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl Clock {
+    /// Now, plus whatever the clock was advanced by.
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::microseconds(self.offset_micros.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Moves this clock (and every `Admit` sharing it) forward.
+    pub fn advance(&self, by: chrono::Duration) {
+        self.offset_micros.fetch_add(by.num_microseconds().unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// The application: database, secrets, read-model projector, policies.
 #[derive(Debug, Clone)]
 pub struct Admit {
@@ -100,6 +119,8 @@ pub struct Admit {
     pub projector: Projector,
     /// Password rules for registration.
     pub password_policy: PasswordPolicy,
+    /// The time commands run at.
+    pub clock: Clock,
 }
 
 /// Runs `$body` (an async expression using `$tx`) in a transaction,
@@ -162,7 +183,12 @@ impl Admit {
     /// The application over `db`.
     pub fn new(db: Database, secrets: Secrets, password_policy: PasswordPolicy) -> Admit {
         let projector = Projector::live(secrets.lookup.clone());
-        Admit { db, secrets, projector, password_policy }
+        Admit { db, secrets, projector, password_policy, clock: Clock::default() }
+    }
+
+    /// The current time of this application's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// Migrates the log and creates the read-model tables.

@@ -7,7 +7,6 @@ use admit_domain::account::{self, Account, AccountEvent, Caller};
 use admit_domain::ids::AccountId;
 use admit_domain::values::RoleName;
 use admit_domain::DomainError;
-use chrono::Utc;
 
 use admit_domain::ids::InvitationId;
 use admit_domain::invitation;
@@ -52,7 +51,7 @@ impl Admit {
                 let (inv, v) = self.invitation(&mut tx, id).await?;
                 unit.push(v, invitation_events(id, invitation::drop_role(&inv, &role, ctx.actor)));
             }
-            self.write(&mut tx, ctx, unit, Utc::now()).await
+            self.write(&mut tx, ctx, unit, self.now()).await
         }
         .await)
     }
@@ -83,7 +82,7 @@ impl Admit {
             let events = decide(&account, &ctx.caller(&account))?;
             let mut unit = Unit::default();
             unit.push(version, account_events(account_id, events));
-            self.write(&mut tx, ctx, unit, Utc::now()).await
+            self.write(&mut tx, ctx, unit, self.now()).await
         }
         .await)
     }

@@ -5,7 +5,6 @@ use admit_domain::invitation::Channel;
 use admit_domain::user;
 use admit_domain::values::{EmailAddress, PersonName};
 use admit_domain::DomainError;
-use chrono::Utc;
 use uuid::Uuid;
 
 use super::{in_transaction, user_events, Admit, RequestContext, Unit, ATTEMPTS, USER_EMAIL};
@@ -21,7 +20,7 @@ impl Admit {
         let user_id = UserId(Uuid::now_v7());
         let ctx = RequestContext::new(Actor::User(user_id), Channel::Session);
         in_transaction!(self, |tx| async {
-            let now = Utc::now();
+            let now = self.now();
             let email_hash = self.secrets.lookup.email_hash(email.as_str());
             let taken = self.user_by_email_hash(&mut tx, &email_hash).await?.is_some();
             let (person, key) = tx.person_for_email(&email_hash, now).await?;
@@ -63,7 +62,7 @@ impl Admit {
         let user_id = user.map(|u| u.id).ok_or(Error::InvalidCredentials)?;
         let ctx = RequestContext::new(Actor::User(user_id), Channel::Session);
         in_transaction!(self, |tx| async {
-            let now = Utc::now();
+            let now = self.now();
             let (user, version) = self.user(&mut tx, user_id).await?;
             let events = user::log_in(&user).map_err(|_| Error::InvalidCredentials)?;
             let mut unit = Unit::default();
@@ -90,7 +89,7 @@ impl Admit {
         let hash = passwords::hash(new.to_string()).await?;
         let ctx = RequestContext::new(Actor::User(user_id), Channel::Session);
         in_transaction!(self, |tx| async {
-            let now = Utc::now();
+            let now = self.now();
             let (user, version) = self.user(&mut tx, user_id).await?;
             let events = user::change_password(&user, hash.clone())?;
             let mut unit = Unit::default();

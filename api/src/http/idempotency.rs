@@ -87,7 +87,7 @@ enum Claim {
 }
 
 async fn claim(ctx: &ApiContext, key_hash: &str, request_hash: &str) -> Result<Claim, Error> {
-    let inserted = on_db!(&ctx.admit.db, p => sqlx::query(
+    let inserted = admit_ledger::on_db_write!(&ctx.admit.db, p => sqlx::query(
         "INSERT INTO idempotency_keys (key_hash, request_hash, created_at) VALUES ($1, $2, $3) ON CONFLICT (key_hash) DO NOTHING",
     )
     .bind(key_hash)
@@ -114,7 +114,7 @@ async fn claim(ctx: &ApiContext, key_hash: &str, request_hash: &str) -> Result<C
 }
 
 async fn keep(ctx: &ApiContext, key_hash: &str, status: u16, body: &[u8]) -> Result<(), Error> {
-    on_db!(&ctx.admit.db, p => sqlx::query("UPDATE idempotency_keys SET status = $1, body = $2 WHERE key_hash = $3")
+    admit_ledger::on_db_write!(&ctx.admit.db, p => sqlx::query("UPDATE idempotency_keys SET status = $1, body = $2 WHERE key_hash = $3")
         .bind(i32::from(status))
         .bind(body.to_vec())
         .bind(key_hash)
@@ -125,6 +125,6 @@ async fn keep(ctx: &ApiContext, key_hash: &str, status: u16, body: &[u8]) -> Res
 }
 
 async fn forget(ctx: &ApiContext, key_hash: &str) -> Result<(), Error> {
-    on_db!(&ctx.admit.db, p => sqlx::query("DELETE FROM idempotency_keys WHERE key_hash = $1").bind(key_hash).execute(p).await.map(|_| ())?);
+    admit_ledger::on_db_write!(&ctx.admit.db, p => sqlx::query("DELETE FROM idempotency_keys WHERE key_hash = $1").bind(key_hash).execute(p).await.map(|_| ())?);
     Ok(())
 }

@@ -49,7 +49,7 @@ pub struct Preview {
     responses((status = 200, body = Preview), (status = 404, description = "invalid_token"), (status = 410, description = "invitation_expired, invitation_revoked")))]
 pub async fn preview(State(ctx): State<ApiContext>, ApiQuery(q): ApiQuery<PreviewQuery>) -> Result<Json<Preview>, Error> {
     let inv = ctx.admit.invitation_for_token(&q.token).await?;
-    inv.require_live(Utc::now())?;
+    inv.require_live(ctx.admit.now())?;
     let account = ctx.admit.account_snapshot(inv.account_id).await?;
     let inviter_name = match inv.invited_by {
         Actor::User(u) => user_name(&ctx, u).await?,

@@ -48,7 +48,7 @@ impl Sessions {
         let token = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
         let now = Utc::now();
         let expires_at = now + self.ttl;
-        on_db!(db, p => sqlx::query(
+        admit_ledger::on_db_write!(db, p => sqlx::query(
             "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(secret_hash(&token))
@@ -79,7 +79,7 @@ impl Sessions {
 
     /// Ends one session.
     pub async fn end(&self, db: &Database, hash: &str) -> Result<(), Error> {
-        on_db!(db, p => sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(hash).execute(p).await.map(|_| ())?);
+        admit_ledger::on_db_write!(db, p => sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(hash).execute(p).await.map(|_| ())?);
         Ok(())
     }
 }

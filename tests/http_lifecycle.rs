@@ -1,0 +1,137 @@
+//! The whole lifecycle through real HTTP, on both backends.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn operator_owner_editor_and_a_second_account() {
+    for (url, app) in apps().await {
+        let (account, owner_link) = app.open_account("C-100", "owner@acme.example.com", 10).await;
+        let (_, owner) = app.accept_new(&owner_link, "Olga Owner").await;
+
+        let (invitation, link) = app.invite(&owner, &account, "Eddie@Example.com", &["editor"]).await;
+        let preview = app.get(&format!("/v1/invitations/preview?token={link}"), None).await;
+        assert_eq!(preview.status, 200, "{url}: {preview:?}");
+        assert_eq!(preview.body["account_name"], "Account C-100");
+        assert_eq!(preview.body["customer_number"], "C-100");
+        assert_eq!(preview.body["inviter_name"], "Olga Owner");
+        assert_eq!(preview.body["roles"], json!(["editor"]));
+        assert_eq!(preview.body["email"], "eddie@example.com");
+        assert_eq!(preview.body["user_exists"], false);
+
+        let accepted = app.post("/v1/invitations/accept", None, json!({ "token": link, "name": "Eddie Editor", "password": PASSWORD })).await;
+        assert_eq!(accepted.status, 200, "{url}: {accepted:?}");
+        assert_eq!(accepted.body["redirect_url"], "http://app.test/home");
+        let eddie = accepted.body["user_id"].as_str().unwrap().to_string();
+
+        let session = app.post("/v1/sessions", None, json!({ "email": "EDDIE@example.com", "password": PASSWORD })).await;
+        assert_eq!(session.status, 201, "{url}: {session:?}");
+        let eddie_session = session.body["token"].as_str().unwrap().to_string();
+
+        let members = app.get(&format!("/v1/accounts/{account}/members"), Some(&owner)).await;
+        assert_eq!(members.status, 200, "{url}: {members:?}");
+        let listed = members.body["items"].as_array().unwrap().iter().find(|m| m["user_id"] == eddie.as_str()).cloned().unwrap();
+        assert_eq!(listed["roles"], json!(["editor"]));
+        assert_eq!(listed["email"], "eddie@example.com");
+        assert!(listed["last_login_at"].is_string(), "{url}: last login recorded");
+        let inv = app.get(&format!("/v1/accounts/{account}/invitations/{invitation}"), Some(&owner)).await;
+        assert_eq!(inv.body["status"], "accepted", "{url}");
+        assert!(inv.body["accepted_at"].is_string());
+
+        // A second account invites the same person, who accepts signed in.
+        let (second, owner2_link) = app.open_account("C-200", "boss@other.example.com", 10).await;
+        let (_, owner2) = app.accept_new(&owner2_link, "Bea Boss").await;
+        let (_, link2) = app.invite(&owner2, &second, "eddie@example.com", &["viewer"]).await;
+        let preview2 = app.get(&format!("/v1/invitations/preview?token={link2}"), None).await;
+        assert_eq!(preview2.body["user_exists"], true, "{url}");
+        let joined = app.post("/v1/invitations/accept", Some(&eddie_session), json!({ "token": link2 })).await;
+        assert_eq!(joined.status, 200, "{url}: {joined:?}");
+        assert_eq!(joined.body["account_id"], second.as_str());
+
+        let me = app.get("/v1/me", Some(&eddie_session)).await;
+        assert_eq!(me.status, 200, "{url}: {me:?}");
+        let accounts: Vec<&str> = me.body["memberships"].as_array().unwrap().iter().map(|m| m["customer_number"].as_str().unwrap()).collect();
+        assert_eq!(accounts, ["C-100", "C-200"], "{url}");
+        assert_eq!(me.body["restricted"], false);
+
+        // Signing out ends the session.
+        let out = app.call("DELETE", "/v1/sessions/current", Some(&eddie_session), None).await;
+        assert_eq!(out.status, 204, "{url}");
+        assert_eq!(app.get("/v1/me", Some(&eddie_session)).await.status, 401, "{url}");
+    }
+}
+
+#[tokio::test]
+async fn dead_links_resend_revoke_expiry_and_single_use() {
+    for (url, app) in apps().await {
+        let (account, owner_link) = app.open_account("C-300", "owner@links.example.com", 20).await;
+        let (_, owner) = app.accept_new(&owner_link, "Olga Owner").await;
+
+        // Resend kills the old link.
+        let (id, old) = app.invite(&owner, &account, "r@example.com", &["viewer"]).await;
+        let resent = app.post(&format!("/v1/accounts/{account}/invitations/{id}/resend"), Some(&owner), json!({ "send_copy_to_me": true })).await;
+        assert_eq!(resent.status, 200, "{url}: {resent:?}");
+        let new = token_of(&resent.body["accept_url"]);
+        assert_eq!(resent.body["resend_count"], 1);
+        let a = app.post("/v1/invitations/accept", None, json!({ "token": old, "name": "R", "password": PASSWORD })).await;
+        assert_eq!((a.status, a.body["code"].as_str()), (404, Some("invalid_token")), "{url}: {a:?}");
+        assert!(a.content_type.starts_with("application/problem+json"));
+
+        // A used link is refused; so is updating the accepted invitation.
+        app.accept_new(&new, "Rita").await;
+        let again = app.post("/v1/invitations/accept", None, json!({ "token": new, "name": "Rita", "password": PASSWORD })).await;
+        assert_eq!((again.status, again.body["code"].as_str()), (409, Some("invitation_used")), "{url}: {again:?}");
+        let patch = app.call("PATCH", &format!("/v1/accounts/{account}/invitations/{id}"), Some(&owner), Some(json!({ "roles": ["editor"] }))).await;
+        assert_eq!((patch.status, patch.body["code"].as_str()), (409, Some("invitation_used")), "{url}: {patch:?}");
+
+        // Revoking kills the link.
+        let (id, link) = app.invite(&owner, &account, "v@example.com", &["viewer"]).await;
+        let del = app.call("DELETE", &format!("/v1/accounts/{account}/invitations/{id}"), Some(&owner), None).await;
+        assert_eq!(del.status, 204, "{url}");
+        let a = app.post("/v1/invitations/accept", None, json!({ "token": link, "name": "V", "password": PASSWORD })).await;
+        assert_eq!((a.status, a.body["code"].as_str()), (410, Some("invitation_revoked")), "{url}: {a:?}");
+
+        // An expired link is refused on its own, whatever the expiry worker did.
+        let (_, link) = app.invite(&owner, &account, "x@example.com", &["viewer"]).await;
+        app.admit.clock.advance(chrono::Duration::hours(25));
+        let a = app.post("/v1/invitations/accept", None, json!({ "token": link, "name": "X", "password": PASSWORD })).await;
+        assert_eq!((a.status, a.body["code"].as_str()), (410, Some("invitation_expired")), "{url}: {a:?}");
+        let p = app.get(&format!("/v1/invitations/preview?token={link}"), None).await;
+        assert_eq!(p.body["code"], "invitation_expired", "{url}");
+
+        // Declining.
+        let (id, link) = app.invite(&owner, &account, "d@example.com", &["viewer"]).await;
+        let d = app.post("/v1/invitations/decline", None, json!({ "token": link })).await;
+        assert_eq!((d.status, d.body["status"].as_str()), (200, Some("declined")), "{url}: {d:?}");
+        let listed = app.get(&format!("/v1/accounts/{account}/invitations?status=declined"), Some(&owner)).await;
+        assert_eq!(listed.body["items"][0]["id"], id.as_str(), "{url}");
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_custom_role_takes_it_from_invitations_and_members() {
+    for (url, app) in apps().await {
+        let team = app.team("C-400").await;
+        let owner = &team.sessions["owner"];
+        let account = &team.account;
+        let (pending, _) = app.invite(owner, account, "p@example.com", &["viewer", "support"]).await;
+
+        let first = app.call("DELETE", &format!("/v1/accounts/{account}/roles/support"), Some(owner), None).await;
+        assert_eq!(first.status, 409, "{url}: {first:?}");
+        assert_eq!(first.body["code"], "confirmation_required");
+        assert_eq!(first.body["affected_invitations"], 1);
+        assert_eq!(first.body["affected_members"], 1);
+
+        let done = app.call("DELETE", &format!("/v1/accounts/{account}/roles/support?confirm=true"), Some(owner), None).await;
+        assert_eq!(done.status, 204, "{url}: {done:?}");
+        let inv = app.get(&format!("/v1/accounts/{account}/invitations/{pending}"), Some(owner)).await;
+        assert_eq!(inv.body["access"]["roles"], json!(["viewer"]), "{url}");
+        let member = app.get(&format!("/v1/accounts/{account}/members/{}", team.ids["support"]), Some(owner)).await;
+        assert_eq!(member.body["roles"], json!([]), "{url}");
+        assert_eq!(member.body["restricted"], true, "{url}");
+        let roles = app.get(&format!("/v1/accounts/{account}/roles"), Some(owner)).await;
+        assert!(roles.body["items"].as_array().unwrap().iter().all(|r| r["name"] != "support"), "{url}");
+    }
+}
