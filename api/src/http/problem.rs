@@ -14,6 +14,7 @@ fn status_for_code(code: &str) -> StatusCode {
             StatusCode::FORBIDDEN
         }
         "invalid_token" | "member_not_found" | "role_not_found" => StatusCode::NOT_FOUND,
+        "unknown_role" => StatusCode::UNPROCESSABLE_ENTITY,
         "invitation_expired" | "invitation_revoked" | "invitation_declined" => StatusCode::GONE,
         "daily_quota_exceeded" => StatusCode::TOO_MANY_REQUESTS,
         "invalid_credentials" => StatusCode::UNAUTHORIZED,

@@ -1,0 +1,69 @@
+//! Who may call what: every account route against owner, admin, editor,
+//! viewer, a custom role, an auditor, a user of another account and an
+//! anonymous caller, as one table.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn the_authorization_matrix() {
+    for (url, app) in apps().await {
+        let team = app.team("AUTHZ").await;
+        let other = app.team("OTHER").await.sessions["owner"].clone();
+        let a = team.account.clone();
+        let owner = team.sessions["owner"].clone();
+        let viewer_id = team.ids["viewer"].clone();
+        let (pending, _) = app.invite(&owner, &a, "pending@example.com", &["viewer"]).await;
+
+        // caller columns: owner admin editor viewer support auditor other anonymous
+        let callers = ["owner", "admin", "editor", "viewer", "support", "auditor", "other", "anonymous"];
+        #[rustfmt::skip]
+        let table: Vec<(&str, String, Option<serde_json::Value>, [u16; 8])> = vec![
+            ("GET", format!("/v1/accounts/{a}/invitations"), None,                          [200, 200, 200, 403, 200, 200, 404, 401]),
+            ("POST", format!("/v1/accounts/{a}/invitations"), Some(json!({"roles": ["viewer"]})), [201, 201, 403, 403, 201, 403, 404, 401]),
+            ("POST", format!("/v1/accounts/{a}/invitations"), Some(json!({"roles": ["owner"]})),  [201, 403, 403, 403, 403, 403, 404, 401]),
+            ("POST", format!("/v1/accounts/{a}/invitations/bulk"), Some(json!({"items": []})), [200, 200, 403, 403, 403, 403, 404, 401]),
+            ("GET", format!("/v1/accounts/{a}/invitations/{pending}"), None,                [200, 200, 200, 403, 200, 200, 404, 401]),
+            ("PATCH", format!("/v1/accounts/{a}/invitations/{pending}"), Some(json!({"expires_in_hours": 48})), [200, 200, 403, 403, 403, 403, 404, 401]),
+            ("POST", format!("/v1/accounts/{a}/invitations/{pending}/resend"), Some(json!({})), [200, 200, 403, 403, 403, 403, 404, 401]),
+            ("GET", format!("/v1/accounts/{a}/members"), None,                              [200, 200, 200, 403, 200, 200, 404, 401]),
+            ("GET", format!("/v1/accounts/{a}/members/{viewer_id}"), None,                  [200, 200, 200, 403, 200, 200, 404, 401]),
+            ("PATCH", format!("/v1/accounts/{a}/members/{viewer_id}"), Some(json!({"roles": ["viewer"]})), [200, 200, 403, 403, 403, 403, 404, 401]),
+            ("GET", format!("/v1/accounts/{a}/roles"), None,                                [200, 200, 200, 200, 200, 200, 404, 401]),
+            ("POST", format!("/v1/accounts/{a}/roles"), Some(json!({"permissions": ["account.read"]})), [201, 201, 403, 403, 403, 403, 404, 401]),
+            ("PATCH", format!("/v1/accounts/{a}/roles/support?confirm=true"), Some(json!({"permissions": ["account.read", "invitations.read", "invitations.create", "members.read"]})), [200, 200, 403, 403, 403, 403, 404, 401]),
+            ("GET", format!("/v1/accounts/{a}/events"), None,                               [200, 200, 403, 403, 403, 200, 404, 401]),
+            ("GET", "/v1/me".to_string(), None,                                             [200, 200, 200, 200, 200, 200, 200, 401]),
+        ];
+        let mut failures = Vec::new();
+        for (n, (method, path, body, expected)) in table.iter().enumerate() {
+            for (i, caller) in callers.iter().enumerate() {
+                let token = match *caller {
+                    "anonymous" => None,
+                    "other" => Some(other.clone()),
+                    c => Some(team.sessions[c].clone()),
+                };
+                // Bodies that create things get a fresh email or name per call.
+                let body = body.clone().map(|mut b| {
+                    if path.ends_with("/invitations") {
+                        b["email"] = json!(format!("row{n}-{caller}@example.com"));
+                    }
+                    if path.ends_with("/roles") {
+                        b["name"] = json!(format!("r{n}-{caller}"));
+                    }
+                    b
+                });
+                let answer = app.call(method, path, token.as_deref(), body).await;
+                if answer.status != expected[i] {
+                    failures.push(format!("{method} {path} as {caller}: {} (expected {}) {}", answer.status, expected[i], answer.body));
+                }
+                if answer.status >= 400 {
+                    assert!(answer.content_type.starts_with("application/problem+json"), "{method} {path} as {caller}");
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{url}:\n{}", failures.join("\n"));
+    }
+}
