@@ -30,8 +30,8 @@ impl Shell {
 async fn tamper(url: &str) -> uuid::Uuid {
     let db = admit_ledger::Database::connect(url).await.unwrap();
     let mut tx = db.begin().await.unwrap();
-    let id = match &mut tx {
-        admit_ledger::Tx::Postgres(t) => {
+    let id = match &mut tx.conn {
+        admit_ledger::Conn::Postgres(t) => {
             sqlx::query("ALTER TABLE events DISABLE TRIGGER events_refuse_update_delete").execute(&mut **t).await.unwrap();
             sqlx::query_scalar(
                 "UPDATE events SET payload = replace(payload, '\"owner\"', '\"viewer\"') \
@@ -41,7 +41,7 @@ async fn tamper(url: &str) -> uuid::Uuid {
             .await
             .unwrap()
         }
-        admit_ledger::Tx::Sqlite(t) => {
+        admit_ledger::Conn::Sqlite(t) => {
             sqlx::query("DROP TRIGGER events_refuse_update").execute(&mut **t).await.unwrap();
             sqlx::query_scalar(
                 "UPDATE events SET payload = replace(payload, '\"owner\"', '\"viewer\"') \

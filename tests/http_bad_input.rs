@@ -19,7 +19,8 @@ async fn malformed_requests_get_problem_json() {
 
         // (method, path, bearer, content type, body, expected status, expected code)
         #[rustfmt::skip]
-        let cases: Vec<(&str, String, Option<&str>, &str, Vec<u8>, u16, &str)> = vec![
+        type Case<'a> = (&'a str, String, Option<&'a str>, &'a str, Vec<u8>, u16, &'a str);
+        let cases: Vec<Case> = vec![
             ("POST", "/v1/sessions".into(), None, "application/json", b"{".to_vec(), 400, "malformed_json"),
             ("POST", "/v1/sessions".into(), None, "application/json", br#"{"email": 1, "password": "x"}"#.to_vec(), 400, "invalid_body"),
             ("POST", "/v1/sessions".into(), None, "application/json", br#"{"email": "a@b.co", "password": "x", "admin": true}"#.to_vec(), 400, "invalid_body"),

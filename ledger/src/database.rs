@@ -42,11 +42,26 @@ pub enum Database {
 /// (events, reservations, read models) goes through one `Tx`, so it commits
 /// or rolls back as a whole.
 #[derive(Debug)]
-pub enum Tx {
+pub struct Tx {
+    /// The backend's transaction (use [`on_tx!`](crate::on_tx) to reach it).
+    pub conn: Conn,
+    /// Events appended in this transaction so far.
+    appended: u64,
+}
+
+/// The backend-specific part of a [`Tx`].
+#[derive(Debug)]
+pub enum Conn {
     /// PostgreSQL transaction.
     Postgres(sqlx::Transaction<'static, Postgres>),
     /// SQLite transaction (on the single writer connection).
     Sqlite(sqlx::Transaction<'static, Sqlite>),
+}
+
+impl From<Conn> for Tx {
+    fn from(conn: Conn) -> Tx {
+        Tx { conn, appended: 0 }
+    }
 }
 
 /// Runs `$body` with `$pool` bound to the backend's read pool (`&PgPool` or
@@ -91,12 +106,12 @@ macro_rules! on_db_write {
 #[macro_export]
 macro_rules! on_tx {
     ($tx:expr, $conn:ident => $body:expr) => {
-        match $tx {
-            $crate::Tx::Postgres(t) => {
+        match &mut ($tx).conn {
+            $crate::Conn::Postgres(t) => {
                 let $conn: &mut sqlx::PgConnection = &mut *t;
                 $body
             }
-            $crate::Tx::Sqlite(t) => {
+            $crate::Conn::Sqlite(t) => {
                 let $conn: &mut sqlx::SqliteConnection = &mut *t;
                 $body
             }
@@ -182,9 +197,10 @@ impl Database {
     /// Opens a write transaction.
     pub async fn begin(&self) -> Result<Tx> {
         Ok(match self {
-            Database::Postgres(pool) => Tx::Postgres(pool.begin().await?),
-            Database::Sqlite { writer, .. } => Tx::Sqlite(writer.begin().await?),
-        })
+            Database::Postgres(pool) => Conn::Postgres(pool.begin().await?),
+            Database::Sqlite { writer, .. } => Conn::Sqlite(writer.begin().await?),
+        }
+        .into())
     }
 
     /// Opens a read-only transaction that sees one fixed state of the
@@ -195,10 +211,11 @@ impl Database {
             Database::Postgres(pool) => {
                 let mut t = pool.begin().await?;
                 sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *t).await?;
-                Tx::Postgres(t)
+                Conn::Postgres(t)
             }
-            Database::Sqlite { reader, .. } => Tx::Sqlite(reader.begin().await?),
-        })
+            Database::Sqlite { reader, .. } => Conn::Sqlite(reader.begin().await?),
+        }
+        .into())
     }
 
     /// Closes every connection.
@@ -235,26 +252,35 @@ where
 impl Tx {
     /// Which engine this transaction runs on.
     pub fn backend(&self) -> Backend {
-        match self {
-            Tx::Postgres(_) => Backend::Postgres,
-            Tx::Sqlite(_) => Backend::Sqlite,
+        match self.conn {
+            Conn::Postgres(_) => Backend::Postgres,
+            Conn::Sqlite(_) => Backend::Sqlite,
         }
+    }
+
+    /// Events appended in this transaction so far (for metrics after commit).
+    pub fn appended(&self) -> u64 {
+        self.appended
+    }
+
+    pub(crate) fn count_appended(&mut self, n: u64) {
+        self.appended += n;
     }
 
     /// Makes every write of the transaction durable at once.
     pub async fn commit(self) -> Result<()> {
-        match self {
-            Tx::Postgres(t) => t.commit().await?,
-            Tx::Sqlite(t) => t.commit().await?,
+        match self.conn {
+            Conn::Postgres(t) => t.commit().await?,
+            Conn::Sqlite(t) => t.commit().await?,
         }
         Ok(())
     }
 
     /// Discards every write of the transaction.
     pub async fn rollback(self) -> Result<()> {
-        match self {
-            Tx::Postgres(t) => t.rollback().await?,
-            Tx::Sqlite(t) => t.rollback().await?,
+        match self.conn {
+            Conn::Postgres(t) => t.rollback().await?,
+            Conn::Sqlite(t) => t.rollback().await?,
         }
         Ok(())
     }

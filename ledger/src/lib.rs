@@ -19,7 +19,7 @@ pub mod reservations;
 pub mod testing;
 pub mod verify;
 
-pub use database::{Backend, Database, Tx};
+pub use database::{Backend, Conn, Database, Tx};
 pub use error::LedgerError;
 pub use log::{AppendOutcome, ExpectedVersion, GlobalCursor, Metadata, NewEvent, RecordedEvent};
 pub use verify::{Mismatch, VerifyReport};

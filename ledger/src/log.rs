@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::hash::{self, HashedFields, GENESIS};
-use crate::{on_db, on_tx, Database, LedgerError, Result, Tx};
+use crate::{on_db, on_tx, Conn, Database, LedgerError, Result, Tx};
 
 /// An event ready to be appended: the domain has already serialised it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,8 +232,8 @@ impl Tx {
     }
 
     async fn stream_head(&mut self, stream: &str, lock: bool) -> Result<Option<(i64, Vec<u8>)>> {
-        let row: Option<(i64, Vec<u8>)> = match self {
-            Tx::Postgres(t) => {
+        let row: Option<(i64, Vec<u8>)> = match &mut self.conn {
+            Conn::Postgres(t) => {
                 let sql = if lock {
                     "SELECT version, last_hash FROM streams WHERE stream_id = $1 FOR UPDATE"
                 } else {
@@ -241,7 +241,7 @@ impl Tx {
                 };
                 sqlx::query_as(sql).bind(stream).fetch_optional(&mut **t).await?
             }
-            Tx::Sqlite(t) => {
+            Conn::Sqlite(t) => {
                 sqlx::query_as("SELECT version, last_hash FROM streams WHERE stream_id = $1")
                     .bind(stream)
                     .fetch_optional(&mut **t)
@@ -254,7 +254,7 @@ impl Tx {
     /// Reads every event of `stream` in version order, inside this
     /// transaction (sees its own uncommitted appends).
     pub async fn read_stream(&mut self, stream: &str) -> Result<Vec<RecordedEvent>> {
-        let is_pg = matches!(self, Tx::Postgres(_));
+        let is_pg = matches!(self.conn, Conn::Postgres(_));
         let sql = format!(
             "SELECT {} FROM events WHERE stream_id = $1 ORDER BY stream_version",
             columns(is_pg)
@@ -353,7 +353,10 @@ impl Tx {
             insert.build().execute(&mut *c).await.map(|_| ())
         });
         match result {
-            Ok(_) => Ok(AppendOutcome { version: new_version, already_appended: false }),
+            Ok(_) => {
+                self.count_appended(events.len() as u64);
+                Ok(AppendOutcome { version: new_version, already_appended: false })
+            }
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(LedgerError::Conflict {
                 stream: stream.to_string(),
                 expected: expected.to_string(),
@@ -424,8 +427,8 @@ impl Tx {
     /// [`Tx::lock_log`], or in a snapshot transaction
     /// ([`Database::begin_snapshot`]) that reads one fixed state.
     pub async fn read_all_committed(&mut self, after: GlobalCursor, limit: i64) -> Result<Vec<RecordedEvent>> {
-        let rows: Vec<EventRow> = match self {
-            Tx::Postgres(t) => {
+        let rows: Vec<EventRow> = match &mut self.conn {
+            Conn::Postgres(t) => {
                 let sql = format!(
                     "SELECT {PG_COLUMNS} FROM events WHERE (transaction_id, position) > ($1::text::xid8, $2) \
                      ORDER BY transaction_id, position LIMIT $3"
@@ -437,7 +440,7 @@ impl Tx {
                     .fetch_all(&mut **t)
                     .await?
             }
-            Tx::Sqlite(t) => {
+            Conn::Sqlite(t) => {
                 let sql = format!(
                     "SELECT {SQLITE_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
                 );
@@ -451,7 +454,7 @@ impl Tx {
     /// for those in flight (PostgreSQL `SHARE` lock on the log; SQLite
     /// write transactions are already exclusive).
     pub async fn lock_log(&mut self) -> Result<()> {
-        if let Tx::Postgres(t) = self {
+        if let Conn::Postgres(t) = &mut self.conn {
             sqlx::query("LOCK TABLE events IN SHARE MODE").execute(&mut **t).await?;
         }
         Ok(())

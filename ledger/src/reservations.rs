@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::{on_tx, Result, Tx};
+use crate::{on_tx, Conn, Result, Tx};
 
 /// A claimed reservation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,8 +22,8 @@ impl Tx {
     /// The current holder of (`kind`, `scope`, `key`), if any. On
     /// PostgreSQL the row stays locked until commit.
     pub async fn reservation(&mut self, kind: &str, scope: &str, key: &str) -> Result<Option<Reservation>> {
-        let row: Option<(String, Option<DateTime<Utc>>)> = match self {
-            Tx::Postgres(t) => sqlx::query_as(
+        let row: Option<(String, Option<DateTime<Utc>>)> = match &mut self.conn {
+            Conn::Postgres(t) => sqlx::query_as(
                 "SELECT holder, expires_at FROM reservations WHERE kind = $1 AND scope = $2 AND key = $3 FOR UPDATE",
             )
             .bind(kind)
@@ -31,7 +31,7 @@ impl Tx {
             .bind(key)
             .fetch_optional(&mut **t)
             .await?,
-            Tx::Sqlite(t) => sqlx::query_as(
+            Conn::Sqlite(t) => sqlx::query_as(
                 "SELECT holder, expires_at FROM reservations WHERE kind = $1 AND scope = $2 AND key = $3",
             )
             .bind(kind)

@@ -134,14 +134,14 @@ async fn verify_names_the_event_whose_stored_bytes_were_edited() {
 
         // An attacker with full database rights, bypassing the triggers.
         let mut tx = db.begin().await.unwrap();
-        match &mut tx {
-            admit_ledger::Tx::Postgres(t) => {
+        match &mut tx.conn {
+            admit_ledger::Conn::Postgres(t) => {
                 sqlx::query("ALTER TABLE events DISABLE TRIGGER events_refuse_update_delete")
                     .execute(&mut **t).await.unwrap();
                 sqlx::query("UPDATE events SET payload = '{\"n\":999}' WHERE event_id = $1")
                     .bind(target.event_id).execute(&mut **t).await.unwrap();
             }
-            admit_ledger::Tx::Sqlite(t) => {
+            admit_ledger::Conn::Sqlite(t) => {
                 sqlx::query("DROP TRIGGER events_refuse_update").execute(&mut **t).await.unwrap();
                 sqlx::query("UPDATE events SET payload = '{\"n\":999}' WHERE event_id = $1")
                     .bind(target.event_id).execute(&mut **t).await.unwrap();

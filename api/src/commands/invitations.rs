@@ -165,7 +165,9 @@ impl Admit {
         if dry_run || (all_or_nothing && results.iter().any(Result::is_err)) {
             tx.rollback().await?;
         } else {
+            let appended = tx.appended();
             tx.commit().await?;
+            crate::http::telemetry::record_events_appended(appended);
         }
         Ok(results)
     }

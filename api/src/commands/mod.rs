@@ -133,8 +133,11 @@ macro_rules! in_transaction {
             let mut $tx = $admit.db.begin().await?;
             let outcome = $body;
             match outcome {
-                Ok(value) => match $tx.commit().await {
-                    Ok(()) => break Ok(value),
+                Ok(value) => match { let appended = $tx.appended(); $tx.commit().await.map(|()| appended) } {
+                    Ok(appended) => {
+                        crate::http::telemetry::record_events_appended(appended);
+                        break Ok(value);
+                    }
                     Err(e) => {
                         let e = crate::Error::from(e);
                         if !e.is_retryable() || attempt >= ATTEMPTS {

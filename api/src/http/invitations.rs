@@ -340,7 +340,7 @@ pub async fn bulk(
     let rows: Vec<_> = body.items.iter().enumerate().map(|(i, item)| item.parse(&format!("items/{i}/"))).collect();
     let results = ctx.admit.invite_many(&rctx, account, rows, q.dry_run, q.all_or_nothing).await?;
     let failed = results.iter().filter(|r| r.is_err()).count();
-    let written = !q.dry_run && !(q.all_or_nothing && failed > 0);
+    let written = !(q.dry_run || (q.all_or_nothing && failed > 0));
     let rows = results
         .into_iter()
         .enumerate()

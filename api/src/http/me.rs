@@ -54,7 +54,8 @@ pub struct Me {
 /// `GET /v1/me`: the user, their memberships and the restricted flag.
 #[utoipa::path(get, path = "/v1/me", tag = "me", security(("bearer" = [])), responses((status = 200, body = Me), (status = 401)))]
 pub async fn me(State(ctx): State<ApiContext>, who: SignedIn) -> Result<Json<Me>, Error> {
-    let user: Option<(Option<String>, Option<String>, Option<DateTime<Utc>>)> = on_db!(&ctx.admit.db, p => sqlx::query_as(
+    type UserRow = (Option<String>, Option<String>, Option<DateTime<Utc>>);
+    let user: Option<UserRow> = on_db!(&ctx.admit.db, p => sqlx::query_as(
         "SELECT email, name, last_login_at FROM users WHERE user_id = $1",
     )
     .bind(who.user_id.0)
