@@ -16,6 +16,8 @@ async fn the_authorization_matrix() {
         let owner = team.sessions["owner"].clone();
         let viewer_id = team.ids["viewer"].clone();
         let (pending, _) = app.invite(&owner, &a, "pending@example.com", &["viewer"]).await;
+        let (_, target_link) = app.invite(&owner, &a, "target@example.com", &["viewer"]).await;
+        let (target_id, _) = app.accept_new(&target_link, "Tara Target").await;
 
         // caller columns: owner admin editor viewer support auditor other anonymous
         let callers = ["owner", "admin", "editor", "viewer", "support", "auditor", "other", "anonymous"];
@@ -36,6 +38,13 @@ async fn the_authorization_matrix() {
             ("PATCH", format!("/v1/accounts/{a}/roles/support?confirm=true"), Some(json!({"permissions": ["account.read", "invitations.read", "invitations.create", "members.read"]})), [200, 200, 403, 403, 403, 403, 404, 401]),
             ("GET", format!("/v1/accounts/{a}/events"), None,                               [200, 200, 403, 403, 403, 200, 404, 401]),
             ("GET", "/v1/me".to_string(), None,                                             [200, 200, 200, 200, 200, 200, 200, 401]),
+            ("GET", format!("/v1/accounts/{a}"), None,                                      [200, 200, 200, 200, 200, 200, 404, 401]),
+            ("PATCH", format!("/v1/accounts/{a}"), Some(json!({"daily_invitation_quota": 50})), [200, 200, 403, 403, 403, 403, 404, 401]),
+            ("GET", format!("/v1/accounts/{a}/api-keys"), None,                             [200, 200, 403, 403, 403, 403, 404, 401]),
+            ("POST", format!("/v1/accounts/{a}/api-keys"), Some(json!({"name": "k", "permissions": ["account.read"]})), [201, 201, 403, 403, 403, 403, 404, 401]),
+            ("POST", format!("/v1/accounts/{a}/members/{target_id}/deactivate"), None,      [200, 200, 403, 403, 403, 403, 404, 401]),
+            ("POST", format!("/v1/accounts/{a}/members/{target_id}/reactivate"), None,      [200, 200, 403, 403, 403, 403, 404, 401]),
+            ("DELETE", format!("/v1/accounts/{a}/invitations/{{fresh}}"), None,             [204, 204, 403, 403, 403, 403, 404, 401]),
         ];
         let mut failures = Vec::new();
         for (n, (method, path, body, expected)) in table.iter().enumerate() {
@@ -55,7 +64,14 @@ async fn the_authorization_matrix() {
                     }
                     b
                 });
-                let answer = app.call(method, path, token.as_deref(), body).await;
+                // Routes that consume an invitation get a fresh one per call.
+                let path = if path.contains("{fresh}") {
+                    let (fresh, _) = app.invite(&owner, &a, &format!("fresh{n}-{caller}@example.com"), &["viewer"]).await;
+                    path.replace("{fresh}", &fresh)
+                } else {
+                    path.clone()
+                };
+                let answer = app.call(method, &path, token.as_deref(), body).await;
                 if answer.status != expected[i] {
                     failures.push(format!("{method} {path} as {caller}: {} (expected {}) {}", answer.status, expected[i], answer.body));
                 }

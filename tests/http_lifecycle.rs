@@ -135,3 +135,63 @@ async fn deleting_a_custom_role_takes_it_from_invitations_and_members() {
         assert!(roles.body["items"].as_array().unwrap().iter().all(|r| r["name"] != "support"), "{url}");
     }
 }
+
+#[tokio::test]
+async fn api_keys_settings_and_the_wrong_person() {
+    for (url, app) in apps().await {
+        let (account, owner_link) = app.open_account("C-500", "owner@keys.example.com", 20).await;
+        let (_, owner) = app.accept_new(&owner_link, "Olga Owner").await;
+
+        // An API key with a chosen set of permissions, shown once.
+        let key = app
+            .post(&format!("/v1/accounts/{account}/api-keys"), Some(&owner), json!({ "name": "CI", "permissions": ["account.read", "invitations.read", "invitations.create"] }))
+            .await;
+        assert_eq!(key.status, 201, "{url}: {key:?}");
+        let secret = key.body["secret"].as_str().unwrap().to_string();
+        assert!(secret.starts_with("key_"));
+        let listed = app.get(&format!("/v1/accounts/{account}/api-keys"), Some(&owner)).await;
+        assert!(listed.body["items"][0].get("secret").is_none(), "{url}: the secret is shown once");
+        let stored = everything_stored(&app.admit).await;
+        assert!(!stored.contains(&secret), "{url}: the key is stored only hashed");
+
+        let by_key = app.post(&format!("/v1/accounts/{account}/invitations"), Some(&secret), json!({ "email": "k@example.com", "roles": ["viewer"] })).await;
+        assert_eq!(by_key.status, 201, "{url}: {by_key:?}");
+        assert_eq!(by_key.body["channel"], "api_key");
+        assert!(by_key.body["invited_by"].as_str().unwrap().starts_with("api_key:"));
+        let too_much = app.post(&format!("/v1/accounts/{account}/invitations"), Some(&secret), json!({ "email": "k2@example.com", "roles": ["editor"] })).await;
+        assert_eq!((too_much.status, too_much.body["code"].as_str()), (403, Some("exceeds_own_rights")), "{url}");
+        let elsewhere = app.get("/v1/me", Some(&secret)).await;
+        assert_eq!(elsewhere.status, 401, "{url}: a key is no user session");
+
+        let key_id = key.body["id"].as_str().unwrap();
+        assert_eq!(app.call("DELETE", &format!("/v1/accounts/{account}/api-keys/{key_id}"), Some(&owner), None).await.status, 204);
+        let after = app.get(&format!("/v1/accounts/{account}/invitations"), Some(&secret)).await;
+        assert_eq!(after.status, 401, "{url}: a revoked key stops working");
+
+        // Allowed domains and redirects.
+        let set = app
+            .call("PATCH", &format!("/v1/accounts/{account}"), Some(&owner), Some(json!({ "allowed_email_domains": ["Example.COM"], "allowed_redirect_urls": ["https://app.example.com/welcome"] })))
+            .await;
+        assert_eq!(set.status, 200, "{url}: {set:?}");
+        assert_eq!(set.body["allowed_email_domains"], json!(["example.com"]));
+        let outside = app.post(&format!("/v1/accounts/{account}/invitations"), Some(&owner), json!({ "email": "x@elsewhere.org" })).await;
+        assert_eq!(outside.body["code"], "email_domain_not_allowed", "{url}");
+        let with_redirect = app
+            .post(&format!("/v1/accounts/{account}/invitations"), Some(&owner), json!({ "email": "m@example.com", "roles": ["viewer"], "metadata": { "team": "sales" }, "redirect_url": "https://app.example.com/welcome" }))
+            .await;
+        assert_eq!(with_redirect.status, 201, "{url}: {with_redirect:?}");
+        assert_eq!(with_redirect.body["metadata"]["team"], "sales");
+        let seats = app.call("PATCH", &format!("/v1/accounts/{account}"), Some(&owner), Some(json!({ "seats": 500 }))).await;
+        assert_eq!(seats.status, 400, "{url}: seats are not a setting owners change");
+
+        // Someone signed in with another email gets email_mismatch; the link stays usable.
+        let (_, other_link) = app.invite(&owner, &account, "other@example.com", &["viewer"]).await;
+        let (_, other_session) = app.accept_new(&other_link, "Otto Other").await;
+        let link = token_of(&with_redirect.body["accept_url"]);
+        let wrong = app.post("/v1/invitations/accept", Some(&other_session), json!({ "token": link })).await;
+        assert_eq!((wrong.status, wrong.body["code"].as_str()), (403, Some("email_mismatch")), "{url}: {wrong:?}");
+        let right = app.post("/v1/invitations/accept", None, json!({ "token": link, "name": "Mia", "password": PASSWORD })).await;
+        assert_eq!(right.status, 200, "{url}: {right:?}");
+        assert_eq!(right.body["redirect_url"], "https://app.example.com/welcome");
+    }
+}

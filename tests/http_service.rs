@@ -36,6 +36,11 @@ const CONTRACT: &[(&str, &str)] = &[
     ("patch", "/v1/accounts/{account}/roles/{role}"),
     ("delete", "/v1/accounts/{account}/roles/{role}"),
     ("get", "/v1/accounts/{account}/events"),
+    ("get", "/v1/accounts/{account}"),
+    ("patch", "/v1/accounts/{account}"),
+    ("get", "/v1/accounts/{account}/api-keys"),
+    ("post", "/v1/accounts/{account}/api-keys"),
+    ("delete", "/v1/accounts/{account}/api-keys/{key}"),
 ];
 
 #[tokio::test]
@@ -63,7 +68,8 @@ async fn openapi_documents_every_route_and_every_route_is_served() {
             .replace("{account}", &uuid::Uuid::nil().to_string())
             .replace("{id}", &uuid::Uuid::nil().to_string())
             .replace("{user}", &uuid::Uuid::nil().to_string())
-            .replace("{role}", "r");
+            .replace("{role}", "r")
+            .replace("{key}", &uuid::Uuid::nil().to_string());
         let answer = app.call(&method.to_uppercase(), &concrete, None, None).await;
         assert!(!(answer.status == 404 && answer.body["detail"] == "route not found"), "{method} {path} is documented but not served");
         assert_ne!(answer.status, 405, "{method} {path}");

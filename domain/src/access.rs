@@ -160,12 +160,27 @@ impl Access {
 pub struct RoleCatalog {
     /// Custom roles and their permissions.
     pub custom: BTreeMap<RoleName, BTreeSet<Permission>>,
+    /// The permission sets of active API keys, each under the reserved role
+    /// name [`api_key_role`]: an API key acts as a holder of that role only.
+    /// Never grantable and never listed.
+    #[serde(default)]
+    pub key_roles: BTreeMap<RoleName, BTreeSet<Permission>>,
+}
+
+/// Prefix of the reserved role names that stand for API keys.
+pub const API_KEY_ROLE_PREFIX: &str = "key-";
+
+/// The reserved role name standing for one API key's permissions.
+pub fn api_key_role(key: &crate::ids::ApiKeyId) -> RoleName {
+    RoleName::parse(&format!("{API_KEY_ROLE_PREFIX}{}", key.0.simple())).expect("a valid role name")
 }
 
 impl RoleCatalog {
     /// The permissions of `role`, or None when the account has no such role.
     pub fn permissions(&self, role: &RoleName) -> Option<BTreeSet<Permission>> {
-        built_in_permissions(role).or_else(|| self.custom.get(role).cloned())
+        built_in_permissions(role)
+            .or_else(|| self.custom.get(role).cloned())
+            .or_else(|| self.key_roles.get(role).cloned())
     }
 
     /// The union of the permissions of `access`'s roles.
@@ -173,9 +188,11 @@ impl RoleCatalog {
         access.roles.iter().filter_map(|r| self.permissions(r)).flatten().collect()
     }
 
-    /// Refuses roles the account does not define (`unknown_role`).
+    /// Refuses roles the account does not define (`unknown_role`); the
+    /// reserved API-key roles count as unknown: nobody can be given one.
     pub fn check_known(&self, access: &Access) -> Result<(), DomainError> {
-        match access.roles.iter().find(|r| self.permissions(r).is_none()) {
+        let grantable = |r: &RoleName| built_in_permissions(r).is_some() || self.custom.contains_key(r);
+        match access.roles.iter().find(|r| !grantable(r)) {
             Some(r) => Err(DomainError::refused("unknown_role", format!("the account has no role `{r}`"))),
             None => Ok(()),
         }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::access::{Access, Permission, RoleCatalog};
-use crate::ids::{AccountId, Actor, InvitationId, UserId};
+use crate::ids::{AccountId, Actor, ApiKeyId, InvitationId, UserId};
 use crate::values::{AccountName, CustomerNumber, RoleName};
 use crate::DomainError;
 
@@ -147,6 +147,24 @@ pub enum AccountEvent {
     AccountDeactivated {},
     /// The operator reactivated the account.
     AccountReactivated {},
+    /// An API key was created for automation; it acts with `permissions`.
+    ApiKeyCreated {
+        /// Its id.
+        key_id: ApiKeyId,
+        /// A label for people.
+        name: String,
+        /// What it may do (never more than its creator held).
+        permissions: BTreeSet<Permission>,
+        /// SHA-256 of the secret (the secret itself is shown once, never stored).
+        secret_hash: String,
+        /// Who created it.
+        created_by: Actor,
+    },
+    /// An API key was revoked and stops working.
+    ApiKeyRevoked {
+        /// Its id.
+        key_id: ApiKeyId,
+    },
     /// A custom role was defined.
     RoleDefined {
         /// Its name.
@@ -212,6 +230,8 @@ impl AccountEvent {
             AccountEvent::AccountSettingsChanged { .. } => "AccountSettingsChanged",
             AccountEvent::AccountDeactivated { .. } => "AccountDeactivated",
             AccountEvent::AccountReactivated { .. } => "AccountReactivated",
+            AccountEvent::ApiKeyCreated { .. } => "ApiKeyCreated",
+            AccountEvent::ApiKeyRevoked { .. } => "ApiKeyRevoked",
             AccountEvent::RoleDefined { .. } => "RoleDefined",
             AccountEvent::RoleChanged { .. } => "RoleChanged",
             AccountEvent::RoleDeleted { .. } => "RoleDeleted",
@@ -245,6 +265,12 @@ impl Account {
             AccountOpened { .. } => {}
             AccountSettingsChanged { settings } => a.settings = settings.clone(),
             AccountDeactivated {} => a.active = false,
+            ApiKeyCreated { key_id, permissions, .. } => {
+                a.roles.key_roles.insert(crate::access::api_key_role(key_id), permissions.clone());
+            }
+            ApiKeyRevoked { key_id } => {
+                a.roles.key_roles.remove(&crate::access::api_key_role(key_id));
+            }
             AccountReactivated {} => a.active = true,
             RoleDefined { role, permissions } | RoleChanged { role, permissions } => {
                 a.roles.custom.insert(role.clone(), permissions.clone());
@@ -293,7 +319,16 @@ impl Account {
                 .filter(|m| m.status == MemberStatus::Active)
                 .map(|m| m.access.clone()),
             Actor::Operator | Actor::System => Some(Access::roles([RoleName::owner()])),
-            Actor::ApiKey(_) => None,
+            Actor::ApiKey(k) => {
+                let role = crate::access::api_key_role(k);
+                let permissions = self.roles.key_roles.get(&role)?;
+                let sites = if permissions.contains(&Permission::AccountManage) {
+                    crate::access::SiteAccess::All
+                } else {
+                    crate::access::SiteAccess::default()
+                };
+                Some(Access { roles: [role].into(), sites, ..Access::default() })
+            }
         }
     }
 
@@ -392,6 +427,55 @@ pub fn set_account_active(account: &Account, caller: &Caller, active: bool) -> R
     Ok(vec![if active { AccountEvent::AccountReactivated {} } else { AccountEvent::AccountDeactivated {} }])
 }
 
+/// Decides creating an API key: only with `account.manage`, and never with
+/// more than the creator holds (nor `owners.manage`).
+pub fn create_api_key(
+    account: &Account,
+    caller: &Caller,
+    key_id: ApiKeyId,
+    name: String,
+    permissions: BTreeSet<Permission>,
+    secret_hash: String,
+) -> Result<Vec<AccountEvent>, DomainError> {
+    let own = account.require(caller.access.as_ref(), Permission::AccountManage)?;
+    let name = name.trim().to_string();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(DomainError::invalid("name", "invalid_name", "a key needs a name of 1 to 100 printable characters"));
+    }
+    check_role_permissions(account, &own, &permissions)?;
+    Ok(vec![AccountEvent::ApiKeyCreated { key_id, name, permissions, secret_hash, created_by: caller.actor }])
+}
+
+/// Decides revoking an API key.
+pub fn revoke_api_key(account: &Account, caller: &Caller, key_id: ApiKeyId) -> Result<Vec<AccountEvent>, DomainError> {
+    account.require(caller.access.as_ref(), Permission::AccountManage)?;
+    if !account.roles.key_roles.contains_key(&crate::access::api_key_role(&key_id)) {
+        return Err(DomainError::refused("api_key_not_found", "no such API key"));
+    }
+    Ok(vec![AccountEvent::ApiKeyRevoked { key_id }])
+}
+
+/// Decides changing the account's settings: `account.manage` for
+/// lifetimes, quota, domains and redirects; the seat limit is the
+/// operator's (it is what the customer pays for).
+pub fn change_settings(account: &Account, caller: &Caller, settings: AccountSettings) -> Result<Vec<AccountEvent>, DomainError> {
+    account.require(caller.access.as_ref(), Permission::AccountManage)?;
+    if settings.seat_limit != account.settings.seat_limit && caller.actor != Actor::Operator {
+        return Err(DomainError::refused("forbidden", "only the operator changes the seat limit"));
+    }
+    if settings.seat_limit == 0 {
+        return Err(DomainError::invalid("seats", "invalid_seats", "an account needs at least one seat"));
+    }
+    settings.lifetime(None)?;
+    if settings.daily_invitation_quota == 0 {
+        return Err(DomainError::invalid("daily_invitation_quota", "invalid_quota", "the daily quota must be at least 1"));
+    }
+    if settings == account.settings {
+        return Ok(vec![]);
+    }
+    Ok(vec![AccountEvent::AccountSettingsChanged { settings }])
+}
+
 /// Decides defining a custom role: its permissions must be the caller's own.
 pub fn define_role(
     account: &Account,
@@ -400,6 +484,9 @@ pub fn define_role(
     permissions: BTreeSet<Permission>,
 ) -> Result<Vec<AccountEvent>, DomainError> {
     let own = account.require(caller.access.as_ref(), Permission::RolesManage)?;
+    if role.as_str().starts_with(crate::access::API_KEY_ROLE_PREFIX) {
+        return Err(DomainError::invalid("name", "invalid_role_name", "role names starting with `key-` are reserved"));
+    }
     if role.is_built_in() || account.roles.custom.contains_key(&role) {
         return Err(DomainError::refused("role_exists", format!("the role `{role}` already exists")));
     }

@@ -576,7 +576,7 @@ pub fn accept(
         return Err(DomainError::refused("already_member", "you are already a member of this account"));
     }
     let access = invitation.access.clone().without_unknown_roles(&account.roles);
-    if let Actor::User(_) = invitation.invited_by {
+    if matches!(invitation.invited_by, Actor::User(_) | Actor::ApiKey(_)) {
         let inviter = Caller::of(account, invitation.invited_by);
         let ok = inviter
             .access

@@ -2162,6 +2162,8 @@ fn account_variant(e: &AccountEvent) -> &'static str {
         AccountEvent::AccountSettingsChanged { .. } => "AccountSettingsChanged",
         AccountEvent::AccountDeactivated {} => "AccountDeactivated",
         AccountEvent::AccountReactivated {} => "AccountReactivated",
+        AccountEvent::ApiKeyCreated { .. } => "ApiKeyCreated",
+        AccountEvent::ApiKeyRevoked { .. } => "ApiKeyRevoked",
         AccountEvent::RoleDefined { .. } => "RoleDefined",
         AccountEvent::RoleChanged { .. } => "RoleChanged",
         AccountEvent::RoleDeleted { .. } => "RoleDeleted",
@@ -2218,6 +2220,14 @@ fn every_event() -> Vec<Event> {
         AccountEvent::AccountSettingsChanged { settings },
         AccountEvent::AccountDeactivated {},
         AccountEvent::AccountReactivated {},
+        AccountEvent::ApiKeyCreated {
+            key_id: ApiKeyId(Uuid::from_u128(0x501)),
+            name: "CI".into(),
+            permissions: perms(&[Permission::InvitationsCreate]),
+            secret_hash: "ab".repeat(32),
+            created_by: Actor::User(OWNER),
+        },
+        AccountEvent::ApiKeyRevoked { key_id: ApiKeyId(Uuid::from_u128(0x501)) },
         AccountEvent::RoleDefined {
             role: role("support"),
             permissions: perms(&[Permission::AccountRead]),
@@ -2336,7 +2346,7 @@ fn given_every_event_variant_when_encoded_and_decoded_then_equal() {
         assert_eq!(back.as_ref(), Ok(e), "{e:?}");
     }
     // Every variant of the three enums is exercised.
-    assert_eq!(seen.len(), 13 + 8 + 4, "{seen:?}");
+    assert_eq!(seen.len(), 15 + 8 + 4, "{seen:?}");
 }
 
 #[test]
@@ -2520,4 +2530,64 @@ fn given_a_pending_invitation_with_a_deleted_role_when_dropping_it_then_updated_
     assert!(invitation::drop_role(&i, &role("billing"), Actor::User(OWNER)).is_empty());
     let accepted_one = invitation(&[sent(&["support"]), InvitationEvent::InvitationRevoked { revoked_by: Actor::User(OWNER), reason: RevokeReason::ByAdmin }]);
     assert!(invitation::drop_role(&accepted_one, &role("support"), Actor::User(OWNER)).is_empty());
+}
+
+// ===========================================================================
+// API keys
+// ===========================================================================
+
+#[test]
+fn given_an_api_key_when_it_invites_then_it_acts_within_its_permissions_only() {
+    let a = account(&team(20));
+    let key = ApiKeyId(Uuid::from_u128(0x777));
+    let created = account::create_api_key(
+        &a,
+        &caller(&a, OWNER),
+        key,
+        "CI".into(),
+        perms(&[Permission::AccountRead, Permission::InvitationsCreate]),
+        "ab".repeat(32),
+    )
+    .unwrap();
+    let a = account(&and(team(20), created[0].clone()));
+    let as_key = Caller::of(&a, Actor::ApiKey(key));
+    assert!(as_key.access.is_some());
+    // It may invite viewers (account.read is all it holds beyond inviting)...
+    let ok = invitation::invite(&a, &as_key, invite_cmd("bob@example.com", &["viewer"]), &no_facts(), t0()).unwrap();
+    assert!(matches!(&ok[0], InvitationEvent::InvitationSent { invited_by: Actor::ApiKey(k), .. } if *k == key));
+    // ...but not grant what it lacks.
+    assert_eq!(code(invitation::invite(&a, &as_key, invite_cmd("bob@example.com", &["editor"]), &no_facts(), t0())), "exceeds_own_rights");
+    // Nobody can be given a key's reserved role.
+    let mut cmd = invite_cmd("bob@example.com", &[]);
+    cmd.access.roles.insert(admit_domain::access::api_key_role(&key));
+    assert_eq!(code(invitation::invite(&a, &caller(&a, OWNER), cmd, &no_facts(), t0())), "unknown_role");
+    // Revoked, it can do nothing.
+    let revoked = account::revoke_api_key(&a, &caller(&a, OWNER), key).unwrap();
+    let a = account(&and(and(team(20), created[0].clone()), revoked[0].clone()));
+    let as_key = Caller::of(&a, Actor::ApiKey(key));
+    assert_eq!(code(invitation::invite(&a, &as_key, invite_cmd("bob@example.com", &["viewer"]), &no_facts(), t0())), "forbidden");
+}
+
+#[test]
+fn given_an_admin_when_creating_a_key_with_more_than_they_hold_then_refused() {
+    let a = account(&team(20));
+    let r = account::create_api_key(&a, &caller(&a, ADMIN), ApiKeyId(Uuid::from_u128(1)), "x".into(), perms(&[Permission::OwnersManage]), "h".into());
+    assert_eq!(code(r), "exceeds_own_rights");
+    let r = account::create_api_key(&a, &caller(&a, EDITOR), ApiKeyId(Uuid::from_u128(1)), "x".into(), perms(&[Permission::AccountRead]), "h".into());
+    assert_eq!(code(r), "forbidden");
+    let r = account::define_role(&a, &caller(&a, OWNER), role("key-abc"), perms(&[Permission::AccountRead]));
+    assert_eq!(code(r), "invalid_role_name");
+}
+
+#[test]
+fn given_settings_when_an_admin_changes_seats_then_forbidden_but_the_operator_may() {
+    let a = account(&team(20));
+    let mut s = a.settings.clone();
+    s.seat_limit = 99;
+    assert_eq!(code(account::change_settings(&a, &caller(&a, ADMIN), s.clone())), "forbidden");
+    assert_eq!(account::change_settings(&a, &Caller::of(&a, Actor::Operator), s.clone()).unwrap().len(), 1);
+    let mut t = a.settings.clone();
+    t.daily_invitation_quota = 10;
+    assert_eq!(account::change_settings(&a, &caller(&a, ADMIN), t).unwrap().len(), 1);
+    assert!(account::change_settings(&a, &caller(&a, ADMIN), a.settings.clone()).unwrap().is_empty());
 }

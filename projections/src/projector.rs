@@ -119,6 +119,31 @@ impl Projector {
                 )
                 .await?;
             }
+            ApiKeyCreated { key_id, name, permissions, secret_hash, created_by } => {
+                self.exec(
+                    tx,
+                    "INSERT INTO {p}api_keys (key_id, account_id, name, permissions, secret_hash, created_by, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (key_id) DO NOTHING",
+                    binds(vec![
+                        Bind::Uuid(key_id.0),
+                        Bind::Uuid(id),
+                        Bind::Text(name.clone()),
+                        Bind::Text(json(permissions)),
+                        Bind::Text(secret_hash.clone()),
+                        Bind::Text(created_by.to_string()),
+                        Bind::Time(at),
+                    ]),
+                )
+                .await?;
+            }
+            ApiKeyRevoked { key_id } => {
+                self.exec(
+                    tx,
+                    "UPDATE {p}api_keys SET revoked_at = $1 WHERE key_id = $2",
+                    binds(vec![Bind::Time(at), Bind::Uuid(key_id.0)]),
+                )
+                .await?;
+            }
             RoleDefined { role, permissions } => {
                 self.exec(
                     tx,

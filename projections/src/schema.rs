@@ -121,6 +121,21 @@ pub const TABLES: &[Table] = &[
         indexes: &["account_id, status, created_at", "account_id, created_at", "invited_by, status", "person_id"],
     },
     Table {
+        name: "api_keys",
+        columns: &[
+            ("key_id", Uuid),
+            ("account_id", Uuid),
+            ("name", Text),
+            ("permissions", Json),
+            ("secret_hash", Text),
+            ("created_by", Text),
+            ("created_at", Time),
+            ("revoked_at", Time),
+        ],
+        primary_key: "key_id",
+        indexes: &["secret_hash", "account_id"],
+    },
+    Table {
         name: "account_streams",
         columns: &[("account_id", Uuid), ("stream_id", Text), ("opened_at", Time)],
         primary_key: "stream_id",

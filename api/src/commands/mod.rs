@@ -29,6 +29,7 @@ use uuid::Uuid;
 
 pub use accounts::{OpenAccount, OpenedAccount};
 pub use invitations::{InviteRequest, IssuedInvitation};
+pub use roles::{secret_hash, API_KEY_PREFIX};
 
 use crate::{Error, Secrets};
 

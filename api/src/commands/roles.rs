@@ -70,6 +70,44 @@ impl Admit {
         self.on_account(ctx, account_id, |a, c| account::set_account_active(a, c, active)).await
     }
 
+    /// Creates an API key with `permissions`; returns its id and the secret
+    /// bearer token, which is shown this once and stored only as a hash.
+    pub async fn create_api_key(
+        &self,
+        ctx: &RequestContext,
+        account_id: AccountId,
+        name: String,
+        permissions: BTreeSet<Permission>,
+    ) -> Result<(admit_domain::ids::ApiKeyId, String), Error> {
+        use base64::Engine;
+        use rand::RngCore;
+        let mut bytes = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut bytes);
+        let secret = format!("{}{}", API_KEY_PREFIX, base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+        let key_id = admit_domain::ids::ApiKeyId(Uuid::now_v7());
+        let hash = secret_hash(&secret);
+        self.on_account(ctx, account_id, |a, c| {
+            account::create_api_key(a, c, key_id, name.clone(), permissions.clone(), hash.clone())
+        })
+        .await?;
+        Ok((key_id, secret))
+    }
+
+    /// Revokes an API key.
+    pub async fn revoke_api_key(&self, ctx: &RequestContext, account_id: AccountId, key: admit_domain::ids::ApiKeyId) -> Result<(), Error> {
+        self.on_account(ctx, account_id, |a, c| account::revoke_api_key(a, c, key)).await
+    }
+
+    /// Changes the account's settings.
+    pub async fn change_settings(
+        &self,
+        ctx: &RequestContext,
+        account_id: AccountId,
+        settings: admit_domain::account::AccountSettings,
+    ) -> Result<(), Error> {
+        self.on_account(ctx, account_id, |a, c| account::change_settings(a, c, settings.clone())).await
+    }
+
     /// Runs a decision that touches only the account's own stream.
     pub(crate) async fn on_account(
         &self,
@@ -117,4 +155,13 @@ async fn members_with_role(tx: &mut Tx, account: AccountId, role: &RoleName) -> 
     .fetch_one(&mut *c)
     .await?);
     Ok(n as u64)
+}
+
+/// Prefix that makes API keys recognisable in logs and secret scanners.
+pub const API_KEY_PREFIX: &str = "key_";
+
+/// SHA-256 of a high-entropy bearer secret, hex-encoded.
+pub fn secret_hash(secret: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }

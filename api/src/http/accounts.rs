@@ -100,3 +100,101 @@ pub async fn open_account(
         }),
     ))
 }
+
+/// An account and its settings.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AccountView {
+    /// Its id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Customer number.
+    pub customer_number: String,
+    /// `active` or `inactive`.
+    pub status: String,
+    /// Seat limit.
+    pub seat_limit: u32,
+    /// Default link lifetime in hours.
+    pub invitation_lifetime_hours: u32,
+    /// Invitations per inviter per rolling day.
+    pub daily_invitation_quota: u32,
+    /// Only these email domains may be invited (empty: any).
+    pub allowed_email_domains: Vec<String>,
+    /// URLs invitations may redirect to after acceptance.
+    pub allowed_redirect_urls: Vec<String>,
+}
+
+fn view(a: &admit_domain::account::Account) -> AccountView {
+    AccountView {
+        id: a.id.0,
+        name: a.name.to_string(),
+        customer_number: a.customer_number.to_string(),
+        status: if a.active { "active" } else { "inactive" }.into(),
+        seat_limit: a.settings.seat_limit,
+        invitation_lifetime_hours: a.settings.invitation_lifetime_hours,
+        daily_invitation_quota: a.settings.daily_invitation_quota,
+        allowed_email_domains: a.settings.allowed_email_domains.iter().cloned().collect(),
+        allowed_redirect_urls: a.settings.allowed_redirect_urls.iter().cloned().collect(),
+    }
+}
+
+/// `GET /v1/accounts/{account}`: the account and its settings.
+#[utoipa::path(get, path = "/v1/accounts/{account}", tag = "accounts", params(("account" = Uuid, Path)),
+    security(("bearer" = [])), responses((status = 200, body = AccountView), (status = 404)))]
+pub async fn get_account(
+    State(ctx): State<ApiContext>,
+    who: super::extract::Principal,
+    super::extract::ApiPath(account): super::extract::ApiPath<Uuid>,
+) -> Result<Json<AccountView>, Error> {
+    let (a, _) = ctx.authorize(&who, admit_domain::ids::AccountId(account), admit_domain::access::Permission::AccountRead).await?;
+    Ok(Json(view(&a)))
+}
+
+/// Body of `PATCH /v1/accounts/{account}` (parts not given stay).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsBody {
+    /// Default link lifetime in hours (1..=720).
+    pub invitation_lifetime_hours: Option<u32>,
+    /// Invitations per inviter per rolling day.
+    pub daily_invitation_quota: Option<u32>,
+    /// Only these email domains may be invited (empty: any).
+    pub allowed_email_domains: Option<Vec<String>>,
+    /// URLs invitations may redirect to (absolute http(s) URLs).
+    pub allowed_redirect_urls: Option<Vec<String>>,
+}
+
+/// `PATCH /v1/accounts/{account}`: change settings (`account.manage`).
+#[utoipa::path(patch, path = "/v1/accounts/{account}", tag = "accounts", request_body = SettingsBody, params(("account" = Uuid, Path)),
+    security(("bearer" = [])), responses((status = 200, body = AccountView), (status = 403), (status = 422)))]
+pub async fn change_settings(
+    State(ctx): State<ApiContext>,
+    who: super::extract::Principal,
+    super::extract::ApiPath(account): super::extract::ApiPath<Uuid>,
+    ApiJson(body): ApiJson<SettingsBody>,
+) -> Result<Json<AccountView>, Error> {
+    let id = admit_domain::ids::AccountId(account);
+    let (a, rctx) = ctx.authorize(&who, id, admit_domain::access::Permission::AccountRead).await?;
+    let mut settings = a.settings.clone();
+    if let Some(h) = body.invitation_lifetime_hours {
+        settings.invitation_lifetime_hours = h;
+    }
+    if let Some(q) = body.daily_invitation_quota {
+        settings.daily_invitation_quota = q;
+    }
+    if let Some(domains) = &body.allowed_email_domains {
+        settings = settings.with_allowed_email_domains(domains.iter().map(String::as_str))?;
+    }
+    if let Some(urls) = body.allowed_redirect_urls {
+        if let Some(bad) = urls.iter().find(|u| !(u.starts_with("https://") || u.starts_with("http://")) || u.chars().any(|c| c.is_whitespace() || c.is_control())) {
+            return Err(Error::Validation(vec![crate::FieldError {
+                field: "allowed_redirect_urls".into(),
+                code: "invalid_url".into(),
+                message: format!("`{bad}` is not an absolute http(s) URL"),
+            }]));
+        }
+        settings.allowed_redirect_urls = urls.into_iter().collect();
+    }
+    ctx.admit.change_settings(&rctx, id, settings).await?;
+    Ok(Json(view(&ctx.admit.account_snapshot(id).await?)))
+}

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::extract::{ApiPath, ApiQuery, SignedIn};
+use super::extract::{ApiPath, ApiQuery, Principal};
 use super::invitations::page_size;
 use super::ApiContext;
 use crate::Error;
@@ -72,7 +72,7 @@ pub struct EventPage {
     security(("bearer" = [])), responses((status = 200, body = EventPage)))]
 pub async fn events(
     State(ctx): State<ApiContext>,
-    who: SignedIn,
+    who: Principal,
     ApiPath(account): ApiPath<Uuid>,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Json<EventPage>, Error> {

@@ -134,3 +134,46 @@ where
 pub fn request_id(parts_or_ext: &axum::http::Extensions) -> Option<String> {
     parts_or_ext.get::<super::telemetry::RequestId>().map(|r| r.0.clone())
 }
+
+/// Who calls an account route: a signed-in user, or an API key of that
+/// account (bearer `key_...`).
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// A user with a session.
+    User(SignedIn),
+    /// An API key.
+    Key {
+        /// The key.
+        key_id: admit_domain::ids::ApiKeyId,
+        /// The account it belongs to.
+        account: admit_domain::ids::AccountId,
+    },
+}
+
+impl<S> FromRequestParts<S> for Principal
+where
+    ApiContext: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        let token = bearer(parts).ok_or(Error::Unauthenticated)?;
+        if token.starts_with(crate::commands::API_KEY_PREFIX) {
+            let ctx = ApiContext::from_ref(state);
+            let hash = crate::commands::secret_hash(token);
+            let row: Option<(uuid::Uuid, uuid::Uuid)> = admit_ledger::on_db!(&ctx.admit.db, p => sqlx::query_as(
+                "SELECT key_id, account_id FROM api_keys WHERE secret_hash = $1 AND revoked_at IS NULL",
+            )
+            .bind(hash)
+            .fetch_optional(p)
+            .await?);
+            let (key_id, account) = row.ok_or(Error::Unauthenticated)?;
+            return Ok(Principal::Key {
+                key_id: admit_domain::ids::ApiKeyId(key_id),
+                account: admit_domain::ids::AccountId(account),
+            });
+        }
+        SignedIn::from_request_parts(parts, state).await.map(Principal::User)
+    }
+}

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::extract::{ApiJson, ApiPath, ApiQuery, SignedIn};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Principal};
 use super::ApiContext;
 use crate::commands::{InviteRequest, IssuedInvitation};
 use crate::{Error, FieldError};
@@ -255,7 +255,7 @@ fn with_link(ctx: &ApiContext, mut view: InvitationView, issued: &IssuedInvitati
     responses((status = 201, body = InvitationView), (status = 409, description = "seat_limit_reached, already_invited, already_member"), (status = 422, description = "validation_failed")))]
 pub async fn invite(
     State(ctx): State<ApiContext>,
-    who: SignedIn,
+    who: Principal,
     ApiPath(account): ApiPath<Uuid>,
     ApiJson(body): ApiJson<InviteBody>,
 ) -> Result<(StatusCode, Json<InvitationView>), Error> {
@@ -323,7 +323,7 @@ pub const MAX_BULK_ROWS: usize = 10_000;
     params(("account" = Uuid, Path), BulkQuery), security(("bearer" = [])), responses((status = 200, body = BulkResponse)))]
 pub async fn bulk(
     State(ctx): State<ApiContext>,
-    who: SignedIn,
+    who: Principal,
     ApiPath(account): ApiPath<Uuid>,
     ApiQuery(q): ApiQuery<BulkQuery>,
     ApiJson(body): ApiJson<BulkBody>,
@@ -424,7 +424,7 @@ const STATUSES: [&str; 5] = ["pending", "accepted", "declined", "expired", "revo
     params(("account" = Uuid, Path), ListQuery), security(("bearer" = [])), responses((status = 200, body = Page<InvitationView>)))]
 pub async fn list(
     State(ctx): State<ApiContext>,
-    who: SignedIn,
+    who: Principal,
     ApiPath(account): ApiPath<Uuid>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Page<InvitationView>>, Error> {
@@ -472,7 +472,7 @@ pub fn page<T>(mut items: Vec<T>, limit: i64, cursor_of: impl Fn(&T) -> String) 
     params(("account" = Uuid, Path), ("id" = Uuid, Path)), security(("bearer" = [])), responses((status = 200, body = InvitationView), (status = 404)))]
 pub async fn get_one(
     State(ctx): State<ApiContext>,
-    who: SignedIn,
+    who: Principal,
     ApiPath((account, id)): ApiPath<(Uuid, Uuid)>,
 ) -> Result<Json<InvitationView>, Error> {
     let account = AccountId(account);
@@ -506,7 +506,7 @@ pub struct UpdateBody {
     params(("account" = Uuid, Path), ("id" = Uuid, Path)), security(("bearer" = [])), responses((status = 200, body = InvitationView)))]
 pub async fn update(
     State(ctx): State<ApiContext>,
-    who: SignedIn,
+    who: Principal,
     ApiPath((account, id)): ApiPath<(Uuid, Uuid)>,
     ApiJson(body): ApiJson<UpdateBody>,
 ) -> Result<Json<InvitationView>, Error> {
@@ -542,7 +542,7 @@ pub struct ResendBody {
     params(("account" = Uuid, Path), ("id" = Uuid, Path)), security(("bearer" = [])), responses((status = 200, body = InvitationView)))]
 pub async fn resend(
     State(ctx): State<ApiContext>,
-    who: SignedIn,
+    who: Principal,
     ApiPath((account, id)): ApiPath<(Uuid, Uuid)>,
     body: axum::body::Bytes,
 ) -> Result<Json<InvitationView>, Error> {
@@ -566,7 +566,7 @@ pub async fn resend(
     params(("account" = Uuid, Path), ("id" = Uuid, Path)), security(("bearer" = [])), responses((status = 204), (status = 404)))]
 pub async fn revoke(
     State(ctx): State<ApiContext>,
-    who: SignedIn,
+    who: Principal,
     ApiPath((account, id)): ApiPath<(Uuid, Uuid)>,
 ) -> Result<StatusCode, Error> {
     let account = AccountId(account);

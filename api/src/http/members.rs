@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::extract::{ApiJson, ApiPath, ApiQuery, SignedIn};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Principal};
 use super::invitations::{decode_cursor, encode_cursor, like_pattern, page, page_size, AccessBody, Page};
 use super::ApiContext;
 use crate::Error;
@@ -81,7 +81,7 @@ pub struct ListQuery {
     security(("bearer" = [])), responses((status = 200, body = Page<MemberView>)))]
 pub async fn list(
     State(ctx): State<ApiContext>,
-    who: SignedIn,
+    who: Principal,
     ApiPath(account): ApiPath<Uuid>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Page<MemberView>>, Error> {
@@ -125,7 +125,7 @@ async fn load(ctx: &ApiContext, account: Uuid, user: Uuid) -> Result<MemberView,
     security(("bearer" = [])), responses((status = 200, body = MemberView), (status = 404)))]
 pub async fn get_one(
     State(ctx): State<ApiContext>,
-    who: SignedIn,
+    who: Principal,
     ApiPath((account, user)): ApiPath<(Uuid, Uuid)>,
 ) -> Result<Json<MemberView>, Error> {
     ctx.authorize(&who, AccountId(account), Permission::MembersRead).await?;
@@ -137,7 +137,7 @@ pub async fn get_one(
     params(("account" = Uuid, Path), ("user" = Uuid, Path)), security(("bearer" = [])), responses((status = 200, body = MemberView)))]
 pub async fn patch(
     State(ctx): State<ApiContext>,
-    who: SignedIn,
+    who: Principal,
     ApiPath((account, user)): ApiPath<(Uuid, Uuid)>,
     ApiJson(body): ApiJson<AccessBody>,
 ) -> Result<Json<MemberView>, Error> {
@@ -157,7 +157,7 @@ pub async fn patch(
     params(("account" = Uuid, Path), ("user" = Uuid, Path)), security(("bearer" = [])), responses((status = 200, body = MemberView)))]
 pub async fn deactivate(
     State(ctx): State<ApiContext>,
-    who: SignedIn,
+    who: Principal,
     ApiPath((account, user)): ApiPath<(Uuid, Uuid)>,
 ) -> Result<Json<MemberView>, Error> {
     let (_, rctx) = ctx.authorize(&who, AccountId(account), Permission::MembersRead).await?;
@@ -170,7 +170,7 @@ pub async fn deactivate(
     params(("account" = Uuid, Path), ("user" = Uuid, Path)), security(("bearer" = [])), responses((status = 200, body = MemberView)))]
 pub async fn reactivate(
     State(ctx): State<ApiContext>,
-    who: SignedIn,
+    who: Principal,
     ApiPath((account, user)): ApiPath<(Uuid, Uuid)>,
 ) -> Result<Json<MemberView>, Error> {
     let (_, rctx) = ctx.authorize(&who, AccountId(account), Permission::MembersRead).await?;
@@ -183,7 +183,7 @@ pub async fn reactivate(
     params(("account" = Uuid, Path), ("user" = Uuid, Path)), security(("bearer" = [])), responses((status = 204), (status = 404)))]
 pub async fn remove(
     State(ctx): State<ApiContext>,
-    who: SignedIn,
+    who: Principal,
     ApiPath((account, user)): ApiPath<(Uuid, Uuid)>,
 ) -> Result<StatusCode, Error> {
     let (_, rctx) = ctx.authorize(&who, AccountId(account), Permission::MembersRead).await?;

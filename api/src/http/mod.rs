@@ -3,6 +3,7 @@
 //! route definitions (a route cannot be served without being documented).
 
 pub mod accounts;
+pub mod api_keys;
 pub mod audit;
 pub mod extract;
 pub mod idempotency;
@@ -31,7 +32,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::{Admit, Error, RequestContext};
-use extract::SignedIn;
+use extract::Principal;
 
 /// Settings of the HTTP server.
 #[derive(Debug, Clone)]
@@ -79,18 +80,26 @@ impl ApiContext {
     /// account exists); members without the permission get 403.
     pub async fn authorize(
         &self,
-        who: &SignedIn,
+        who: &Principal,
         account: AccountId,
         permission: Permission,
     ) -> Result<(Account, RequestContext), Error> {
+        let (actor, channel) = match who {
+            Principal::User(u) => (Actor::User(u.user_id), Channel::Session),
+            Principal::Key { key_id, account: own } if *own == account => (Actor::ApiKey(*key_id), Channel::ApiKey),
+            Principal::Key { .. } => return Err(Error::NotFound("account")),
+        };
         let snapshot = self.admit.account_snapshot(account).await.map_err(|e| match e {
             Error::NotFound(_) => Error::NotFound("account"),
             other => other,
         })?;
-        let actor = Actor::User(who.user_id);
         let access = snapshot.access_of(&actor).ok_or(Error::NotFound("account"))?;
         snapshot.require(Some(&access), permission)?;
-        Ok((snapshot, RequestContext::new(actor, Channel::Session)))
+        let mut rctx = RequestContext::new(actor, channel);
+        if matches!(actor, Actor::ApiKey(_)) {
+            rctx.key_access = Some(access);
+        }
+        Ok((snapshot, rctx))
     }
 }
 
@@ -119,6 +128,9 @@ impl utoipa::Modify for BearerAuth {
 pub fn api_routes() -> (Router<ApiContext>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(accounts::open_account))
+        .routes(routes!(accounts::get_account, accounts::change_settings))
+        .routes(routes!(api_keys::list, api_keys::create))
+        .routes(routes!(api_keys::revoke))
         .routes(routes!(sessions::sign_in))
         .routes(routes!(sessions::sign_out))
         .routes(routes!(me::me))

@@ -11,7 +11,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::extract::{ApiJson, ApiPath, ApiQuery, SignedIn};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Principal};
 use super::invitations::field_error;
 use super::ApiContext;
 use crate::Error;
@@ -38,7 +38,7 @@ pub struct RoleList {
 /// `GET /v1/accounts/{account}/roles`.
 #[utoipa::path(get, path = "/v1/accounts/{account}/roles", tag = "roles", params(("account" = Uuid, Path)),
     security(("bearer" = [])), responses((status = 200, body = RoleList)))]
-pub async fn list(State(ctx): State<ApiContext>, who: SignedIn, ApiPath(account): ApiPath<Uuid>) -> Result<Json<RoleList>, Error> {
+pub async fn list(State(ctx): State<ApiContext>, who: Principal, ApiPath(account): ApiPath<Uuid>) -> Result<Json<RoleList>, Error> {
     let (snapshot, _) = ctx.authorize(&who, AccountId(account), Permission::AccountRead).await?;
     let mut items: Vec<RoleView> = RoleName::BUILT_IN
         .iter()
@@ -71,7 +71,7 @@ fn role_name(s: &str) -> Result<RoleName, Error> {
     security(("bearer" = [])), responses((status = 201, body = RoleView), (status = 409, description = "role_exists")))]
 pub async fn create(
     State(ctx): State<ApiContext>,
-    who: SignedIn,
+    who: Principal,
     ApiPath(account): ApiPath<Uuid>,
     ApiJson(body): ApiJson<RoleBody>,
 ) -> Result<(StatusCode, Json<RoleView>), Error> {
@@ -115,7 +115,7 @@ async fn confirm_usage(ctx: &ApiContext, account: AccountId, role: &RoleName, co
     responses((status = 200, body = RoleView), (status = 409, description = "confirmation_required with affected counts")))]
 pub async fn patch(
     State(ctx): State<ApiContext>,
-    who: SignedIn,
+    who: Principal,
     ApiPath((account, role)): ApiPath<(Uuid, String)>,
     ApiQuery(q): ApiQuery<ConfirmQuery>,
     ApiJson(body): ApiJson<RolePatch>,
@@ -135,7 +135,7 @@ pub async fn patch(
     responses((status = 204), (status = 409, description = "confirmation_required with affected counts")))]
 pub async fn delete(
     State(ctx): State<ApiContext>,
-    who: SignedIn,
+    who: Principal,
     ApiPath((account, role)): ApiPath<(Uuid, String)>,
     ApiQuery(q): ApiQuery<ConfirmQuery>,
 ) -> Result<StatusCode, Error> {

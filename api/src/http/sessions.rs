@@ -16,7 +16,6 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::extract::{ApiJson, SignedIn};
@@ -34,11 +33,7 @@ pub struct Sessions {
 /// Prefix that makes session tokens recognisable in logs and scanners.
 const PREFIX: &str = "ses_";
 
-/// SHA-256 of a bearer secret, hex-encoded (high-entropy secrets need no
-/// slow hash).
-pub fn secret_hash(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::commands::secret_hash;
 
 impl Sessions {
     /// Starts a session for `user`; returns the token (shown once) and expiry.
