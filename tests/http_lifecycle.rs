@@ -195,3 +195,94 @@ async fn api_keys_settings_and_the_wrong_person() {
         assert_eq!(right.body["redirect_url"], "https://app.example.com/welcome");
     }
 }
+
+#[tokio::test]
+async fn leaving_auditing_bulk_and_role_changes() {
+    for (url, app) in apps().await {
+        let team = app.team("C-600").await;
+        let owner = team.sessions["owner"].clone();
+        let a = team.account.clone();
+
+        // Bulk JSON: valid rows invited, invalid ones reported with their row.
+        let bulk = app
+            .post(
+                &format!("/v1/accounts/{a}/invitations/bulk"),
+                Some(&owner),
+                json!({ "items": [
+                    { "email": "b1@example.com", "roles": ["viewer"] },
+                    { "email": "not-an-email" },
+                    { "email": "b1@example.com", "roles": ["viewer"] },
+                    { "email": "b2@example.com", "roles": ["ghost"] },
+                    { "email": "b3@example.com" }
+                ] }),
+            )
+            .await;
+        assert_eq!(bulk.status, 200, "{url}: {bulk:?}");
+        let codes: Vec<&str> = bulk.body["rows"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap()).collect();
+        assert_eq!(codes, ["ok", "invalid_email", "already_invited", "unknown_role", "ok"], "{url}");
+        assert_eq!((bulk.body["ok"].as_u64(), bulk.body["failed"].as_u64()), (Some(2), Some(3)));
+        let dry = app
+            .post(&format!("/v1/accounts/{a}/invitations/bulk?dry_run=true"), Some(&owner), json!({ "items": [{ "email": "b9@example.com" }] }))
+            .await;
+        assert_eq!((dry.body["ok"].as_u64(), dry.body["written"].as_bool()), (Some(1), Some(false)), "{url}");
+        let searched = app.get(&format!("/v1/accounts/{a}/invitations?q=b9"), Some(&owner)).await;
+        assert_eq!(searched.body["items"].as_array().unwrap().len(), 0, "{url}: a dry run writes nothing");
+
+        // Paging walks every invitation once.
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/v1/accounts/{a}/invitations?limit=3&cursor={c}"),
+                None => format!("/v1/accounts/{a}/invitations?limit=3"),
+            };
+            let page = app.get(&path, Some(&owner)).await;
+            seen.extend(page.body["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()));
+            match page.body["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => break,
+            }
+        }
+        let all = app.get(&format!("/v1/accounts/{a}/invitations?limit=100"), Some(&owner)).await;
+        assert_eq!(seen.len(), all.body["items"].as_array().unwrap().len(), "{url}");
+        let unique: std::collections::BTreeSet<_> = seen.iter().collect();
+        assert_eq!(unique.len(), seen.len(), "{url}: no invitation twice");
+
+        // Changing a role in use asks first.
+        let patch = app
+            .call("PATCH", &format!("/v1/accounts/{a}/roles/support"), Some(&owner), Some(json!({ "permissions": ["account.read"] })))
+            .await;
+        assert_eq!((patch.status, patch.body["affected_members"].as_u64()), (409, Some(1)), "{url}: {patch:?}");
+        let patch = app
+            .call("PATCH", &format!("/v1/accounts/{a}/roles/support?confirm=true"), Some(&owner), Some(json!({ "permissions": ["account.read"] })))
+            .await;
+        assert_eq!(patch.status, 200, "{url}");
+
+        // The auditor reads raw events, filtered and paged.
+        let auditor = &team.sessions["auditor"];
+        let events = app.get(&format!("/v1/accounts/{a}/events?type=RoleChanged"), Some(auditor)).await;
+        assert_eq!(events.status, 200, "{url}: {events:?}");
+        let items = events.body["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{url}");
+        assert_eq!(items[0]["data"]["permissions"], json!(["account.read"]));
+        assert_eq!(items[0]["hash"].as_str().unwrap().len(), 64);
+        let first = app.get(&format!("/v1/accounts/{a}/events?limit=2"), Some(auditor)).await;
+        let next = first.body["next_cursor"].as_str().unwrap().to_string();
+        let second = app.get(&format!("/v1/accounts/{a}/events?limit=2&cursor={next}"), Some(auditor)).await;
+        assert!(second.body["items"][0]["position"].as_i64() > first.body["items"][1]["position"].as_i64(), "{url}");
+
+        // Leaving takes two steps; the admins' account no longer lists the member.
+        let viewer = &team.sessions["viewer"];
+        let step1 = app.call("DELETE", &format!("/v1/me/memberships/{a}"), Some(viewer), None).await;
+        assert_eq!(step1.status, 202, "{url}: {step1:?}");
+        assert_eq!(app.get("/v1/me", Some(viewer)).await.body["memberships"].as_array().unwrap().len(), 1, "{url}: not yet");
+        let confirmation = step1.body["confirmation"].as_str().unwrap();
+        let step2 = app.call("DELETE", &format!("/v1/me/memberships/{a}?confirmation={confirmation}"), Some(viewer), None).await;
+        assert_eq!(step2.status, 204, "{url}: {step2:?}");
+        let me = app.get("/v1/me", Some(viewer)).await;
+        assert_eq!(me.body["memberships"].as_array().unwrap().len(), 0, "{url}");
+        assert_eq!(me.body["restricted"], true);
+        let gone = app.get(&format!("/v1/accounts/{a}/members/{}", team.ids["viewer"]), Some(&owner)).await;
+        assert_eq!(gone.status, 404, "{url}");
+    }
+}
