@@ -112,10 +112,15 @@ enum AccountCommand {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ADMIT_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ADMIT_LOG").unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // ADMIT_LOG_FORMAT=json gives one JSON object per line for log shippers.
+    if std::env::var("ADMIT_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        logs.json().init();
+    } else {
+        use std::io::IsTerminal;
+        logs.with_ansi(std::io::stderr().is_terminal()).init();
+    }
     let cli = Cli::parse();
     let db = Database::connect(&cli.database_url).await.with_context(|| format!("connecting to {}", cli.database_url))?;
     let secrets = Secrets::load(cli.secret_key.as_deref(), &cli.data_dir)?;
