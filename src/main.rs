@@ -13,6 +13,10 @@ use admit_ledger::Database;
 use admit_projections::as_of::{accounts_as_of, Moment};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use std::time::Duration;
+use admit_workers::expiry::{Expiry, ExpiryConfig};
+use admit_workers::mail::{Sender, Transport};
+use admit_workers::mailer::{Mailer, MailerConfig};
 
 /// Admit: an event-sourced invitation ledger.
 #[derive(Parser, Debug)]
@@ -40,11 +44,60 @@ struct Cli {
     /// Bearer secret of the operator API (`POST /v1/accounts`); unset disables it.
     #[arg(long, env = "ADMIT_OPERATOR_TOKEN", hide_env_values = true, global = true)]
     operator_token: Option<String>,
+    /// SMTP server for outgoing mail, e.g. `smtp://user:pass@host:587?tls=required`,
+    /// `smtps://host:465`, or `smtp://127.0.0.1:2525` (plain). Unset: mail goes
+    /// to `.eml` files in the mail folder.
+    #[arg(long, env = "ADMIT_SMTP_URL", hide_env_values = true, global = true)]
+    smtp_url: Option<String>,
+    /// Folder for `.eml` files when no SMTP server is configured (default: `<data dir>/mail`).
+    #[arg(long, env = "ADMIT_MAIL_DIR", global = true)]
+    mail_dir: Option<PathBuf>,
+    /// Sender of every email.
+    #[arg(long, env = "ADMIT_MAIL_FROM", default_value = "Admit <no-reply@localhost>", global = true)]
+    mail_from: String,
+    /// Reply-To of every email.
+    #[arg(long, env = "ADMIT_MAIL_REPLY_TO", global = true)]
+    mail_reply_to: Option<String>,
+    /// Attempts per email before it is recorded as failed.
+    #[arg(long, env = "ADMIT_MAIL_ATTEMPTS", default_value_t = 5, global = true)]
+    mail_attempts: u32,
+    /// First wait between attempts in milliseconds (doubles, at most 60 s).
+    #[arg(long, env = "ADMIT_MAIL_BACKOFF_MS", default_value_t = 1000, global = true)]
+    mail_backoff_ms: u64,
+    /// How often the expiry worker checks deadlines, in milliseconds.
+    #[arg(long, env = "ADMIT_EXPIRY_TICK_MS", default_value_t = 1000, global = true)]
+    expiry_tick_ms: u64,
+    /// Run the mailer and expiry worker inside `serve` (embedded mode).
+    #[arg(long, env = "ADMIT_EMBEDDED_WORKERS", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    embedded_workers: bool,
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(Subcommand, Debug)]
+impl Cli {
+    fn mailer_config(&self) -> Result<MailerConfig> {
+        let transport = match &self.smtp_url {
+            Some(url) => Transport::smtp(url, Duration::from_secs(30))?,
+            None => Transport::folder(&self.mail_dir.clone().unwrap_or_else(|| self.data_dir.join("mail")))?,
+        };
+        Ok(MailerConfig {
+            transport,
+            sender: Sender::parse(&self.mail_from, self.mail_reply_to.as_deref())?,
+            public_url: self.public_url.clone(),
+            app_url: self.app_url.clone(),
+            attempts: self.mail_attempts,
+            backoff: Duration::from_millis(self.mail_backoff_ms),
+            max_backoff: Duration::from_secs(60),
+            poll: Duration::from_millis(500),
+        })
+    }
+
+    fn expiry_config(&self) -> ExpiryConfig {
+        ExpiryConfig { tick: Duration::from_millis(self.expiry_tick_ms) }
+    }
+}
+
+#[derive(Subcommand, Debug, Clone)]
 enum Command {
     /// Apply migrations, then serve HTTP.
     Serve {
@@ -54,6 +107,11 @@ enum Command {
     },
     /// Apply the embedded migrations and create the read-model tables.
     Migrate,
+    /// Run a background worker (fed by the log).
+    Worker {
+        /// `mailer`, `expiry` or `all`.
+        which: String,
+    },
     /// Rebuild every read model from the log, or print accounts as of a past moment.
     Replay {
         /// An RFC 3339 time or a log position: print members and invitations as they stood then.
@@ -78,7 +136,7 @@ enum Command {
     },
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 enum AccountCommand {
     /// Open an account and invite its owner; prints the accept link.
     Create {
@@ -125,7 +183,7 @@ async fn main() -> Result<()> {
     let db = Database::connect(&cli.database_url).await.with_context(|| format!("connecting to {}", cli.database_url))?;
     let secrets = Secrets::load(cli.secret_key.as_deref(), &cli.data_dir)?;
     let admit = Admit::new(db.clone(), secrets.clone(), cli.password_policy);
-    match cli.command {
+    match cli.command.clone() {
         Command::Migrate => {
             admit.prepare().await?;
             println!("migrations applied");
@@ -139,11 +197,36 @@ async fn main() -> Result<()> {
                 app_url: cli.app_url.clone(),
                 operator_token: cli.operator_token.clone().filter(|t| !t.is_empty()),
             };
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let workers = if cli.embedded_workers {
+                let (m, e) = (cli.mailer_config()?, cli.expiry_config());
+                Some(tokio::spawn(admit_workers::run_embedded(admit.clone(), m, e, stopped)))
+            } else {
+                None
+            };
             let app = admit_api::http::router(ApiContext::new(admit, config));
             axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
                 .with_graceful_shutdown(shutdown_signal())
                 .await?;
+            let _ = stop.send(true);
+            if let Some(w) = workers {
+                w.await??;
+            }
             tracing::info!("admit stopped");
+        }
+        Command::Worker { which } => {
+            admit.prepare().await?;
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = stop.send(true);
+            });
+            match which.as_str() {
+                "mailer" => Mailer::new(admit, cli.mailer_config()?)?.run(stopped).await?,
+                "expiry" => Expiry::new(admit, cli.expiry_config()).run(stopped).await?,
+                "all" => admit_workers::run_embedded(admit, cli.mailer_config()?, cli.expiry_config(), stopped).await?,
+                other => bail!("unknown worker `{other}` (mailer, expiry, all)"),
+            }
         }
         Command::Replay { as_of: Some(moment), format } => {
             if format != "json" {

@@ -255,6 +255,17 @@ impl Admit {
         .ok_or(Error::NotFound("account"))
     }
 
+    /// The invitation as it stands now, read without locking.
+    pub async fn invitation_snapshot(&self, id: InvitationId) -> Result<Invitation, Error> {
+        let mut tx = self.db.begin_snapshot().await?;
+        let (events, _) = self.load(&mut tx, &id.stream(), false).await?;
+        Invitation::from_events(events.iter().filter_map(|e| match &e.event {
+            Event::Invitation(_, i) => Some(i),
+            _ => None,
+        }))
+        .ok_or(Error::NotFound("invitation"))
+    }
+
     /// Events of an account's streams (the account and its invitations)
     /// after `after_position`, by position, optionally of one stream or type.
     pub async fn account_events(

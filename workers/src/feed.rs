@@ -1,0 +1,64 @@
+//! The events a worker consumes, with a durable checkpoint per worker.
+//!
+//! `LogFeed` tails the log itself (gap-safe global order); a worker saves
+//! its checkpoint only after it has handled a batch, so a restart resumes
+//! where it stopped and redelivers at most the unfinished batch (handlers
+//! are idempotent on event id).
+
+use admit_ledger::{on_db, on_db_write, Database, GlobalCursor};
+use admit_projections::{Codec, Envelope};
+use chrono::Utc;
+
+use crate::Result;
+
+/// A worker's view of the log.
+#[derive(Debug, Clone)]
+pub struct LogFeed {
+    db: Database,
+    worker: String,
+}
+
+impl LogFeed {
+    /// The feed of `worker` (its name keys the checkpoint).
+    pub fn new(db: Database, worker: &str) -> LogFeed {
+        LogFeed { db, worker: worker.to_string() }
+    }
+
+    /// Where the worker stopped last (the start of the log the first time).
+    pub async fn checkpoint(&self) -> Result<GlobalCursor> {
+        let row: Option<(String, i64)> = on_db!(&self.db, p => sqlx::query_as(
+            "SELECT transaction_id, position FROM worker_checkpoints WHERE worker = $1",
+        )
+        .bind(&self.worker)
+        .fetch_optional(p)
+        .await?);
+        Ok(match row {
+            Some((tx, position)) => GlobalCursor { transaction_id: tx.parse().unwrap_or(0), position },
+            None => GlobalCursor::START,
+        })
+    }
+
+    /// The next events after `after`, decoded, with the cursor after each.
+    pub async fn next(&self, after: GlobalCursor, limit: i64) -> Result<Vec<(GlobalCursor, Envelope)>> {
+        let batch = self.db.read_all(after, limit).await?;
+        let decoded = Codec::decode_all(&self.db, &batch).await?;
+        Ok(batch.iter().map(GlobalCursor::after).zip(decoded).collect())
+    }
+
+    /// Records that everything up to `cursor` is handled.
+    pub async fn save(&self, cursor: GlobalCursor) -> Result<()> {
+        on_db_write!(&self.db, p => sqlx::query(
+            "INSERT INTO worker_checkpoints (worker, transaction_id, position, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (worker) DO UPDATE SET transaction_id = excluded.transaction_id, position = excluded.position, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(&self.worker)
+        .bind(cursor.transaction_id.to_string())
+        .bind(cursor.position)
+        .bind(Utc::now())
+        .execute(p)
+        .await
+        .map(|_| ())?);
+        Ok(())
+    }
+}

@@ -1,0 +1,296 @@
+//! The mailer: invitation emails (and copies to the resender), welcome
+//! emails, with delivery recorded as events and each email sent at most
+//! once per triggering event.
+//!
+//! Dedupe: before sending, the mailer claims `(event id, kind)` in
+//! `mail_sends`; a claim already `sent` or `failed` is never sent again. A
+//! claim left `sending` by a crash is retried on restart: the one window SMTP
+//! cannot close is a crash after the server accepted the message and before
+//! the claim was marked sent. Such a duplicate carries the same Message-ID
+//! (derived from the event), so receiving systems can drop it.
+
+use std::time::Duration;
+
+use admit_api::Admit;
+use admit_domain::ids::{Actor, InvitationId, UserId};
+use admit_domain::invitation::{DeliveryState, InvitationEvent, InvitationStatus};
+use admit_domain::token::{InvitationToken, LinkNonce};
+use admit_domain::user::UserEvent;
+use admit_domain::Event;
+use admit_ledger::{on_db, on_db_write};
+use admit_projections::Envelope;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::feed::LogFeed;
+use crate::mail::{html_escape, message, Letter, Sender, Transport};
+use crate::Result;
+
+/// How the mailer sends and retries.
+#[derive(Debug, Clone)]
+pub struct MailerConfig {
+    /// SMTP or a folder.
+    pub transport: Transport,
+    /// From and reply-to.
+    pub sender: Sender,
+    /// Base of accept links.
+    pub public_url: String,
+    /// Where to send people after they joined (welcome email).
+    pub app_url: Option<String>,
+    /// Sending attempts per email before it is `failed`.
+    pub attempts: u32,
+    /// First wait between attempts; doubles each time.
+    pub backoff: Duration,
+    /// Longest wait between attempts.
+    pub max_backoff: Duration,
+    /// How often to look for new events when idle.
+    pub poll: Duration,
+}
+
+/// The mailer worker.
+#[derive(Debug, Clone)]
+pub struct Mailer {
+    admit: Admit,
+    config: MailerConfig,
+    feed: LogFeed,
+}
+
+/// What to send for one triggering event.
+struct Outgoing {
+    event_id: Uuid,
+    kind: &'static str,
+    invitation: Option<InvitationId>,
+    to: String,
+    letter: Letter,
+}
+
+impl Mailer {
+    /// The mailer over `admit`'s database.
+    pub fn new(admit: Admit, config: MailerConfig) -> Result<Mailer> {
+        let feed = LogFeed::new(admit.db.clone(), "mailer");
+        Ok(Mailer { admit, config, feed })
+    }
+
+    /// Handles events until `shutdown` turns true.
+    pub async fn run(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) -> Result<()> {
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            match self.run_once().await {
+                Ok(0) => {}
+                Ok(_) => continue,
+                Err(e) => tracing::warn!(error = %e, "mailer batch failed; retrying"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.poll) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// Handles the events available now; returns how many it handled.
+    pub async fn run_once(&self) -> Result<usize> {
+        let mut cursor = self.feed.checkpoint().await?;
+        let batch = self.feed.next(cursor, 200).await?;
+        for (next, env) in &batch {
+            for out in self.outgoing(env).await? {
+                self.deliver(out).await?;
+            }
+            cursor = *next;
+            self.feed.save(cursor).await?;
+        }
+        Ok(batch.len())
+    }
+
+    async fn outgoing(&self, env: &Envelope) -> Result<Vec<Outgoing>> {
+        Ok(match &env.event {
+            Event::Invitation(id, InvitationEvent::InvitationSent { link_nonce, expires_at, .. }) => {
+                self.invitation_mail(env.event_id, *id, link_nonce, *expires_at, None).await?
+            }
+            Event::Invitation(id, InvitationEvent::InvitationResent { link_nonce, expires_at, resent_by, send_copy_to_me }) => {
+                let copy_to = if *send_copy_to_me { resent_by.user() } else { None };
+                self.invitation_mail(env.event_id, *id, link_nonce, *expires_at, copy_to).await?
+            }
+            Event::User(_, UserEvent::UserRegistered { personal, .. }) => match personal.email() {
+                Some(email) => vec![Outgoing {
+                    event_id: env.event_id,
+                    kind: "welcome",
+                    invitation: None,
+                    to: email.to_string(),
+                    letter: self.welcome(personal.name().map(|n| n.to_string())),
+                }],
+                None => vec![],
+            },
+            _ => vec![],
+        })
+    }
+
+    async fn invitation_mail(
+        &self,
+        event_id: Uuid,
+        id: InvitationId,
+        nonce: &LinkNonce,
+        expires_at: DateTime<Utc>,
+        copy_to: Option<UserId>,
+    ) -> Result<Vec<Outgoing>> {
+        let inv = self.admit.invitation_snapshot(id).await?;
+        let Some(to) = inv.personal.email().map(|e| e.to_string()) else { return Ok(vec![]) };
+        if inv.status != InvitationStatus::Pending {
+            return Ok(vec![]);
+        }
+        let account = self.admit.account_snapshot(inv.account_id).await?;
+        let inviter = match inv.invited_by {
+            Actor::User(u) => self.user_name_and_email(u).await?.0,
+            _ => None,
+        }
+        .unwrap_or_else(|| format!("An administrator of {}", account.name));
+        let token = InvitationToken::issue(&self.admit.secrets.link, id.0, nonce);
+        let link = format!("{}/invite/{}", self.config.public_url.trim_end_matches('/'), token.as_str());
+        let roles: Vec<String> = inv.access.roles.iter().map(|r| r.to_string()).collect();
+        let roles = if roles.is_empty() { "no role yet".to_string() } else { roles.join(", ") };
+        let until = expires_at.format("%Y-%m-%d %H:%M UTC").to_string();
+        let subject = format!("{inviter} invited you to {} ({})", account.name, account.customer_number);
+        let text = format!(
+            "Hello,\n\n{inviter} invited you to join {} (customer number {}) as: {roles}.\n\n\
+             Accept the invitation: {link}\n\nThe link works until {until}. If you did not expect this, ignore this email.\n",
+            account.name, account.customer_number
+        );
+        let html = format!(
+            "<!doctype html><html><body><p>Hello,</p><p>{} invited you to join <strong>{}</strong> \
+             (customer number {}) as: {}.</p><p><a href=\"{}\">Accept the invitation</a></p>\
+             <p>The link works until {}. If you did not expect this, ignore this email.</p></body></html>",
+            html_escape(&inviter),
+            html_escape(account.name.as_str()),
+            html_escape(account.customer_number.as_str()),
+            html_escape(&roles),
+            html_escape(&link),
+            html_escape(&until)
+        );
+        let letter = Letter { subject, text, html };
+        let mut out = vec![Outgoing { event_id, kind: "invitation", invitation: Some(id), to, letter: letter.clone() }];
+        if let Some(user) = copy_to {
+            if let (_, Some(email)) = self.user_name_and_email(user).await? {
+                let copy = Letter { subject: format!("Copy: {}", letter.subject), ..letter };
+                out.push(Outgoing { event_id, kind: "copy", invitation: None, to: email, letter: copy });
+            }
+        }
+        Ok(out)
+    }
+
+    fn welcome(&self, name: Option<String>) -> Letter {
+        let hello = name.map(|n| format!("Hello {n},")).unwrap_or_else(|| "Hello,".into());
+        let app = self.config.app_url.clone().unwrap_or_else(|| self.config.public_url.clone());
+        Letter {
+            subject: "Welcome to Admit".into(),
+            text: format!("{hello}\n\nyour user is ready. Sign in at {app}\n"),
+            html: format!(
+                "<!doctype html><html><body><p>{}</p><p>Your user is ready. <a href=\"{}\">Sign in</a>.</p></body></html>",
+                html_escape(&hello),
+                html_escape(&app)
+            ),
+        }
+    }
+
+    async fn user_name_and_email(&self, user: UserId) -> Result<(Option<String>, Option<String>)> {
+        let row: Option<(Option<String>, Option<String>)> = on_db!(&self.admit.db, p => sqlx::query_as(
+            "SELECT name, email FROM users WHERE user_id = $1",
+        )
+        .bind(user.0)
+        .fetch_optional(p)
+        .await?);
+        Ok(row.unwrap_or((None, None)))
+    }
+
+    /// Claims, sends with retries and records the outcome of one email.
+    async fn deliver(&self, out: Outgoing) -> Result<()> {
+        let message_id = format!("<{}.{}@admit>", out.event_id, out.kind);
+        let status: Option<String> = on_db!(&self.admit.db, p => sqlx::query_scalar(
+            "SELECT status FROM mail_sends WHERE event_id = $1 AND kind = $2",
+        )
+        .bind(out.event_id)
+        .bind(out.kind)
+        .fetch_optional(p)
+        .await?);
+        match status.as_deref() {
+            Some("sent") | Some("failed") => return Ok(()),
+            Some(_) => {}
+            None => {
+                on_db_write!(&self.admit.db, p => sqlx::query(
+                    "INSERT INTO mail_sends (event_id, kind, invitation_id, message_id, status, attempts, claimed_at) \
+                     VALUES ($1, $2, $3, $4, 'sending', 0, $5) ON CONFLICT (event_id, kind) DO NOTHING",
+                )
+                .bind(out.event_id)
+                .bind(out.kind)
+                .bind(out.invitation.map(|i| i.0))
+                .bind(&message_id)
+                .bind(Utc::now())
+                .execute(p)
+                .await
+                .map(|_| ())?);
+                if let Some(inv) = out.invitation {
+                    self.admit.record_delivery(inv, DeliveryState::Processed, None).await?;
+                }
+            }
+        }
+        let msg = match message(&self.config.sender, &out.to, &out.letter, &message_id) {
+            Ok(m) => m,
+            Err(e) => return self.finish(&out, "failed", Some(e)).await,
+        };
+        let mut wait = self.config.backoff;
+        let mut last_error = String::new();
+        for attempt in 1..=self.config.attempts.max(1) {
+            match self.config.transport.send(msg.clone()).await {
+                Ok(answer) => {
+                    self.finish(&out, "sent", None).await?;
+                    if let Some(inv) = out.invitation {
+                        self.admit.record_delivery(inv, DeliveryState::Delivered, Some(answer)).await?;
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(attempt, error = %e, kind = out.kind, "sending failed");
+                    last_error = e;
+                    self.note_attempt(&out, attempt, &last_error).await?;
+                    if attempt < self.config.attempts {
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(self.config.max_backoff);
+                    }
+                }
+            }
+        }
+        self.finish(&out, "failed", Some(last_error)).await
+    }
+
+    async fn note_attempt(&self, out: &Outgoing, attempt: u32, error: &str) -> Result<()> {
+        on_db_write!(&self.admit.db, p => sqlx::query(
+            "UPDATE mail_sends SET attempts = $1, last_error = $2 WHERE event_id = $3 AND kind = $4",
+        )
+        .bind(attempt as i32)
+        .bind(error)
+        .bind(out.event_id)
+        .bind(out.kind)
+        .execute(p)
+        .await
+        .map(|_| ())?);
+        Ok(())
+    }
+
+    async fn finish(&self, out: &Outgoing, status: &str, error: Option<String>) -> Result<()> {
+        on_db_write!(&self.admit.db, p => sqlx::query(
+            "UPDATE mail_sends SET status = $1, finished_at = $2, last_error = COALESCE($3, last_error) WHERE event_id = $4 AND kind = $5",
+        )
+        .bind(status)
+        .bind(Utc::now())
+        .bind(error.clone())
+        .bind(out.event_id)
+        .bind(out.kind)
+        .execute(p)
+        .await
+        .map(|_| ())?);
+        if let (Some(inv), "failed") = (out.invitation, status) {
+            self.admit.record_delivery(inv, DeliveryState::Failed, error).await?;
+        }
+        Ok(())
+    }
+}
