@@ -42,6 +42,30 @@ impl Event {
         }
     }
 
+    /// The account event inside, if it is one (for folding a stream).
+    pub fn as_account(&self) -> Option<&AccountEvent> {
+        match self {
+            Event::Account(_, e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The invitation event inside, if it is one.
+    pub fn as_invitation(&self) -> Option<&InvitationEvent> {
+        match self {
+            Event::Invitation(_, e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The user event inside, if it is one.
+    pub fn as_user(&self) -> Option<&UserEvent> {
+        match self {
+            Event::User(_, e) => Some(e),
+            _ => None,
+        }
+    }
+
     /// The stored type name.
     pub fn event_type(&self) -> &'static str {
         match self {

@@ -8,7 +8,7 @@ use admit_domain::invitation::{self, Acceptor, DeliveryState, Invitation, Invita
 use admit_domain::token::{InvitationToken, LinkNonce};
 use admit_domain::user;
 use admit_domain::values::{EmailAddress, PersonName};
-use admit_domain::{DomainError, Event};
+use admit_domain::DomainError;
 use admit_ledger::Tx;
 use admit_projections::Codec;
 use chrono::{DateTime, Utc};
@@ -334,10 +334,7 @@ impl Admit {
         let parsed = InvitationToken::parse(token)?;
         let events = self.db.read_stream(&InvitationId(parsed.invitation_id).stream()).await?;
         let decoded = Codec::decode_all(&self.db, &events).await?;
-        let inv = Invitation::from_events(decoded.iter().filter_map(|e| match &e.event {
-            Event::Invitation(_, i) => Some(i),
-            _ => None,
-        }))
+        let inv = Invitation::from_events(decoded.iter().filter_map(|e| e.event.as_invitation()))
         .ok_or_else(invalid_link)?;
         invitation::check_token(&inv, &parsed, &self.secrets.link)?;
         Ok(inv)

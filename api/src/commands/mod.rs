@@ -247,23 +247,13 @@ impl Admit {
     /// authorization; commands re-check inside their transaction).
     pub async fn account_snapshot(&self, id: AccountId) -> Result<Account, Error> {
         let mut tx = self.db.begin_snapshot().await?;
-        let (events, _) = self.load(&mut tx, &id.stream(), false).await?;
-        Account::from_events(events.iter().filter_map(|e| match &e.event {
-            Event::Account(_, a) => Some(a),
-            _ => None,
-        }))
-        .ok_or(Error::NotFound("account"))
+        Ok(self.fold_account(&mut tx, id, false).await?.0)
     }
 
     /// The invitation as it stands now, read without locking.
     pub async fn invitation_snapshot(&self, id: InvitationId) -> Result<Invitation, Error> {
         let mut tx = self.db.begin_snapshot().await?;
-        let (events, _) = self.load(&mut tx, &id.stream(), false).await?;
-        Invitation::from_events(events.iter().filter_map(|e| match &e.event {
-            Event::Invitation(_, i) => Some(i),
-            _ => None,
-        }))
-        .ok_or(Error::NotFound("invitation"))
+        Ok(self.fold_invitation(&mut tx, id, false).await?.0)
     }
 
     /// Events of an account's streams (the account and its invitations)
@@ -296,32 +286,31 @@ impl Admit {
 
     /// The account and its stream version; locks it for this transaction.
     pub(crate) async fn account(&self, tx: &mut Tx, id: AccountId) -> Result<(Account, i64), Error> {
-        let (events, version) = self.load(tx, &id.stream(), true).await?;
-        let account = Account::from_events(events.iter().filter_map(|e| match &e.event {
-            Event::Account(_, a) => Some(a),
-            _ => None,
-        }));
-        account.map(|a| (a, version)).ok_or(Error::NotFound("account"))
+        self.fold_account(tx, id, true).await
     }
 
     /// The invitation and its stream version; locks it for this transaction.
     pub(crate) async fn invitation(&self, tx: &mut Tx, id: InvitationId) -> Result<(Invitation, i64), Error> {
-        let (events, version) = self.load(tx, &id.stream(), true).await?;
-        let inv = Invitation::from_events(events.iter().filter_map(|e| match &e.event {
-            Event::Invitation(_, i) => Some(i),
-            _ => None,
-        }));
-        inv.map(|i| (i, version)).ok_or(Error::NotFound("invitation"))
+        self.fold_invitation(tx, id, true).await
     }
 
     /// The user and their stream version; locks it for this transaction.
     pub(crate) async fn user(&self, tx: &mut Tx, id: UserId) -> Result<(User, i64), Error> {
         let (events, version) = self.load(tx, &id.stream(), true).await?;
-        let user = User::from_events(events.iter().filter_map(|e| match &e.event {
-            Event::User(_, u) => Some(u),
-            _ => None,
-        }));
+        let user = User::from_events(events.iter().filter_map(|e| e.event.as_user()));
         user.map(|u| (u, version)).ok_or(Error::NotFound("user"))
+    }
+
+    async fn fold_account(&self, tx: &mut Tx, id: AccountId, lock: bool) -> Result<(Account, i64), Error> {
+        let (events, version) = self.load(tx, &id.stream(), lock).await?;
+        let account = Account::from_events(events.iter().filter_map(|e| e.event.as_account()));
+        account.map(|a| (a, version)).ok_or(Error::NotFound("account"))
+    }
+
+    async fn fold_invitation(&self, tx: &mut Tx, id: InvitationId, lock: bool) -> Result<(Invitation, i64), Error> {
+        let (events, version) = self.load(tx, &id.stream(), lock).await?;
+        let inv = Invitation::from_events(events.iter().filter_map(|e| e.event.as_invitation()));
+        inv.map(|i| (i, version)).ok_or(Error::NotFound("invitation"))
     }
 
     /// The user holding `email_hash`, per the email reservation.
