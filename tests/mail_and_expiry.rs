@@ -116,6 +116,21 @@ async fn embedded_mail_folder_link_works_and_is_sent_once() {
         while again.run_once().await.unwrap() > 0 {}
         let all = messages(&dir);
         assert_eq!(to(&all, "eve@example.com").len(), 2, "{url}: invitation + welcome, no duplicate");
+
+        // A member who leaves is reported to the account's admins.
+        let eve = admit_domain::ids::UserId(accepted.body["user_id"].as_str().unwrap().parse().unwrap());
+        app.admit.cancel_membership(eve, admit_domain::ids::AccountId(account.parse().unwrap())).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let notice = loop {
+            again.run_once().await.unwrap();
+            let owner_mail = to(&messages(&dir), "owner@mail.example.com");
+            if let Some(m) = owner_mail.iter().find(|m| m.contains("Subject: Eve left Account M-1")) {
+                break m.clone();
+            }
+            assert!(std::time::Instant::now() < deadline, "{url}: no departure notice");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(notice.contains("cancelled their access"), "{url}");
     }
 }
 

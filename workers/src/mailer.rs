@@ -12,7 +12,9 @@
 use std::time::Duration;
 
 use admit_api::Admit;
-use admit_domain::ids::{Actor, InvitationId, UserId};
+use admit_domain::access::Permission;
+use admit_domain::account::{AccountEvent, MemberStatus};
+use admit_domain::ids::{AccountId, Actor, InvitationId, UserId};
 use admit_domain::invitation::{DeliveryState, InvitationEvent, InvitationStatus};
 use admit_domain::token::{InvitationToken, LinkNonce};
 use admit_domain::user::UserEvent;
@@ -58,7 +60,9 @@ pub struct Mailer {
 /// What to send for one triggering event.
 struct Outgoing {
     event_id: Uuid,
-    kind: &'static str,
+    /// What and for whom (`invitation`, `copy`, `welcome`, `left:<user>`):
+    /// with the event id, the key that makes each email go out once.
+    kind: String,
     invitation: Option<InvitationId>,
     to: String,
     letter: Letter,
@@ -115,15 +119,47 @@ impl Mailer {
             Event::User(_, UserEvent::UserRegistered { personal, .. }) => match personal.email() {
                 Some(email) => vec![Outgoing {
                     event_id: env.event_id,
-                    kind: "welcome",
+                    kind: "welcome".into(),
                     invitation: None,
                     to: email.to_string(),
                     letter: self.welcome(personal.name().map(|n| n.to_string())),
                 }],
                 None => vec![],
             },
+            Event::Account(account, AccountEvent::MembershipCancelled { user_id }) => {
+                self.departure_notices(env.event_id, *account, *user_id).await?
+            }
             _ => vec![],
         })
+    }
+
+    /// Tells the account's admins (active members who manage members) that
+    /// someone cancelled their own access.
+    async fn departure_notices(&self, event_id: Uuid, account_id: AccountId, leaver: UserId) -> Result<Vec<Outgoing>> {
+        let account = self.admit.account_snapshot(account_id).await?;
+        let (leaver_name, leaver_email) = self.user_name_and_email(leaver).await?;
+        let who = leaver_name.or(leaver_email).unwrap_or_else(|| "A member".into());
+        let mut out = Vec::new();
+        for (user, member) in &account.members {
+            let manages = member.status == MemberStatus::Active
+                && account.roles.permissions_of(&member.access).contains(&Permission::MembersManage);
+            if !manages || *user == leaver {
+                continue;
+            }
+            if let (_, Some(email)) = self.user_name_and_email(*user).await? {
+                let subject = format!("{who} left {} ({})", account.name, account.customer_number);
+                let text = format!("{who} cancelled their access to {} (customer number {}).\n", account.name, account.customer_number);
+                let html = format!("<!doctype html><html><body><p>{}</p></body></html>", html_escape(&text));
+                out.push(Outgoing {
+                    event_id,
+                    kind: format!("left:{user}"),
+                    invitation: None,
+                    to: email,
+                    letter: Letter { subject, text, html },
+                });
+            }
+        }
+        Ok(out)
     }
 
     async fn invitation_mail(
@@ -168,11 +204,11 @@ impl Mailer {
             html_escape(&until)
         );
         let letter = Letter { subject, text, html };
-        let mut out = vec![Outgoing { event_id, kind: "invitation", invitation: Some(id), to, letter: letter.clone() }];
+        let mut out = vec![Outgoing { event_id, kind: "invitation".into(), invitation: Some(id), to, letter: letter.clone() }];
         if let Some(user) = copy_to {
             if let (_, Some(email)) = self.user_name_and_email(user).await? {
                 let copy = Letter { subject: format!("Copy: {}", letter.subject), ..letter };
-                out.push(Outgoing { event_id, kind: "copy", invitation: None, to: email, letter: copy });
+                out.push(Outgoing { event_id, kind: "copy".into(), invitation: None, to: email, letter: copy });
             }
         }
         Ok(out)
@@ -209,7 +245,7 @@ impl Mailer {
             "SELECT status FROM mail_sends WHERE event_id = $1 AND kind = $2",
         )
         .bind(out.event_id)
-        .bind(out.kind)
+        .bind(&out.kind)
         .fetch_optional(p)
         .await?);
         match status.as_deref() {
@@ -221,7 +257,7 @@ impl Mailer {
                      VALUES ($1, $2, $3, $4, 'sending', 0, $5) ON CONFLICT (event_id, kind) DO NOTHING",
                 )
                 .bind(out.event_id)
-                .bind(out.kind)
+                .bind(&out.kind)
                 .bind(out.invitation.map(|i| i.0))
                 .bind(&message_id)
                 .bind(Utc::now())
@@ -249,7 +285,7 @@ impl Mailer {
                     return Ok(());
                 }
                 Err(e) => {
-                    tracing::warn!(attempt, error = %e, kind = out.kind, "sending failed");
+                    tracing::warn!(attempt, error = %e, kind = %out.kind, "sending failed");
                     last_error = e;
                     self.note_attempt(&out, attempt, &last_error).await?;
                     if attempt < self.config.attempts {
@@ -269,7 +305,7 @@ impl Mailer {
         .bind(attempt as i32)
         .bind(error)
         .bind(out.event_id)
-        .bind(out.kind)
+        .bind(&out.kind)
         .execute(p)
         .await
         .map(|_| ())?);
@@ -284,7 +320,7 @@ impl Mailer {
         .bind(Utc::now())
         .bind(error.clone())
         .bind(out.event_id)
-        .bind(out.kind)
+        .bind(&out.kind)
         .execute(p)
         .await
         .map(|_| ())?);
