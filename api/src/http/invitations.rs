@@ -365,11 +365,12 @@ pub async fn bulk(
     Ok(Json(BulkResponse { ok: rows.len() - failed, failed, written, rows }))
 }
 
-/// Query of the invitation list.
+/// Query of the invitation and member lists.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// Only this status.
+    /// Only this status (invitations: `pending`, `accepted`, `declined`,
+    /// `expired`, `revoked`; members: `active`, `inactive`).
     pub status: Option<String>,
     /// Substring of the email or name.
     pub q: Option<String>,

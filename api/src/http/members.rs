@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 
 use super::extract::{ApiJson, ApiPath, ApiQuery, Principal};
@@ -62,19 +62,9 @@ impl MemberView {
 const SELECT: &str = "SELECT m.user_id, u.email, u.name, m.status, m.access, m.restricted, m.joined_at, u.last_login_at \
      FROM members m LEFT JOIN users u ON u.user_id = m.user_id WHERE m.account_id = ";
 
-/// Query of the member list.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    /// `active` or `inactive`.
-    pub status: Option<String>,
-    /// Substring of the email or name.
-    pub q: Option<String>,
-    /// Page size (1..=100, default 50).
-    pub limit: Option<u32>,
-    /// Opaque cursor from the previous page.
-    pub cursor: Option<String>,
-}
+/// The member list takes the same query as the invitation list (`status`
+/// is `active` or `inactive` here).
+pub use super::invitations::ListQuery;
 
 /// `GET /v1/accounts/{account}/members`.
 #[utoipa::path(get, path = "/v1/accounts/{account}/members", tag = "members", params(("account" = Uuid, Path), ListQuery),
