@@ -24,6 +24,7 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/v1/invitations/preview"),
     ("post", "/v1/invitations/accept"),
     ("post", "/v1/invitations/decline"),
+    ("get", "/v1/invitations/{id}/pixel.gif"),
     ("get", "/v1/accounts/{account}/members"),
     ("get", "/v1/accounts/{account}/members/{user}"),
     ("patch", "/v1/accounts/{account}/members/{user}"),

@@ -58,7 +58,7 @@ fn messages(dir: &Path) -> Vec<String> {
             if p.is_dir() {
                 stack.push(p);
             } else if let Ok(text) = std::fs::read_to_string(&p) {
-                out.push(text.replace("=\r\n", "").replace("=\n", ""));
+                out.push(text.replace("=\r\n", "").replace("=\n", "").replace("=3D", "="));
             }
         }
     }
@@ -95,13 +95,27 @@ async fn embedded_mail_folder_link_works_and_is_sent_once() {
         assert_eq!(owner_mail.len(), 1, "{url}");
         assert!(owner_mail[0].contains("Subject: Welcome"), "{url}");
 
-        // The emailed link works.
+        // Opening the email loads the pixel: `opened`, once; a forged
+        // signature records nothing and gets the same image.
+        let start = eve[0].find("http://admit.test/v1/invitations/").expect("a tracking pixel");
+        let end = start + eve[0][start..].find('"').unwrap();
+        let pixel = eve[0][start..end].replace("http://admit.test", &app.base).replace("&amp;", "&");
+        for url in [pixel.clone(), pixel.clone(), format!("{}/v1/invitations/{id}/pixel.gif?sig=forged", app.base)] {
+            let r = app.http.get(&url).send().await.unwrap();
+            assert_eq!(r.headers()["content-type"], "image/gif");
+        }
+        // Visiting the link (the preview) is `clicked`, once; it consumes nothing.
         let token = link_in(&eve[0]);
+        for _ in 0..2 {
+            assert_eq!(app.get(&format!("/v1/invitations/preview?token={token}"), None).await.status, 200);
+        }
+
+        // The emailed link works.
         let accepted = app.post("/v1/invitations/accept", None, json!({ "token": token, "name": "Eve", "password": PASSWORD })).await;
         assert_eq!(accepted.status, 200, "{url}: {accepted:?}");
         let inv = app.get(&format!("/v1/accounts/{account}/invitations/{id}"), Some(&owner)).await;
         let history: Vec<&str> = inv.body["delivery_history"].as_array().unwrap().iter().map(|h| h["state"].as_str().unwrap()).collect();
-        assert_eq!(history, ["processed", "delivered"], "{url}");
+        assert_eq!(history, ["processed", "delivered", "opened", "clicked"], "{url}");
         assert_eq!(inv.body["status"], "accepted");
 
         // Running again (a redelivery, a restart) sends nothing twice; the

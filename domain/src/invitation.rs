@@ -58,7 +58,7 @@ pub enum Channel {
 }
 
 /// What happened to the invitation email.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
     /// The mailer took it.
@@ -207,6 +207,8 @@ pub struct Invitation {
     pub resend_count: u32,
     /// Where to send the invitee after accepting.
     pub redirect_url: Option<String>,
+    /// Delivery facts recorded so far (opened and clicked count once).
+    pub delivery_seen: std::collections::BTreeSet<DeliveryState>,
 }
 
 impl Invitation {
@@ -238,11 +240,15 @@ impl Invitation {
                 link_nonce: *link_nonce,
                 resend_count: 0,
                 redirect_url: redirect_url.clone(),
+                delivery_seen: Default::default(),
             });
         }
         let mut i = state?;
         match event {
-            InvitationSent { .. } | InvitationDeliveryRecorded { .. } => {}
+            InvitationSent { .. } => {}
+            InvitationDeliveryRecorded { state, .. } => {
+                i.delivery_seen.insert(*state);
+            }
             InvitationUpdated { access, expires_at, .. } => {
                 i.access = access.clone();
                 i.expires_at = *expires_at;
@@ -528,6 +534,16 @@ pub fn record_delivery(
 ) -> Result<Vec<InvitationEvent>, DomainError> {
     let _ = invitation;
     Ok(vec![InvitationEvent::InvitationDeliveryRecorded { state, detail }])
+}
+
+/// Decides recording an `opened` or `clicked` fact from tracking: only the
+/// first of each is a fact worth an event (mail scanners and reloads repeat
+/// them); nothing is accepted or consumed by it.
+pub fn record_first(invitation: &Invitation, state: DeliveryState) -> Vec<InvitationEvent> {
+    if invitation.delivery_seen.contains(&state) {
+        return vec![];
+    }
+    vec![InvitationEvent::InvitationDeliveryRecorded { state, detail: None }]
 }
 
 /// Refuses (`invalid_token`) a token that is not the invitation's current link.

@@ -1559,8 +1559,22 @@ fn given_any_invitation_when_recording_delivery_then_delivery_recorded() {
             detail: Some("550 no such user".into()),
         }]
     );
-    // Delivery facts change nothing about the invitation itself.
-    assert_eq!(invitation(&[sent(&["editor"]), r[0].clone()]), i);
+    // Delivery facts change nothing about the invitation itself but the
+    // record of what was seen.
+    let after = invitation(&[sent(&["editor"]), r[0].clone()]);
+    assert_eq!((after.status, &after.access, after.expires_at), (i.status, &i.access, i.expires_at));
+    assert_eq!(after.delivery_seen, [DeliveryState::Bounced].into());
+}
+
+#[test]
+fn given_an_opened_invitation_when_opened_or_clicked_again_then_only_the_first_of_each_is_recorded() {
+    let i = invitation(&[sent(&["editor"])]);
+    let opened = invitation::record_first(&i, DeliveryState::Opened);
+    assert_eq!(opened, vec![InvitationEvent::InvitationDeliveryRecorded { state: DeliveryState::Opened, detail: None }]);
+    let i = invitation(&[sent(&["editor"]), opened[0].clone()]);
+    assert!(invitation::record_first(&i, DeliveryState::Opened).is_empty());
+    assert_eq!(invitation::record_first(&i, DeliveryState::Clicked).len(), 1);
+    assert_eq!(i.status, InvitationStatus::Pending, "tracking consumes nothing");
 }
 
 // ===========================================================================

@@ -195,13 +195,19 @@ impl Mailer {
         let html = format!(
             "<!doctype html><html><body><p>Hello,</p><p>{} invited you to join <strong>{}</strong> \
              (customer number {}) as: {}.</p><p><a href=\"{}\">Accept the invitation</a></p>\
-             <p>The link works until {}. If you did not expect this, ignore this email.</p></body></html>",
+             <p>The link works until {}. If you did not expect this, ignore this email.</p>\
+             <img src=\"{}\" width=\"1\" height=\"1\" alt=\"\"></body></html>",
             html_escape(&inviter),
             html_escape(account.name.as_str()),
             html_escape(account.customer_number.as_str()),
             html_escape(&roles),
             html_escape(&link),
-            html_escape(&until)
+            html_escape(&until),
+            html_escape(&format!(
+                "{}/v1/invitations/{id}/pixel.gif?sig={}",
+                self.config.public_url.trim_end_matches('/'),
+                self.admit.pixel_signature(id)
+            ))
         );
         let letter = Letter { subject, text, html };
         let mut out = vec![Outgoing { event_id, kind: "invitation".into(), invitation: Some(id), to, letter: letter.clone() }];

@@ -329,6 +329,29 @@ impl Admit {
         .await)
     }
 
+    /// Records the first `opened` (tracking pixel) or `clicked` (link
+    /// visited) of an invitation; later ones change nothing.
+    pub async fn record_tracking(&self, id: InvitationId, state: DeliveryState) -> Result<bool, Error> {
+        let ctx = RequestContext::system();
+        in_transaction!(self, |tx| async {
+            let now = self.now();
+            let (inv, version) = self.invitation(&mut tx, id).await?;
+            let events = invitation::record_first(&inv, state);
+            let recorded = !events.is_empty();
+            let mut unit = Unit::default();
+            unit.push(version, invitation_events(id, events));
+            self.write(&mut tx, &ctx, unit, now).await?;
+            Ok(recorded)
+        }
+        .await)
+    }
+
+    /// The signature that makes a tracking-pixel URL valid for one
+    /// invitation (so nobody can mark others' invitations opened).
+    pub fn pixel_signature(&self, id: InvitationId) -> String {
+        self.secrets.lookup.email_hash(&format!("tracking-pixel:{id}"))[..32].to_string()
+    }
+
     /// The invitation behind a link token, read without a transaction.
     pub async fn invitation_for_token(&self, token: &str) -> Result<Invitation, Error> {
         let parsed = InvitationToken::parse(token)?;

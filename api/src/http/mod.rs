@@ -142,6 +142,7 @@ pub fn api_routes() -> (Router<ApiContext>, utoipa::openapi::OpenApi) {
         .routes(routes!(public::preview))
         .routes(routes!(public::accept))
         .routes(routes!(public::decline))
+        .routes(routes!(public::pixel))
         .routes(routes!(members::list))
         .routes(routes!(members::get_one, members::patch, members::remove))
         .routes(routes!(members::deactivate))

@@ -50,6 +50,9 @@ pub struct Preview {
 pub async fn preview(State(ctx): State<ApiContext>, ApiQuery(q): ApiQuery<PreviewQuery>) -> Result<Json<Preview>, Error> {
     let inv = ctx.admit.invitation_for_token(&q.token).await?;
     inv.require_live(ctx.admit.now())?;
+    // Visiting the link is the `clicked` fact (the first time); it accepts
+    // and consumes nothing.
+    ctx.admit.record_tracking(inv.id, admit_domain::invitation::DeliveryState::Clicked).await?;
     let account = ctx.admit.account_snapshot(inv.account_id).await?;
     let inviter_name = match inv.invited_by {
         Actor::User(u) => user_name(&ctx, u).await?,
@@ -182,4 +185,40 @@ pub struct Declined {
 pub async fn decline(State(ctx): State<ApiContext>, ApiJson(body): ApiJson<DeclineBody>) -> Result<Json<Declined>, Error> {
     let InvitationId(id) = ctx.admit.decline(&body.token).await?;
     Ok(Json(Declined { invitation_id: id, status: "declined".into() }))
+}
+
+/// A transparent 1×1 GIF.
+const PIXEL: &[u8] = &[
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff,
+    0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02,
+    0x02, 0x44, 0x01, 0x00, 0x3b,
+];
+
+/// Query of the tracking pixel.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct PixelQuery {
+    /// The signature from the email.
+    pub sig: Option<String>,
+}
+
+/// `GET /v1/invitations/{id}/pixel.gif?sig=`: the tracking pixel of the
+/// invitation email; records `opened` the first time. Always answers the
+/// same image, so it tells nothing about invitations.
+#[utoipa::path(get, path = "/v1/invitations/{id}/pixel.gif", tag = "invitee", params(("id" = Uuid, Path), PixelQuery),
+    responses((status = 200, description = "a 1x1 GIF", content_type = "image/gif")))]
+pub async fn pixel(
+    State(ctx): State<ApiContext>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    axum::extract::Query(q): axum::extract::Query<PixelQuery>,
+) -> impl axum::response::IntoResponse {
+    if let (Ok(id), Some(sig)) = (id.parse::<Uuid>(), q.sig) {
+        let expected = ctx.admit.pixel_signature(InvitationId(id));
+        let same = expected.len() == sig.len() && expected.bytes().zip(sig.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
+        if same {
+            if let Err(e) = ctx.admit.record_tracking(InvitationId(id), admit_domain::invitation::DeliveryState::Opened).await {
+                tracing::warn!(error = %e, "could not record an open");
+            }
+        }
+    }
+    ([("content-type", "image/gif"), ("cache-control", "no-store")], PIXEL)
 }
