@@ -38,6 +38,8 @@ async fn the_authorization_matrix() {
             ("PATCH", format!("/v1/accounts/{a}/roles/support?confirm=true"), Some(json!({"permissions": ["account.read", "invitations.read", "invitations.create", "members.read"]})), [200, 200, 403, 403, 403, 403, 404, 401]),
             ("GET", format!("/v1/accounts/{a}/events"), None,                               [200, 200, 403, 403, 403, 200, 404, 401]),
             ("GET", "/v1/me".to_string(), None,                                             [200, 200, 200, 200, 200, 200, 200, 401]),
+            ("DELETE", format!("/v1/me/memberships/{a}"), None,                             [202, 202, 202, 202, 202, 202, 404, 401]),
+            ("GET", format!("/v1/accounts/{a}/invitations/{pending}/pixel.gif"), None,      [404, 404, 404, 404, 404, 404, 404, 404]),
             ("GET", format!("/v1/accounts/{a}"), None,                                      [200, 200, 200, 200, 200, 200, 404, 401]),
             ("PATCH", format!("/v1/accounts/{a}"), Some(json!({"daily_invitation_quota": 50})), [200, 200, 403, 403, 403, 403, 404, 401]),
             ("GET", format!("/v1/accounts/{a}/api-keys"), None,                             [200, 200, 403, 403, 403, 403, 404, 401]),
@@ -45,6 +47,9 @@ async fn the_authorization_matrix() {
             ("POST", format!("/v1/accounts/{a}/members/{target_id}/deactivate"), None,      [200, 200, 403, 403, 403, 403, 404, 401]),
             ("POST", format!("/v1/accounts/{a}/members/{target_id}/reactivate"), None,      [200, 200, 403, 403, 403, 403, 404, 401]),
             ("DELETE", format!("/v1/accounts/{a}/invitations/{{fresh}}"), None,             [204, 204, 403, 403, 403, 403, 404, 401]),
+            ("DELETE", format!("/v1/accounts/{a}/members/{{fresh_member}}"), None,          [204, 204, 403, 403, 403, 403, 404, 401]),
+            ("DELETE", format!("/v1/accounts/{a}/roles/{{fresh_role}}?confirm=true"), None, [204, 204, 403, 403, 403, 403, 404, 401]),
+            ("DELETE", format!("/v1/accounts/{a}/api-keys/{{fresh_key}}"), None,            [204, 204, 403, 403, 403, 403, 404, 401]),
         ];
         let mut failures = Vec::new();
         for (n, (method, path, body, expected)) in table.iter().enumerate() {
@@ -65,13 +70,28 @@ async fn the_authorization_matrix() {
                     b
                 });
                 // Routes that consume an invitation get a fresh one per call.
-                let path = if path.contains("{fresh}") {
+                let mut path = path.clone();
+                if path.contains("{fresh}") {
                     let (fresh, _) = app.invite(&owner, &a, &format!("fresh{n}-{caller}@example.com"), &["viewer"]).await;
-                    path.replace("{fresh}", &fresh)
-                } else {
-                    path.clone()
-                };
+                    path = path.replace("{fresh}", &fresh);
+                }
+                if path.contains("{fresh_member}") {
+                    let (_, link) = app.invite(&owner, &a, &format!("member{n}-{caller}@example.com"), &["viewer"]).await;
+                    let (member, _) = app.accept_new(&link, "Fresh Member").await;
+                    path = path.replace("{fresh_member}", &member);
+                }
+                if path.contains("{fresh_role}") {
+                    let name = format!("gone{n}-{caller}");
+                    let r = app.post(&format!("/v1/accounts/{a}/roles"), Some(&owner), json!({"name": name, "permissions": ["account.read"]})).await;
+                    assert_eq!(r.status, 201);
+                    path = path.replace("{fresh_role}", &name);
+                }
+                if path.contains("{fresh_key}") {
+                    let k = app.post(&format!("/v1/accounts/{a}/api-keys"), Some(&owner), json!({"name": "k", "permissions": ["account.read"]})).await;
+                    path = path.replace("{fresh_key}", k.body["id"].as_str().unwrap());
+                }
                 let answer = app.call(method, &path, token.as_deref(), body).await;
+                let path = &path;
                 if answer.status != expected[i] {
                     failures.push(format!("{method} {path} as {caller}: {} (expected {}) {}", answer.status, expected[i], answer.body));
                 }
