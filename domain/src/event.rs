@@ -21,6 +21,38 @@ pub enum Event {
     User(UserId, UserEvent),
 }
 
+/// Every event type name, documented one by one in `docs/events.md` (a test
+/// checks that the document covers each).
+pub const EVENT_TYPES: &[&str] = &[
+    "AccountOpened",
+    "AccountSettingsChanged",
+    "AccountDeactivated",
+    "AccountReactivated",
+    "ApiKeyCreated",
+    "ApiKeyRevoked",
+    "RoleDefined",
+    "RoleChanged",
+    "RoleDeleted",
+    "MemberJoined",
+    "MemberAccessChanged",
+    "MemberDeactivated",
+    "MemberReactivated",
+    "MemberRemoved",
+    "MembershipCancelled",
+    "InvitationSent",
+    "InvitationUpdated",
+    "InvitationResent",
+    "InvitationDeliveryRecorded",
+    "InvitationAccepted",
+    "InvitationDeclined",
+    "InvitationExpired",
+    "InvitationRevoked",
+    "UserRegistered",
+    "UserLoggedIn",
+    "UserPasswordChanged",
+    "UserDeactivated",
+];
+
 /// The name of the payload field that carries personal data; the store
 /// seals it with the person's key.
 pub const PERSONAL_FIELD: &str = "personal";

@@ -2605,3 +2605,12 @@ fn given_settings_when_an_admin_changes_seats_then_forbidden_but_the_operator_ma
     assert_eq!(account::change_settings(&a, &caller(&a, ADMIN), t).unwrap().len(), 1);
     assert!(account::change_settings(&a, &caller(&a, ADMIN), a.settings.clone()).unwrap().is_empty());
 }
+
+
+#[test]
+fn given_every_event_variant_then_event_types_lists_exactly_their_names() {
+    let from_examples: std::collections::BTreeSet<&str> = every_event().iter().map(|e| e.event_type()).collect();
+    let listed: std::collections::BTreeSet<&str> = admit_domain::event::EVENT_TYPES.iter().copied().collect();
+    assert_eq!(from_examples, listed);
+    assert_eq!(listed.len(), admit_domain::event::EVENT_TYPES.len(), "no name twice");
+}
