@@ -43,6 +43,13 @@ impl Sessions {
         let token = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
         let now = Utc::now();
         let expires_at = now + self.ttl;
+        // Sign-ins clear the user's expired sessions, so the table stays small.
+        admit_ledger::on_db_write!(db, p => sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND expires_at <= $2")
+            .bind(user.0)
+            .bind(now)
+            .execute(p)
+            .await
+            .map(|_| ())?);
         admit_ledger::on_db_write!(db, p => sqlx::query(
             "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
         )
@@ -99,9 +106,14 @@ impl Throttle {
     fn count(&self, key: &str) -> usize {
         let mut map = self.failures.lock().expect("throttle lock");
         let now = Instant::now();
-        let entry = map.entry(key.to_string()).or_default();
+        let Some(entry) = map.get_mut(key) else { return 0 };
         entry.retain(|t| now.duration_since(*t) < self.window);
-        entry.len()
+        let n = entry.len();
+        if n == 0 {
+            // Forget keys whose failures all aged out, so the map stays small.
+            map.remove(key);
+        }
+        n
     }
 
     /// Refuses (`too_many_attempts`) when either key is over its limit.
