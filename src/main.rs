@@ -17,6 +17,7 @@ use std::time::Duration;
 use admit_workers::expiry::{Expiry, ExpiryConfig};
 use admit_workers::mail::{Sender, Transport};
 use admit_workers::mailer::{Mailer, MailerConfig};
+use admit_workers::relay::{Relay, RelayConfig};
 
 /// Admit: an event-sourced invitation ledger.
 #[derive(Parser, Debug)]
@@ -67,6 +68,12 @@ struct Cli {
     /// How often the expiry worker checks deadlines, in milliseconds.
     #[arg(long, env = "ADMIT_EXPIRY_TICK_MS", default_value_t = 1000, global = true)]
     expiry_tick_ms: u64,
+    /// Kafka bootstrap servers for `admit worker relay`, e.g. `127.0.0.1:9092`.
+    #[arg(long, env = "ADMIT_KAFKA_BROKERS", global = true)]
+    kafka_brokers: Option<String>,
+    /// Topic the relay publishes to.
+    #[arg(long, env = "ADMIT_KAFKA_TOPIC", default_value = "admit.events", global = true)]
+    kafka_topic: String,
     /// Run the mailer and expiry worker inside `serve` (embedded mode).
     #[arg(long, env = "ADMIT_EMBEDDED_WORKERS", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     embedded_workers: bool,
@@ -109,7 +116,7 @@ enum Command {
     Migrate,
     /// Run a background worker (fed by the log).
     Worker {
-        /// `mailer`, `expiry` or `all`.
+        /// `mailer`, `expiry`, `relay` (to Kafka) or `all` (mailer and expiry).
         which: String,
     },
     /// Rebuild every read model from the log, or print accounts as of a past moment.
@@ -225,7 +232,18 @@ async fn main() -> Result<()> {
                 "mailer" => Mailer::new(admit, cli.mailer_config()?)?.run(stopped).await?,
                 "expiry" => Expiry::new(admit, cli.expiry_config()).run(stopped).await?,
                 "all" => admit_workers::run_embedded(admit, cli.mailer_config()?, cli.expiry_config(), stopped).await?,
-                other => bail!("unknown worker `{other}` (mailer, expiry, all)"),
+                "relay" => {
+                    let Some(brokers) = cli.kafka_brokers.clone() else { bail!("set ADMIT_KAFKA_BROKERS for the relay") };
+                    let config = RelayConfig {
+                        brokers,
+                        topic: cli.kafka_topic.clone(),
+                        source: cli.public_url.clone(),
+                        delivery_timeout: Duration::from_secs(30),
+                        poll: Duration::from_millis(200),
+                    };
+                    Relay::new(admit.db.clone(), config)?.run(stopped).await?
+                }
+                other => bail!("unknown worker `{other}` (mailer, expiry, relay, all)"),
             }
         }
         Command::Replay { as_of: Some(moment), format } => {

@@ -18,4 +18,7 @@ pub enum WorkerError {
     /// Mail configuration is wrong.
     #[error("mail configuration: {0}")]
     MailConfig(String),
+    /// The Kafka broker refused or did not acknowledge.
+    #[error("kafka: {0}")]
+    Kafka(String),
 }

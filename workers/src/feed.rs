@@ -45,6 +45,12 @@ impl LogFeed {
         Ok(batch.iter().map(GlobalCursor::after).zip(decoded).collect())
     }
 
+    /// The next stored events after `after`, as they are in the log
+    /// (personal data still sealed), for publishing.
+    pub async fn next_raw(&self, after: GlobalCursor, limit: i64) -> Result<Vec<admit_ledger::RecordedEvent>> {
+        Ok(self.db.read_all(after, limit).await?)
+    }
+
     /// Records that everything up to `cursor` is handled.
     pub async fn save(&self, cursor: GlobalCursor) -> Result<()> {
         on_db_write!(&self.db, p => sqlx::query(

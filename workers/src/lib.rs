@@ -8,6 +8,7 @@ pub mod expiry;
 pub mod feed;
 pub mod mail;
 pub mod mailer;
+pub mod relay;
 
 pub use error::WorkerError;
 

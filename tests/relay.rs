@@ -1,0 +1,140 @@
+//! The relay against a real Kafka-protocol broker (tansu): every event of
+//! the log on the topic exactly once, keyed by stream, in order per stream,
+//! with CloudEvents headers.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use admit_workers::relay::{Relay, RelayConfig};
+use common::*;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// The tansu broker binary: `ADMIT_TEST_TANSU`, or `tansu` on the PATH.
+fn tansu() -> String {
+    std::env::var("ADMIT_TEST_TANSU").unwrap_or_else(|_| "tansu".into())
+}
+
+struct Broker {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Broker {
+    async fn start() -> Broker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = std::process::Command::new(tansu())
+            .args(["broker", "--listener-url", &format!("tcp://{addr}"), "--advertised-listener-url", &format!("tcp://{addr}")])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the tansu broker (scripts/test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(&addr).await.is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Broker { child, addr }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const PARTITIONS: i32 = 3;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_reaches_the_topic_once_in_stream_order() {
+    let broker = Broker::start().await;
+    let topic = "admit.events";
+    let created = std::process::Command::new(tansu())
+        .args(["topic", "create", topic, "--broker", &format!("tcp://{}", broker.addr), "--partitions", &PARTITIONS.to_string()])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+
+    let app = spawn_app(&admit_ledger::testing::fresh_postgres_url().await).await;
+    let (account, owner_link) = app.open_account("K-1", "owner@kafka.example.com", 50).await;
+    let (_, owner) = app.accept_new(&owner_link, "Olga Owner").await;
+    for i in 0..10 {
+        let (id, _) = app.invite(&owner, &account, &format!("k{i}@example.com"), &["viewer"]).await;
+        if i % 3 == 0 {
+            app.call("DELETE", &format!("/v1/accounts/{account}/invitations/{id}"), Some(&owner), None).await;
+        }
+    }
+    let admit_ledger::Database::Postgres(pool) = &app.admit.db else { unreachable!() };
+    let expected: Vec<(uuid::Uuid, String, i64)> =
+        sqlx::query_as("SELECT event_id, stream_id, stream_version FROM events ORDER BY position").fetch_all(pool).await.unwrap();
+
+    let config = RelayConfig {
+        brokers: broker.addr.clone(),
+        topic: topic.into(),
+        source: "admit.test".into(),
+        delivery_timeout: Duration::from_secs(30),
+        poll: Duration::from_millis(50),
+    };
+    let relay = Relay::new(app.admit.db.clone(), config.clone()).unwrap();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", "admit-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+
+    let mut seen: Vec<(String, String, i64, BTreeMap<String, String>)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while seen.len() < expected.len() {
+        assert!(Instant::now() < deadline, "only {} of {} events reached the topic", seen.len(), expected.len());
+        relay.run_once().await.unwrap();
+        while let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m.unwrap();
+            let mut headers = BTreeMap::new();
+            if let Some(h) = m.headers() {
+                for i in 0..h.count() {
+                    let header = h.get(i);
+                    headers.insert(header.key.to_string(), String::from_utf8_lossy(header.value.unwrap_or_default()).to_string());
+                }
+            }
+            let body: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+            assert_eq!(key, body["stream_id"].as_str().unwrap(), "key = stream id");
+            seen.push((headers["ce_id"].clone(), key, body["stream_version"].as_i64().unwrap(), headers));
+        }
+    }
+    // A second relay (a restart) publishes nothing again.
+    let again = Relay::new(app.admit.db.clone(), config).unwrap();
+    assert_eq!(again.run_once().await.unwrap(), 0);
+    assert!(consumer.poll(Duration::from_millis(500)).is_none(), "nothing published twice");
+
+    let ids: BTreeSet<&str> = seen.iter().map(|(id, ..)| id.as_str()).collect();
+    assert_eq!(ids.len(), seen.len(), "no event twice");
+    let wanted: BTreeSet<String> = expected.iter().map(|(id, ..)| id.to_string()).collect();
+    assert_eq!(ids, wanted.iter().map(String::as_str).collect(), "every event of the log");
+    let mut last: BTreeMap<&str, i64> = BTreeMap::new();
+    for (_, stream, version, headers) in &seen {
+        let prev = last.insert(stream, *version).unwrap_or(0);
+        assert_eq!(*version, prev + 1, "stream {stream} out of order");
+        for h in ["ce_type", "ce_source", "ce_time", "ce_specversion", "admit_position"] {
+            assert!(headers.contains_key(h), "header {h}");
+        }
+        assert_eq!(headers["ce_specversion"], "1.0");
+    }
+    // Personal data travels sealed.
+    let raw = format!("{seen:?}");
+    assert!(!raw.contains("k1@example.com"));
+}
