@@ -45,20 +45,13 @@ impl Expiry {
         Expiry { admit, config, feed }
     }
 
-    /// Works until `shutdown` turns true.
-    pub async fn run(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) -> Result<()> {
-        loop {
-            if *shutdown.borrow() {
-                return Ok(());
-            }
-            if let Err(e) = self.run_once().await {
-                tracing::warn!(error = %e, "expiry round failed; retrying");
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(self.config.tick) => {}
-                _ = shutdown.changed() => {}
-            }
-        }
+    /// Works until `shutdown` turns true, one round per tick.
+    pub async fn run(&self, shutdown: tokio::sync::watch::Receiver<bool>) -> Result<()> {
+        // A round reports 0 so the next one waits a full tick.
+        crate::feed::poll_until_shutdown("expiry", self.config.tick, shutdown, || async {
+            self.run_once().await.map(|_| 0)
+        })
+        .await
     }
 
     /// Takes in the new events, then expires what is due. Returns how many

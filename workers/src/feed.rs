@@ -68,3 +68,33 @@ impl LogFeed {
         Ok(())
     }
 }
+
+/// Runs `round` until `shutdown` turns true: again at once while rounds find
+/// work (return more than 0), otherwise after `idle` (or at shutdown). A
+/// failed round is logged and retried after `idle`; the worker never dies
+/// of a passing outage.
+pub async fn poll_until_shutdown<F, Fut>(
+    worker: &str,
+    idle: std::time::Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    mut round: F,
+) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<usize>>,
+{
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        match round().await {
+            Ok(0) => {}
+            Ok(_) => continue,
+            Err(e) => tracing::warn!(worker, error = %e, "round failed; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(idle) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}

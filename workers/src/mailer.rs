@@ -76,21 +76,8 @@ impl Mailer {
     }
 
     /// Handles events until `shutdown` turns true.
-    pub async fn run(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) -> Result<()> {
-        loop {
-            if *shutdown.borrow() {
-                return Ok(());
-            }
-            match self.run_once().await {
-                Ok(0) => {}
-                Ok(_) => continue,
-                Err(e) => tracing::warn!(error = %e, "mailer batch failed; retrying"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(self.config.poll) => {}
-                _ = shutdown.changed() => {}
-            }
-        }
+    pub async fn run(&self, shutdown: tokio::sync::watch::Receiver<bool>) -> Result<()> {
+        crate::feed::poll_until_shutdown("mailer", self.config.poll, shutdown, || self.run_once()).await
     }
 
     /// Handles the events available now; returns how many it handled.

@@ -78,21 +78,8 @@ impl Relay {
     }
 
     /// Publishes until `shutdown` turns true.
-    pub async fn run(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) -> Result<()> {
-        loop {
-            if *shutdown.borrow() {
-                return Ok(());
-            }
-            match self.run_once().await {
-                Ok(0) => {}
-                Ok(_) => continue,
-                Err(e) => tracing::warn!(error = %e, "relay batch failed; retrying"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(self.config.poll) => {}
-                _ = shutdown.changed() => {}
-            }
-        }
+    pub async fn run(&self, shutdown: tokio::sync::watch::Receiver<bool>) -> Result<()> {
+        crate::feed::poll_until_shutdown("relay", self.config.poll, shutdown, || self.run_once()).await
     }
 
     /// Publishes the events available now, waiting for the broker's
