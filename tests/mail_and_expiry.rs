@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use admit_workers::expiry::{Expiry, ExpiryConfig};
@@ -15,7 +14,14 @@ use serde_json::json;
 /// Runs `mailer` until the invitation's delivery reached `state`. Workers
 /// read the gap-safe order, which waits for transactions in flight anywhere
 /// on the PostgreSQL server (other tests'), so this polls, bounded.
-async fn mail_until(app: &TestApp, mailer: &Mailer, owner: &str, account: &str, id: &str, state: &str) -> serde_json::Value {
+async fn mail_until(
+    app: &TestApp,
+    mailer: &Mailer,
+    owner: &str,
+    account: &str,
+    id: &str,
+    state: &str,
+) -> serde_json::Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         mailer.run_once().await.unwrap();
@@ -26,12 +32,6 @@ async fn mail_until(app: &TestApp, mailer: &Mailer, owner: &str, account: &str, 
         assert!(std::time::Instant::now() < deadline, "delivery never reached {state}: {}", inv.body);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("admit-{tag}-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn config(transport: Transport, attempts: u32) -> MailerConfig {
@@ -45,33 +45,6 @@ fn config(transport: Transport, attempts: u32) -> MailerConfig {
         max_backoff: Duration::from_millis(20),
         poll: Duration::from_millis(50),
     }
-}
-
-/// Every stored message under `dir` (recursively), quoted-printable soft
-/// line breaks undone.
-fn messages(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if let Ok(text) = std::fs::read_to_string(&p) {
-                out.push(text.replace("=\r\n", "").replace("=\n", "").replace("=3D", "="));
-            }
-        }
-    }
-    out
-}
-
-fn to(messages: &[String], rcpt: &str) -> Vec<String> {
-    messages.iter().filter(|m| m.lines().any(|l| l.to_lowercase().starts_with("to:") && l.contains(rcpt))).cloned().collect()
-}
-
-fn link_in(message: &str) -> String {
-    let start = message.find("http://admit.test/invite/").expect("an accept link") + "http://admit.test/invite/".len();
-    message[start..start + 64].to_string()
 }
 
 #[tokio::test]
@@ -95,7 +68,7 @@ async fn embedded_mail_folder_link_works_and_is_sent_once() {
         assert_eq!(owner_mail.len(), 1, "{url}");
         assert!(owner_mail[0].contains("Subject: Welcome"), "{url}");
 
-        // Opening the email loads the pixel: `opened`, once; a forged
+        // Opening the email loads the pixel: `opened`, then counted; a forged
         // signature records nothing and gets the same image.
         let start = eve[0].find("http://admit.test/v1/invitations/").expect("a tracking pixel");
         let end = start + eve[0][start..].find('"').unwrap();
@@ -104,18 +77,27 @@ async fn embedded_mail_folder_link_works_and_is_sent_once() {
             let r = app.http.get(&url).send().await.unwrap();
             assert_eq!(r.headers()["content-type"], "image/gif");
         }
-        // Visiting the link (the preview) is `clicked`, once; it consumes nothing.
+        // Visiting the link (the preview) is `clicked`, then counted; it consumes nothing.
         let token = link_in(&eve[0]);
         for _ in 0..2 {
             assert_eq!(app.get(&format!("/v1/invitations/preview?token={token}"), None).await.status, 200);
         }
 
         // The emailed link works.
-        let accepted = app.post("/v1/invitations/accept", None, json!({ "token": token, "name": "Eve", "password": PASSWORD })).await;
+        let accepted = app
+            .post("/v1/invitations/accept", None, json!({ "token": token, "name": "Eve", "password": PASSWORD }))
+            .await;
         assert_eq!(accepted.status, 200, "{url}: {accepted:?}");
         let inv = app.get(&format!("/v1/accounts/{account}/invitations/{id}"), Some(&owner)).await;
-        let history: Vec<&str> = inv.body["delivery_history"].as_array().unwrap().iter().map(|h| h["state"].as_str().unwrap()).collect();
-        assert_eq!(history, ["processed", "delivered", "opened", "clicked"], "{url}");
+        let history: Vec<&str> =
+            inv.body["delivery_history"].as_array().unwrap().iter().map(|h| h["state"].as_str().unwrap()).collect();
+        assert_eq!(history, ["processed", "delivered", "opened", "opened", "clicked", "clicked"], "{url}");
+        assert_eq!(
+            (inv.body["opens"].as_i64(), inv.body["clicks"].as_i64()),
+            (Some(2), Some(2)),
+            "{url}: repeats counted"
+        );
+        assert_eq!(inv.body["delivery_state"], "clicked", "{url}");
         assert_eq!(inv.body["status"], "accepted");
 
         // Running again (a redelivery, a restart) sends nothing twice; the
@@ -148,38 +130,6 @@ async fn embedded_mail_folder_link_works_and_is_sent_once() {
     }
 }
 
-/// An SMTP server that keeps what it receives (aiosmtpd), on loopback.
-struct SmtpSink {
-    child: std::process::Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl SmtpSink {
-    async fn start() -> SmtpSink {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = temp_dir("smtp");
-        let child = std::process::Command::new("python3")
-            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(dir.join("maildir"))
-            .spawn()
-            .expect("python3 with aiosmtpd (scripts/test installs it)");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(std::time::Instant::now() < deadline, "the SMTP sink did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        SmtpSink { child, port, dir }
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn smtp_delivery_and_failure_after_retries() {
     let sink = SmtpSink::start().await;
@@ -206,7 +156,8 @@ async fn smtp_delivery_and_failure_after_retries() {
         let down = Transport::smtp(&format!("smtp://127.0.0.1:{closed}"), Duration::from_secs(2)).unwrap();
         let failing = Mailer::new(app.admit.clone(), config(down, 2)).unwrap();
         let inv = mail_until(&app, &failing, &owner, &account, &id2, "failed").await;
-        let reason = inv["delivery_history"].as_array().unwrap().last().unwrap()["detail"].as_str().unwrap().to_string();
+        let reason =
+            inv["delivery_history"].as_array().unwrap().last().unwrap()["detail"].as_str().unwrap().to_string();
         assert!(!reason.is_empty(), "{url}");
     }
 }
@@ -218,7 +169,13 @@ async fn the_expiry_worker_expires_due_invitations_across_restarts() {
         let (_, owner) = app.accept_new(&owner_link, "Olga Owner").await;
         let (due, link) = app.invite(&owner, &account, "late@example.com", &["viewer"]).await;
         let (kept, _) = app.invite(&owner, &account, "kept@example.com", &["viewer"]).await;
-        app.call("PATCH", &format!("/v1/accounts/{account}/invitations/{kept}"), Some(&owner), Some(json!({ "expires_in_hours": 72 }))).await;
+        app.call(
+            "PATCH",
+            &format!("/v1/accounts/{account}/invitations/{kept}"),
+            Some(&owner),
+            Some(json!({ "expires_in_hours": 72 })),
+        )
+        .await;
 
         let first = Expiry::new(app.admit.clone(), ExpiryConfig::default());
         assert_eq!(first.run_once().await.unwrap(), 0, "{url}: nothing is due yet");
@@ -241,8 +198,91 @@ async fn the_expiry_worker_expires_due_invitations_across_restarts() {
         assert_eq!(expired, 1, "{url}");
         let other = app.get(&format!("/v1/accounts/{account}/invitations/{kept}"), Some(&owner)).await;
         assert_eq!(other.body["status"], "pending", "{url}: its deadline moved to 72 hours");
-        let a = app.post("/v1/invitations/accept", None, json!({ "token": link, "name": "L", "password": PASSWORD })).await;
+        let a =
+            app.post("/v1/invitations/accept", None, json!({ "token": link, "name": "L", "password": PASSWORD })).await;
         assert_eq!(a.body["code"], "invitation_expired", "{url}");
         assert_eq!(second.run_once().await.unwrap(), 0, "{url}: nothing twice");
     }
+}
+
+/// The status of an invitation, read from the read model directly (no
+/// request touches the invitation).
+async fn status_of(app: &TestApp, id: &str) -> String {
+    let id = uuid::Uuid::parse_str(id).unwrap();
+    admit_ledger::on_db!(&app.admit.db, p => sqlx::query_scalar::<_, String>("SELECT status FROM invitations WHERE invitation_id = $1")
+        .bind(id)
+        .fetch_one(p)
+        .await
+        .unwrap())
+}
+
+#[tokio::test]
+async fn a_three_second_link_expires_within_eight_seconds_even_across_a_worker_restart() {
+    for (url, app) in apps().await {
+        let (account, owner_link) = app.open_account("E-3", "owner@short.example.com", 10).await;
+        let (_, owner) = app.accept_new(&owner_link, "Olga Owner").await;
+        for restart in [false, true] {
+            let email = format!("brief-{restart}@example.com");
+            let made = app
+                .post(
+                    &format!("/v1/accounts/{account}/invitations"),
+                    Some(&owner),
+                    json!({ "email": email, "expires_in_seconds": 3 }),
+                )
+                .await;
+            assert_eq!(made.status, 201, "{url}: {made:?}");
+            let sent_at = std::time::Instant::now();
+            let id = made.body["id"].as_str().unwrap().to_string();
+
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let worker = Expiry::new(app.admit.clone(), ExpiryConfig::default());
+            let mut running = tokio::spawn(async move { worker.run(stopped).await });
+            if restart {
+                // Stop the worker after it has taken in the deadline, start a new one.
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                stop.send(true).unwrap();
+                running.await.unwrap().unwrap();
+                let (_, stopped) = tokio::sync::watch::channel(false);
+                let again = Expiry::new(app.admit.clone(), ExpiryConfig::default());
+                running = tokio::spawn(async move { again.run(stopped).await });
+            }
+            while status_of(&app, &id).await != "expired" {
+                assert!(
+                    sent_at.elapsed() < Duration::from_secs(8),
+                    "{url} (restart: {restart}): not expired within 8 s"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            running.abort();
+            assert!(sent_at.elapsed() >= Duration::from_secs(3), "{url}: expired before its deadline");
+        }
+    }
+}
+
+#[tokio::test]
+async fn lifetimes_in_seconds_and_hours_are_bounded_and_exclusive() {
+    let app = spawn_app(&admit_ledger::testing::fresh_sqlite_url()).await;
+    let (account, owner_link) = app.open_account("E-4", "owner@bounds.example.com", 10).await;
+    let (_, owner) = app.accept_new(&owner_link, "Olga Owner").await;
+    let path = format!("/v1/accounts/{account}/invitations");
+    for (body, field, code) in [
+        (json!({ "email": "a@example.com", "expires_in_seconds": 0 }), "expires_in_seconds", "invalid_expiry"),
+        (json!({ "email": "a@example.com", "expires_in_seconds": 2_592_001 }), "expires_in_seconds", "invalid_expiry"),
+        (json!({ "email": "a@example.com", "expires_in_hours": 721 }), "expires_in_hours", "invalid_expiry"),
+        (
+            json!({ "email": "a@example.com", "expires_in_hours": 1, "expires_in_seconds": 60 }),
+            "expires_in_seconds",
+            "conflicting_expiry",
+        ),
+    ] {
+        let a = app.post(&path, Some(&owner), body.clone()).await;
+        assert_eq!(a.status, 422, "{body}: {a:?}");
+        assert_eq!(a.body["errors"][0]["field"], field, "{body}");
+        assert_eq!(a.body["errors"][0]["code"], code, "{body}");
+    }
+    let ok = app.post(&path, Some(&owner), json!({ "email": "a@example.com", "expires_in_seconds": 90 })).await;
+    assert_eq!(ok.status, 201, "{ok:?}");
+    let sent: chrono::DateTime<chrono::Utc> = ok.body["created_at"].as_str().unwrap().parse().unwrap();
+    let until: chrono::DateTime<chrono::Utc> = ok.body["expires_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!((until - sent).num_seconds(), 90);
 }

@@ -43,6 +43,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "InvitationUpdated",
     "InvitationResent",
     "InvitationDeliveryRecorded",
+    "InvitationReminded",
     "InvitationAccepted",
     "InvitationDeclined",
     "InvitationExpired",
