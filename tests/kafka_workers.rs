@@ -134,3 +134,109 @@ async fn invite_mail_click_accept_through_the_topic() {
     relaying.await.unwrap().unwrap();
     consuming.await.unwrap().unwrap();
 }
+
+/// `admit worker mailer` as its own process, consuming the topic.
+fn mailer_process(url: &str, broker: &Broker, smtp_port: u16, data: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_admit"))
+        .args(["worker", "mailer"])
+        .env("ADMIT_DATABASE_URL", url)
+        .env("ADMIT_SECRET_KEY", "2a".repeat(32))
+        .env("ADMIT_DATA_DIR", data)
+        .env("ADMIT_PUBLIC_URL", "http://admit.test")
+        .env("ADMIT_KAFKA_BROKERS", &broker.addr)
+        .env("ADMIT_KAFKA_TOPIC", TOPIC)
+        .env("ADMIT_KAFKA_SESSION_TIMEOUT_MS", "3000")
+        .env("ADMIT_SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"))
+        .env("ADMIT_MAIL_BACKOFF_MS", "50")
+        .env("ADMIT_LOG", "warn")
+        .spawn()
+        .expect("the admit binary")
+}
+
+/// The Message-ID of each invitation email to `bulk-*` invitees, by recipient.
+fn invitation_mails(dir: &std::path::Path) -> Vec<(String, String)> {
+    messages(dir)
+        .iter()
+        .filter_map(|m| {
+            let to = m.lines().find(|l| l.to_lowercase().starts_with("to:"))?.to_string();
+            let id = m.lines().find(|l| l.to_lowercase().starts_with("message-id:"))?.to_string();
+            to.contains("bulk-").then_some((to, id))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_hundred_invitations_with_the_mailer_killed_twice_are_mailed_once_each() {
+    const N: usize = 500;
+    let broker = broker_with_topic().await;
+    let sink = SmtpSink::start().await;
+    let url = admit_ledger::testing::fresh_postgres_url().await;
+    let app = spawn_app(&url).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let relay = Relay::new(app.admit.db.clone(), relay_config(&broker)).unwrap();
+    let relaying = tokio::spawn(async move { relay.run(stopped).await });
+
+    let (account, owner_link) = app.open_account("KW-2", "owner@kw2.example.com", 1000).await;
+    let (_, owner) = app.accept_new(&owner_link, "Olga Owner").await;
+    let raised = app.call("PATCH", &format!("/v1/accounts/{account}"), Some(&owner), Some(json!({ "daily_invitation_quota": 1000 }))).await;
+    assert_eq!(raised.status, 200, "{raised:?}");
+
+    let data = temp_dir("kw2");
+    let mut mailer = mailer_process(&url, &broker, sink.port, &data);
+    let inviting = {
+        let (base, http, owner, account) = (app.base.clone(), app.http.clone(), owner.clone(), account.clone());
+        tokio::spawn(async move {
+            for chunk in (0..N).collect::<Vec<_>>().chunks(10) {
+                let calls = chunk.iter().map(|i| {
+                    http.post(format!("{base}/v1/accounts/{account}/invitations"))
+                        .bearer_auth(&owner)
+                        .json(&json!({ "email": format!("bulk-{i}@example.com"), "roles": ["viewer"] }))
+                        .send()
+                });
+                for r in futures::future::join_all(calls).await {
+                    assert_eq!(r.unwrap().status(), 201);
+                }
+            }
+        })
+    };
+    // Kill the mailer (SIGKILL) twice mid-way, restarting it each time.
+    for at in [N / 5, N / 2] {
+        until(180, &format!("{at} emails"), || async { (invitation_mails(&sink.dir).len() >= at).then_some(()) }).await;
+        mailer.kill().unwrap();
+        mailer.wait().unwrap();
+        mailer = mailer_process(&url, &broker, sink.port, &data);
+    }
+    inviting.await.unwrap();
+    let mails = until(240, "every invitation email", || async {
+        let mails = invitation_mails(&sink.dir);
+        let people: std::collections::BTreeSet<&String> = mails.iter().map(|(to, _)| to).collect();
+        (people.len() == N).then_some(mails)
+    })
+    .await;
+    // Give a straggling duplicate the time to show up before counting.
+    let settled = until(60, "all invitations delivered", || async {
+        let list = app.get(&format!("/v1/accounts/{account}/invitations?status=pending&limit=100"), Some(&owner)).await;
+        let items = list.body["items"].as_array().cloned().unwrap_or_default();
+        items.iter().all(|i| i["delivery_state"] == "delivered").then_some(())
+    });
+    settled.await;
+    mailer.kill().unwrap();
+    mailer.wait().unwrap();
+    let mails_after = invitation_mails(&sink.dir);
+    // Exactly one email per invitation, as receivers count them: each
+    // invitation has one Message-ID. The one window SMTP cannot close (a
+    // kill after the server accepted a message and before the mailer noted
+    // it) can resend that message with the same Message-ID: at most once
+    // per kill, and receivers drop it by its id.
+    let mut ids_by_person: std::collections::BTreeMap<&String, std::collections::BTreeSet<&String>> = Default::default();
+    for (to, id) in &mails_after {
+        ids_by_person.entry(to).or_default().insert(id);
+    }
+    assert_eq!(ids_by_person.len(), N, "every invitee got the invitation");
+    assert!(ids_by_person.values().all(|ids| ids.len() == 1), "one Message-ID per invitation");
+    let duplicates = mails_after.len() - N;
+    assert!(duplicates <= 2, "{duplicates} same-id resends after 2 kills (first count {})", mails.len());
+    eprintln!("{N} invitations, 2 kills: {} messages at the SMTP server, {duplicates} same-Message-ID resends", mails_after.len());
+    stop.send(true).unwrap();
+    relaying.await.unwrap().unwrap();
+}
