@@ -286,3 +286,156 @@ async fn lifetimes_in_seconds_and_hours_are_bounded_and_exclusive() {
     let until: chrono::DateTime<chrono::Utc> = ok.body["expires_at"].as_str().unwrap().parse().unwrap();
     assert_eq!((until - sent).num_seconds(), 90);
 }
+
+/// Runs the worker's rounds until `check` holds, bounded (workers read the
+/// gap-safe order, which may lag behind other tests' transactions).
+async fn rounds_until<F, Fut>(what: &str, mut round: F, mut check: impl FnMut() -> bool)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        round().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn one_reminder_a_day_before_the_deadline_of_long_links_only() {
+    for (url, app) in apps().await {
+        let (account, owner_link) = app.open_account("R-1", "owner@remind.example.com", 10).await;
+        let (_, owner) = app.accept_new(&owner_link, "Olga Owner").await;
+        let path = format!("/v1/accounts/{account}/invitations");
+        let long = app.post(&path, Some(&owner), json!({ "email": "long@example.com", "expires_in_hours": 72 })).await;
+        let short = app.post(&path, Some(&owner), json!({ "email": "short@example.com", "expires_in_hours": 48 })).await;
+        let (long, short) = (long.body["id"].as_str().unwrap().to_string(), short.body["id"].as_str().unwrap().to_string());
+        let dir = temp_dir("remind");
+        let mailer = Mailer::new(app.admit.clone(), config(Transport::folder(&dir).unwrap(), 1)).unwrap();
+        let expiry = Expiry::new(app.admit.clone(), ExpiryConfig::default());
+        // Both invitation emails out; no reminder yet.
+        rounds_until("two invitation emails", || async { mailer.run_once().await.unwrap(); }, || {
+            to(&messages(&dir), "long@example.com").len() + to(&messages(&dir), "short@example.com").len() == 2
+        })
+        .await;
+        expiry.run_once().await.unwrap();
+
+        // 47 hours later the 72-hour link is 25 hours from its deadline: not yet.
+        app.admit.clock.advance(chrono::Duration::hours(47));
+        expiry.run_once().await.unwrap();
+        let inv = app.get(&format!("{path}/{long}"), Some(&owner)).await;
+        assert!(inv.body["reminded_at"].is_null(), "{url}: too early: {}", inv.body);
+
+        // At 49 hours it is due: one reminder, with the working link; the
+        // 48-hour link gets none.
+        app.admit.clock.advance(chrono::Duration::hours(2));
+        let reminder = {
+            let dir = dir.clone();
+            move || to(&messages(&dir), "long@example.com").into_iter().find(|m| m.contains("Subject: Reminder"))
+        };
+        rounds_until("the reminder email", || async {
+            expiry.run_once().await.unwrap();
+            mailer.run_once().await.unwrap();
+        }, || reminder().is_some())
+        .await;
+        let mail = reminder().unwrap();
+        let token = link_in(&mail);
+        assert_eq!(app.get(&format!("/v1/invitations/preview?token={token}"), None).await.status, 200, "{url}");
+        let inv = app.get(&format!("{path}/{long}"), Some(&owner)).await;
+        assert!(inv.body["reminded_at"].is_string(), "{url}: {}", inv.body);
+        for _ in 0..3 {
+            expiry.run_once().await.unwrap();
+            mailer.run_once().await.unwrap();
+        }
+        let all = messages(&dir);
+        assert_eq!(to(&all, "long@example.com").len(), 2, "{url}: the invitation and one reminder");
+        assert_eq!(to(&all, "short@example.com").len(), 1, "{url}: a 48-hour link gets no reminder");
+        let short_inv = app.get(&format!("{path}/{short}"), Some(&owner)).await;
+        assert!(short_inv.body["reminded_at"].is_null(), "{url}: {}", short_inv.body);
+    }
+}
+
+#[tokio::test]
+async fn an_account_template_shapes_its_invitation_email() {
+    for (url, app) in apps().await {
+        let (account, owner_link) = app.open_account("T-1", "owner@tpl.example.com", 10).await;
+        let (_, owner) = app.accept_new(&owner_link, "Olga Owner").await;
+        let settings = format!("/v1/accounts/{account}");
+        let bad = app
+            .call("PATCH", &settings, Some(&owner), Some(json!({ "mail_templates": { "invitation": { "subject": "Hi {{nope}}", "text": "{{accept_url}}" } } })))
+            .await;
+        assert_eq!(bad.status, 422, "{url}: {bad:?}");
+        assert_eq!(bad.body["errors"][0]["code"], "invalid_template", "{url}");
+        assert_eq!(bad.body["errors"][0]["field"], "mail_templates.invitation.subject", "{url}");
+        let template = json!({ "mail_templates": { "invitation": {
+            "subject": "Join {{account_name}} <{{customer_number}}>",
+            "text": "{{inviter}} wants you in as {{roles}}: {{accept_url}} (until {{expires_at}})",
+            "html": "<p>{{inviter}} &mdash; <a href=\"{{accept_url}}\">join</a></p>"
+        } } });
+        let ok = app.call("PATCH", &settings, Some(&owner), Some(template)).await;
+        assert_eq!(ok.status, 200, "{url}: {ok:?}");
+        assert_eq!(ok.body["mail_templates"]["invitation"]["subject"], "Join {{account_name}} <{{customer_number}}>");
+        app.invite(&owner, &account, "tia@example.com", &["editor"]).await;
+
+        let dir = temp_dir("tpl");
+        let mailer = Mailer::new(app.admit.clone(), config(Transport::folder(&dir).unwrap(), 1)).unwrap();
+        rounds_until("the templated email", || async { mailer.run_once().await.unwrap(); }, || {
+            !to(&messages(&dir), "tia@example.com").is_empty()
+        })
+        .await;
+        let mail = to(&messages(&dir), "tia@example.com").remove(0);
+        assert!(mail.contains("Subject: Join Account T-1 <T-1>"), "{url}: {mail}");
+        assert!(mail.contains("Olga Owner wants you in as editor: http://admit.test/invite/"), "{url}: {mail}");
+        assert!(mail.contains("<p>Olga Owner &mdash; <a href="), "{url}: {mail}");
+        assert!(mail.contains("pixel.gif?sig="), "{url}: the tracking pixel is added");
+
+        // Back to Admit's own email.
+        let reset = app.call("PATCH", &settings, Some(&owner), Some(json!({ "mail_templates": { "invitation": null } }))).await;
+        assert_eq!(reset.body["mail_templates"], json!({}), "{url}");
+    }
+}
+
+#[tokio::test]
+async fn an_smtp_server_that_comes_back_gets_the_invitation() {
+    let app = spawn_app(&admit_ledger::testing::fresh_postgres_url().await).await;
+    let (account, owner_link) = app.open_account("S-2", "owner@back.example.com", 10).await;
+    let (_, owner) = app.accept_new(&owner_link, "Olga Owner").await;
+    let (id, _) = app.invite(&owner, &account, "patient@example.com", &["viewer"]).await;
+    // Nothing listens on the port yet; the mailer retries with backoff.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let smtp = Transport::smtp(&format!("smtp://127.0.0.1:{port}"), Duration::from_secs(2)).unwrap();
+    let mut cfg = config(smtp, 30);
+    cfg.backoff = Duration::from_millis(100);
+    cfg.max_backoff = Duration::from_millis(400);
+    let mailer = Mailer::new(app.admit.clone(), cfg).unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(async move { mailer.run(stopped).await });
+    // The first attempts fail while the server is down.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let n: Option<i32> = admit_ledger::on_db!(&app.admit.db, p => sqlx::query_scalar("SELECT attempts FROM mail_sends WHERE kind = 'invitation'")
+            .fetch_optional(p)
+            .await
+            .unwrap());
+        if n.unwrap_or(0) >= 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the mailer never tried");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sink = SmtpSink::start_on(port).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let inv = app.get(&format!("/v1/accounts/{account}/invitations/{id}"), Some(&owner)).await;
+        if inv.body["delivery_state"] == "delivered" {
+            break;
+        }
+        assert_ne!(inv.body["delivery_state"], "failed", "{}", inv.body);
+        assert!(std::time::Instant::now() < deadline, "never delivered: {}", inv.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(to(&messages(&sink.dir), "patient@example.com").len(), 1);
+    stop.send(true).unwrap();
+    running.await.unwrap().unwrap();
+}

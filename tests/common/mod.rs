@@ -423,6 +423,11 @@ pub struct SmtpSink {
 impl SmtpSink {
     pub async fn start() -> SmtpSink {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        SmtpSink::start_on(port).await
+    }
+
+    /// An SMTP server on `port` (a test may let the mailer fail on it first).
+    pub async fn start_on(port: u16) -> SmtpSink {
         let dir = temp_dir("smtp");
         let child = std::process::Command::new("python3")
             .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])

@@ -38,7 +38,8 @@ impl Default for ReminderPolicy {
 impl ReminderPolicy {
     /// When a link issued at `issued` that dies at `deadline` is reminded.
     fn remind_at(&self, issued: DateTime<Utc>, deadline: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        (deadline - issued > self.longer_than).then(|| deadline - self.before_deadline)
+        // Whole seconds: the log keeps times to the microsecond, deadlines finer.
+        ((deadline - issued).num_seconds() > self.longer_than.num_seconds()).then(|| deadline - self.before_deadline)
     }
 }
 
