@@ -6,7 +6,8 @@ use admit_ledger::{on_db, on_db_write, on_tx, Database, GlobalCursor};
 use chrono::Utc;
 
 use crate::schema::{self, TABLES};
-use crate::{Codec, Projector, Result};
+use crate::bulk::BulkProjector;
+use crate::{Codec, Envelope, Result};
 
 /// Name of the projector that writes every read model.
 pub const PROJECTOR: &str = "read_models";
@@ -15,7 +16,7 @@ pub const PROJECTOR: &str = "read_models";
 pub const REBUILD_PREFIX: &str = "rebuild_";
 
 /// Events projected per transaction during a rebuild.
-const BATCH: i64 = 5_000;
+const BATCH: i64 = 10_000;
 
 /// What a rebuild did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,21 +88,26 @@ async fn rebuild(db: &Database, lookup: &LookupKey, prefix: &str, swap: bool) ->
     schema::create(&mut tx, prefix).await?;
     tx.commit().await?;
 
-    let projector = Projector::with_prefix(prefix, lookup.clone());
+    // Events are projected a batch at a time in memory and written with a
+    // few multi-row statements (see `bulk`); the next batch is read and
+    // decoded while the current one is written.
+    let mut bulk = BulkProjector::new(prefix, lookup.clone());
     let mut cursor = GlobalCursor::START;
     let mut events = 0u64;
     // Bulk of the log: gap-safe batches, one transaction each, writers free.
-    loop {
-        let batch = db.read_all(cursor, BATCH).await?;
-        let Some(last) = batch.last() else { break };
-        cursor = GlobalCursor::after(last);
-        let decoded = Codec::decode_all(db, &batch).await?;
-        let mut tx = db.begin().await?;
-        for env in &decoded {
-            projector.apply(&mut tx, env).await?;
-        }
-        record_checkpoint(&mut tx, prefix, cursor).await?;
-        tx.commit().await?;
+    let mut next = read_batch(db, cursor).await?;
+    while let Some((decoded, after)) = next.take() {
+        let write = async {
+            let mut tx = db.begin().await?;
+            bulk.apply_all(&mut tx, &decoded).await?;
+            record_checkpoint(&mut tx, prefix, after).await?;
+            tx.commit().await?;
+            Ok::<_, crate::ProjectionError>(())
+        };
+        let (written, read) = futures::join!(write, read_batch(db, after));
+        written?;
+        next = read?;
+        cursor = after;
         events += decoded.len() as u64;
     }
     // The tail: hold writers off, catch up on what committed meanwhile.
@@ -112,9 +118,7 @@ async fn rebuild(db: &Database, lookup: &LookupKey, prefix: &str, swap: bool) ->
         let Some(last) = batch.last() else { break };
         cursor = GlobalCursor::after(last);
         let decoded = Codec::decode_all_in(&mut tx, &batch).await?;
-        for env in &decoded {
-            projector.apply(&mut tx, env).await?;
-        }
+        bulk.apply_all(&mut tx, &decoded).await?;
         events += decoded.len() as u64;
     }
     record_checkpoint(&mut tx, prefix, cursor).await?;
@@ -129,6 +133,15 @@ async fn rebuild(db: &Database, lookup: &LookupKey, prefix: &str, swap: bool) ->
     }
     tx.commit().await?;
     Ok(Rebuilt { events, cursor })
+}
+
+/// The next batch of the log after `after`, decoded, with the cursor after
+/// it; None at the end of the log.
+async fn read_batch(db: &Database, after: GlobalCursor) -> Result<Option<(Vec<Envelope>, GlobalCursor)>> {
+    let batch = db.read_all(after, BATCH).await?;
+    let Some(last) = batch.last() else { return Ok(None) };
+    let cursor = GlobalCursor::after(last);
+    Ok(Some((Codec::decode_all(db, &batch).await?, cursor)))
 }
 
 async fn record_checkpoint(tx: &mut admit_ledger::Tx, prefix: &str, cursor: GlobalCursor) -> Result<()> {
