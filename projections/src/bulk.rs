@@ -139,13 +139,6 @@ impl Rows {
         self.key_cols.iter().map(|&i| row[i].clone()).collect()
     }
 
-    fn get(&self, key: &[Cell]) -> Option<&Vec<Cell>> {
-        match self.slots.get(key) {
-            Some(Slot::Present { row, .. }) => Some(row),
-            _ => None,
-        }
-    }
-
     /// `INSERT ... ON CONFLICT DO NOTHING`.
     fn insert_if_absent(&mut self, row: Vec<Cell>) {
         let key = self.key_of(&row);
