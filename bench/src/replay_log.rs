@@ -214,7 +214,7 @@ impl Writer {
         Ok(())
     }
 
-    async fn finish(mut self) -> Result<(), GenerateError> {
+    async fn finish(&mut self) -> Result<(), GenerateError> {
         self.commit().await
     }
 }
@@ -860,25 +860,31 @@ impl Simulation {
     async fn administer(&mut self, w: &mut Writer, a: u32) -> Result<(), GenerateError> {
         let at = self.after(4.0 * 86_400.0);
         self.schedule(at, Step::Administer(a));
-        let acc = &self.accounts[a as usize];
+        let roll = self.rng.gen_range(0..100);
+        let temp = self.chance(0.25);
+        let pick = self.rng.gen_range(0..1000usize);
+        let quota = [50, 100, 200][self.rng.gen_range(0..3)];
+        let lifetime = [24, 72, 168][self.rng.gen_range(0..3)];
+        let redirect = self.chance(0.2);
+        let mut secret = [0u8; 32];
+        self.rng.fill_bytes(&mut secret);
+        let acc = &mut self.accounts[a as usize];
         let (account, av) = (acc.id, acc.version);
         let Some(owner) = acc.owner else { return Ok(()) };
         let owner_actor = Actor::User(self.users[owner as usize].id);
         let perms = |p: &[Permission]| p.iter().copied().collect::<BTreeSet<_>>();
-        let event = match self.rng.gen_range(0..100) {
+        let event = match roll {
             0..=29 if acc.custom_roles.len() < 4 => {
                 let made = acc.roles_made;
-                let temp = self.chance(0.25);
                 let name = if temp { format!("temp-{made}") } else { ["support", "billing", "analyst", "ops"][made as usize % 4].to_string() };
                 let name = if acc.custom_roles.iter().any(|(r, _)| r.as_str() == name) { format!("{name}-{made}") } else { name };
                 let name = role(&name);
-                let acc = &mut self.accounts[a as usize];
                 acc.roles_made += 1;
                 acc.custom_roles.push((name.clone(), temp));
                 AccountEvent::RoleDefined { role: name, permissions: perms(&[Permission::AccountRead, Permission::MembersRead]) }
             }
             30..=44 if !acc.custom_roles.is_empty() => {
-                let (name, _) = acc.custom_roles[self.rng.gen_range(0..acc.custom_roles.len())].clone();
+                let (name, _) = acc.custom_roles[pick % acc.custom_roles.len()].clone();
                 AccountEvent::RoleChanged {
                     role: name,
                     permissions: perms(&[Permission::AccountRead, Permission::MembersRead, Permission::InvitationsRead]),
@@ -886,34 +892,32 @@ impl Simulation {
             }
             45..=54 if acc.custom_roles.iter().any(|(_, temp)| *temp) => {
                 let k = acc.custom_roles.iter().position(|(_, temp)| *temp).expect("a temporary role");
-                let (name, _) = self.accounts[a as usize].custom_roles.remove(k);
+                let (name, _) = acc.custom_roles.remove(k);
                 AccountEvent::RoleDeleted { role: name }
             }
             55..=79 => {
                 let mut settings = acc.settings.clone();
-                settings.daily_invitation_quota = [50, 100, 200][self.rng.gen_range(0..3)];
-                settings.invitation_lifetime_hours = [24, 72, 168][self.rng.gen_range(0..3)];
-                if self.chance(0.2) {
+                settings.daily_invitation_quota = quota;
+                settings.invitation_lifetime_hours = lifetime;
+                if redirect {
                     settings.allowed_redirect_urls.insert(format!("https://app.customer{a}.example/welcome"));
                 }
-                self.accounts[a as usize].settings = settings.clone();
+                acc.settings = settings.clone();
                 AccountEvent::AccountSettingsChanged { settings }
             }
             80..=89 if acc.api_keys.len() < 3 => {
                 let key_id = ApiKeyId(Uuid::now_v7());
-                self.accounts[a as usize].api_keys.push(key_id);
-                let mut secret = [0u8; 32];
-                self.rng.fill_bytes(&mut secret);
+                acc.api_keys.push(key_id);
                 AccountEvent::ApiKeyCreated {
                     key_id,
-                    name: format!("provisioning {}", self.accounts[a as usize].api_keys.len()),
+                    name: format!("provisioning {}", acc.api_keys.len()),
                     permissions: perms(&[Permission::InvitationsCreate, Permission::InvitationsRead]),
                     secret_hash: secret.iter().map(|b| format!("{b:02x}")).collect(),
                     created_by: owner_actor,
                 }
             }
             90..=99 if !acc.api_keys.is_empty() => {
-                let key_id = self.accounts[a as usize].api_keys.remove(0);
+                let key_id = acc.api_keys.remove(0);
                 AccountEvent::ApiKeyRevoked { key_id }
             }
             _ => return Ok(()),
