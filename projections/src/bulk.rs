@@ -255,11 +255,16 @@ impl BulkProjector {
     /// Applies `events` in order, as [`Projector::apply`](crate::Projector::apply)
     /// would one by one, and writes the outcome in `tx`.
     pub(crate) async fn apply_all(&mut self, tx: &mut Tx, events: &[Envelope]) -> Result<()> {
+        let t = std::time::Instant::now();
         self.load(tx, events).await?;
+        let loaded = t.elapsed();
         for env in events {
             self.apply(env);
         }
-        self.flush(tx).await
+        let applied = t.elapsed();
+        self.flush(tx).await?;
+        tracing::trace!(?loaded, ?applied, flushed = ?t.elapsed(), "bulk batch");
+        Ok(())
     }
 
     /// Loads every stored row the events touch (and, for a deleted role,
