@@ -14,7 +14,10 @@
 #                     (default postgres://postgres@127.0.0.1:5432/postgres)
 #   WORK_DIR          where the SQLite file and the data dir go (default: a new temp dir)
 #   SKIP_BUILD=1      use the binaries already built
-#   KEEP=1            keep the databases afterwards
+#   KEEP=1            keep the databases afterwards (the SQLite file in WORK_DIR,
+#                     the PostgreSQL database admit_replay_bench)
+#   SKIP_GENERATE=1   time the replay of logs kept by an earlier KEEP=1 run
+#                     (same WORK_DIR) instead of generating new ones
 #   CARGO_TARGET_DIR  where the release binaries are (default: <repo>/target)
 set -euo pipefail
 
@@ -51,19 +54,25 @@ run_backend() {
     local backend=$1 url
     case $backend in
         sqlite)
-            rm -f "$WORK/replay.db" "$WORK/replay.db-wal" "$WORK/replay.db-shm"
             url="sqlite://$WORK/replay.db"
+            if [[ "${SKIP_GENERATE:-0}" != 1 ]]; then
+                rm -f "$WORK/replay.db" "$WORK/replay.db-wal" "$WORK/replay.db-shm"
+            fi
             ;;
         postgres)
             local name="admit_replay_bench"
-            psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name"
             url="${PG_ADMIN_URL%/*}/$name"
+            if [[ "${SKIP_GENERATE:-0}" != 1 ]]; then
+                psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name"
+            fi
             ;;
         *) echo "unknown backend $backend" >&2; return 1 ;;
     esac
-    echo "== $backend: generating $EVENTS events ($url)"
-    "$BIN/generate_log" --database-url "$url" --secret-key "$SECRET" --events "$EVENTS" --accounts "$ACCOUNTS" \
-        | tee "$WORK/$backend-generate.txt"
+    if [[ "${SKIP_GENERATE:-0}" != 1 ]]; then
+        echo "== $backend: generating $EVENTS events ($url)"
+        "$BIN/generate_log" --database-url "$url" --secret-key "$SECRET" --events "$EVENTS" --accounts "$ACCOUNTS" \
+            | tee "$WORK/$backend-generate.txt"
+    fi
 
     echo "== $backend: admit replay"
     local env=(ADMIT_DATABASE_URL="$url" ADMIT_SECRET_KEY="$SECRET" ADMIT_DATA_DIR="$WORK/data" ADMIT_LOG=warn)
