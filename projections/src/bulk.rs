@@ -344,6 +344,16 @@ impl BulkProjector {
         let rows = &self.rows[i];
         let table = rows.table;
         let key_kinds: Vec<Kind> = rows.key_cols.iter().map(|&c| table.columns[c].1).collect();
+        if let (admit_ledger::Conn::Postgres(t), [Kind::Uuid]) = (&mut tx.conn, key_kinds.as_slice()) {
+            // One array parameter: one prepared statement whatever the count.
+            let ids: Vec<Uuid> = keys.iter().filter_map(|k| match k.first() {
+                Some(Cell::Uuid(u)) => Some(*u),
+                _ => None,
+            }).collect();
+            let sql = format!("SELECT {} FROM {}{} WHERE {} = ANY($1)", column_list(table), self.prefix, table.name, table.primary_key);
+            let rows = sqlx::query(&sql).bind(ids).fetch_all(&mut **t).await?;
+            return Ok(rows.iter().map(|r| decode_row(r, table)).collect::<std::result::Result<Vec<_>, sqlx::Error>>()?);
+        }
         let mut out = Vec::new();
         for chunk in keys.chunks(MAX_BINDS / key_kinds.len()) {
             let head = if key_kinds.len() == 1 {

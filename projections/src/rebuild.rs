@@ -105,6 +105,11 @@ async fn rebuild(db: &Database, lookup: &LookupKey, prefix: &str, swap: bool) ->
         let write = async {
             let t = Instant::now();
             let mut tx = db.begin().await?;
+            if let admit_ledger::Conn::Postgres(t) = &mut tx.conn {
+                // A batch lost in a crash is simply rebuilt again: no need
+                // to wait for its WAL flush (the swap commits durably).
+                sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut **t).await?;
+            }
             bulk.apply_all(&mut tx, &decoded).await?;
             record_checkpoint(&mut tx, prefix, after).await?;
             tx.commit().await?;
