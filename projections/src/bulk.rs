@@ -344,14 +344,22 @@ impl BulkProjector {
         let rows = &self.rows[i];
         let table = rows.table;
         let key_kinds: Vec<Kind> = rows.key_cols.iter().map(|&c| table.columns[c].1).collect();
-        if let (admit_ledger::Conn::Postgres(t), [Kind::Uuid]) = (&mut tx.conn, key_kinds.as_slice()) {
-            // One array parameter: one prepared statement whatever the count.
-            let ids: Vec<Uuid> = keys.iter().filter_map(|k| match k.first() {
-                Some(Cell::Uuid(u)) => Some(*u),
-                _ => None,
-            }).collect();
-            let sql = format!("SELECT {} FROM {}{} WHERE {} = ANY($1)", column_list(table), self.prefix, table.name, table.primary_key);
-            let rows = sqlx::query(&sql).bind(ids).fetch_all(&mut **t).await?;
+        if let admit_ledger::Conn::Postgres(t) = &mut tx.conn {
+            // One array parameter per key column: one prepared statement
+            // whatever the count.
+            let sql = format!(
+                "SELECT {} FROM {}{} WHERE ({}) IN (SELECT * FROM {})",
+                column_list(table),
+                self.prefix,
+                table.name,
+                table.primary_key,
+                pg_unnest(&key_kinds, 1)
+            );
+            let mut q = sqlx::query(&sql);
+            for (c, kind) in key_kinds.iter().enumerate() {
+                q = pg_bind_column(q, keys.iter().map(|k| &k[c]), *kind);
+            }
+            let rows = q.fetch_all(&mut **t).await?;
             return Ok(rows.iter().map(|r| decode_row(r, table)).collect::<std::result::Result<Vec<_>, sqlx::Error>>()?);
         }
         let mut out = Vec::new();
@@ -429,6 +437,23 @@ impl BulkProjector {
         if rows.is_empty() {
             return Ok(());
         }
+        if let admit_ledger::Conn::Postgres(t) = &mut tx.conn {
+            // One array per column: a single statement, prepared once.
+            let kinds: Vec<Kind> = table.columns.iter().map(|(_, k)| *k).collect();
+            let sql = format!(
+                "INSERT INTO {}{} ({}) SELECT * FROM {}{tail}",
+                self.prefix,
+                table.name,
+                column_list(table),
+                pg_unnest(&kinds, 1)
+            );
+            let mut q = sqlx::query(&sql);
+            for (c, kind) in kinds.iter().enumerate() {
+                q = pg_bind_column(q, rows.iter().map(|r| &r[c]), *kind);
+            }
+            q.execute(&mut **t).await?;
+            return Ok(());
+        }
         let head = format!("INSERT INTO {}{} ({}) ", self.prefix, table.name, column_list(table));
         for chunk in rows.chunks(MAX_BINDS / table.columns.len()) {
             on_tx!(tx, c => {
@@ -447,6 +472,21 @@ impl BulkProjector {
 
     async fn delete_keys(&self, tx: &mut Tx, table: &'static Table, key_cols: &[usize], keys: &[Vec<Cell>]) -> Result<()> {
         let kinds: Vec<Kind> = key_cols.iter().map(|&c| table.columns[c].1).collect();
+        if let admit_ledger::Conn::Postgres(t) = &mut tx.conn {
+            let sql = format!(
+                "DELETE FROM {}{} WHERE ({}) IN (SELECT * FROM {})",
+                self.prefix,
+                table.name,
+                table.primary_key,
+                pg_unnest(&kinds, 1)
+            );
+            let mut q = sqlx::query(&sql);
+            for (c, kind) in kinds.iter().enumerate() {
+                q = pg_bind_column(q, keys.iter().map(|k| &k[c]), *kind);
+            }
+            q.execute(&mut **t).await?;
+            return Ok(());
+        }
         for chunk in keys.chunks(MAX_BINDS / kinds.len()) {
             let head = if kinds.len() == 1 {
                 format!("DELETE FROM {}{} WHERE {} IN (", self.prefix, table.name, table.primary_key)
@@ -789,6 +829,42 @@ impl BulkProjector {
                 r.set("status", Cell::Text("inactive".into()));
                 r.set("version", Cell::Int(v));
             }),
+        }
+    }
+}
+
+/// `UNNEST($n::uuid[], $n+1::text[], ...)` for columns of these kinds.
+fn pg_unnest(kinds: &[Kind], first: usize) -> String {
+    let arrays: Vec<String> = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, kind)| {
+            let t = match kind {
+                Kind::Uuid => "uuid",
+                Kind::Text | Kind::Json => "text",
+                Kind::Int => "int8",
+                Kind::Time => "timestamptz",
+            };
+            format!("${}::{t}[]", first + i)
+        })
+        .collect();
+    format!("UNNEST({})", arrays.join(", "))
+}
+
+/// Binds one column of cells as a PostgreSQL array of its kind.
+fn pg_bind_column<'q, 'c>(
+    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    cells: impl Iterator<Item = &'c Cell>,
+    kind: Kind,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    match kind {
+        Kind::Uuid => q.bind(cells.map(|c| if let Cell::Uuid(u) = c { Some(*u) } else { None }).collect::<Vec<Option<Uuid>>>()),
+        Kind::Text | Kind::Json => {
+            q.bind(cells.map(|c| if let Cell::Text(t) = c { Some(t.clone()) } else { None }).collect::<Vec<Option<String>>>())
+        }
+        Kind::Int => q.bind(cells.map(|c| if let Cell::Int(i) = c { Some(*i) } else { None }).collect::<Vec<Option<i64>>>()),
+        Kind::Time => {
+            q.bind(cells.map(|c| if let Cell::Time(t) = c { Some(*t) } else { None }).collect::<Vec<Option<DateTime<Utc>>>>())
         }
     }
 }
