@@ -2187,6 +2187,7 @@ fn account_variant(e: &AccountEvent) -> &'static str {
         AccountEvent::MemberReactivated { .. } => "MemberReactivated",
         AccountEvent::MemberRemoved { .. } => "MemberRemoved",
         AccountEvent::MembershipCancelled { .. } => "MembershipCancelled",
+        AccountEvent::InvitationRenewalRequested { .. } => "InvitationRenewalRequested",
     }
 }
 
@@ -2267,6 +2268,7 @@ fn every_event() -> Vec<Event> {
         AccountEvent::MemberReactivated { user_id: BOB },
         AccountEvent::MemberRemoved { user_id: BOB },
         AccountEvent::MembershipCancelled { user_id: BOB },
+        AccountEvent::InvitationRenewalRequested { invitation_id: INV, invited_by: Actor::User(OWNER) },
     ];
     let mut erased = sent_by(Actor::Operator, &["owner"]);
     if let InvitationEvent::InvitationSent { personal, channel, .. } = &mut erased {
