@@ -166,6 +166,7 @@ pub fn router(ctx: ApiContext) -> Router {
     let openapi = Arc::new(openapi);
     Router::new()
         .merge(api)
+        .route("/invite/{token}", get(pages::show).post(pages::submit))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(telemetry::metrics))
