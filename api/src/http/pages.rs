@@ -20,7 +20,7 @@ use admit_domain::invitation::{DeliveryState, Invitation};
 use admit_domain::values::{EmailAddress, PersonName};
 use admit_domain::DomainError;
 use admit_ledger::on_db;
-use axum::extract::rejection::FormRejection;
+use axum::extract::rejection::{FormRejection, PathRejection};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -490,7 +490,8 @@ fn trouble_page(e: &Error) -> Page {
 }
 
 /// `GET /invite/{token}`: the accept page.
-pub async fn show(State(ctx): State<ApiContext>, Path(token): Path<String>, headers: HeaderMap) -> Response {
+pub async fn show(State(ctx): State<ApiContext>, token: Result<Path<String>, PathRejection>, headers: HeaderMap) -> Response {
+    let Ok(Path(token)) = token else { return dead_page(&LinkState::Invalid, &ctx, "", "").into_response() };
     let (nonce, set_cookie) = csrf_nonce(&ctx, &headers);
     let csrf = csrf_field(&ctx, &token, &nonce);
     let mut page = match render(&ctx, &token, &csrf, &headers).await {
@@ -534,11 +535,12 @@ pub struct AcceptForm {
 /// `POST /invite/{token}`: the accept page's forms.
 pub async fn submit(
     State(ctx): State<ApiContext>,
-    Path(token): Path<String>,
+    token: Result<Path<String>, PathRejection>,
     ConnectInfo(addr): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     form: Result<Form<AcceptForm>, FormRejection>,
 ) -> Response {
+    let Ok(Path(token)) = token else { return dead_page(&LinkState::Invalid, &ctx, "", "").into_response() };
     let Ok(Form(form)) = form else {
         return Page::new(
             StatusCode::BAD_REQUEST,
