@@ -55,7 +55,7 @@ async fn a_thousand_rows_with_37_planted_errors() {
         let mut file = String::from("\u{feff}email,name,roles,expires_in\r\n");
         for row in 1..=1000usize {
             let plain = format!("user{row:04}@bulk.example.com");
-            let planted = if row >= 10 && row <= 920 && (row - 10) % 35 == 0 {
+            let planted = if (10..=920).contains(&row) && (row - 10) % 35 == 0 {
                 let mut kind = kinds[((row - 10) / 35) % kinds.len()];
                 // 6 invalid emails and 6 duplicates, 5 of each other kind.
                 let n = counts.entry(kind).or_insert(0);
