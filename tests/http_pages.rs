@@ -158,6 +158,7 @@ async fn the_accept_page_shows_the_invitation_and_registers_a_new_user() {
         let mismatch = v.open(&other_token).await;
         assert_eq!(mismatch.status, 200);
         assert!(mismatch.html.contains("You are signed in as <strong>new@pages.example.com</strong>, but this invitation is for"), "{}", mismatch.html);
+        assert!(!mismatch.html.contains("value=\"decline\""), "{url}: no decline offered to someone else");
         let csrf2 = mismatch.csrf();
         let r = v.submit(&other_token, &[("action", "accept"), ("csrf", &csrf2)]).await;
         assert_eq!(r.status, 403, "{url}: email mismatch consumes nothing");

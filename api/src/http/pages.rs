@@ -404,6 +404,7 @@ fn live_page(
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     };
+    let mismatched = visitor.is_some_and(|(_, email, _)| !same_email(email));
     match visitor {
         Some((_, email, _)) if !same_email(email) => {
             body.push_str(&format!(
@@ -461,10 +462,14 @@ fn live_page(
             ));
         }
     }
-    body.push_str(&format!(
-        "<form method=\"post\" action=\"{action}\">{hidden}<input type=\"hidden\" name=\"action\" value=\"decline\">\
-         <button type=\"submit\" class=\"secondary\">Decline the invitation</button></form>"
-    ));
+    // Declining is offered to the invitee only, not to someone signed in
+    // as another email.
+    if !mismatched {
+        body.push_str(&format!(
+            "<form method=\"post\" action=\"{action}\">{hidden}<input type=\"hidden\" name=\"action\" value=\"decline\">\
+             <button type=\"submit\" class=\"secondary\">Decline the invitation</button></form>"
+        ));
+    }
     Page::new(status, format!("Invitation to {}", s.account_name), body)
 }
 
