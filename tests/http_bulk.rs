@@ -188,6 +188,11 @@ async fn csv_dialects_template_and_refusals() {
         let xml = app.raw("POST", &path, Some(&owner), "application/xml", b"<a/>".to_vec()).await;
         assert_eq!((xml.status, xml.body["code"].as_str()), (415, Some("unsupported_media_type")));
 
+        // More than the body limit: 413 problem+json, not a bare error.
+        let huge = format!("email,name\n{}", "x@example.com,Name\n".repeat(150_000));
+        let r = csv(&app, &path, &owner, &huge).await;
+        assert_eq!((r.status, r.body["code"].as_str()), (413, Some("payload_too_large")), "{url}: {r:?}");
+
         // More than 10,000 rows: refused whole, nothing written.
         let mut big = String::from("email\n");
         for i in 0..10_001 {
