@@ -11,13 +11,15 @@ use admit_domain::password::PasswordPolicy;
 use admit_domain::values::{AccountName, CustomerNumber, EmailAddress, PersonName};
 use admit_ledger::Database;
 use admit_projections::as_of::{accounts_as_of, Moment};
+use admit_workers::expiry::{ExpiryConfig, ReminderPolicy};
+use admit_workers::mail::{Sender, Transport};
+use admit_workers::mailer::MailerConfig;
+use admit_workers::relay::{Relay, RelayConfig};
+use admit_workers::topic::TopicConfig;
+use admit_workers::Consumers;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::time::Duration;
-use admit_workers::expiry::{Expiry, ExpiryConfig};
-use admit_workers::mail::{Sender, Transport};
-use admit_workers::mailer::{Mailer, MailerConfig};
-use admit_workers::relay::{Relay, RelayConfig};
 
 /// Admit: an event-sourced invitation ledger.
 #[derive(Parser, Debug)]
@@ -74,7 +76,16 @@ struct Cli {
     /// Topic the relay publishes to.
     #[arg(long, env = "ADMIT_KAFKA_TOPIC", default_value = "admit.events", global = true)]
     kafka_topic: String,
-    /// Run the mailer and expiry worker inside `serve` (embedded mode).
+    /// Seconds a silent consumer stays in its Kafka consumer group.
+    #[arg(long, env = "ADMIT_KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000, global = true)]
+    kafka_session_timeout_ms: u64,
+    /// Hours before the deadline a pending invitee is reminded (0: never).
+    #[arg(long, env = "ADMIT_REMINDER_BEFORE_HOURS", default_value_t = 24, global = true)]
+    reminder_before_hours: u32,
+    /// Only links living longer than this many hours get a reminder.
+    #[arg(long, env = "ADMIT_REMINDER_MIN_LIFETIME_HOURS", default_value_t = 48, global = true)]
+    reminder_min_lifetime_hours: u32,
+    /// Run the workers inside `serve` when no Kafka is configured (embedded mode).
     #[arg(long, env = "ADMIT_EMBEDDED_WORKERS", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     embedded_workers: bool,
     #[command(subcommand)]
@@ -100,7 +111,40 @@ impl Cli {
     }
 
     fn expiry_config(&self) -> ExpiryConfig {
-        ExpiryConfig { tick: Duration::from_millis(self.expiry_tick_ms) }
+        let reminders = (self.reminder_before_hours > 0).then(|| ReminderPolicy {
+            before_deadline: chrono::Duration::hours(self.reminder_before_hours.into()),
+            longer_than: chrono::Duration::hours(self.reminder_min_lifetime_hours.into()),
+        });
+        ExpiryConfig { tick: Duration::from_millis(self.expiry_tick_ms), reminders }
+    }
+
+    /// The consumer settings of the topic, when Kafka is configured.
+    fn topic_config(&self) -> Option<TopicConfig> {
+        let brokers = self.kafka_brokers.as_deref().filter(|b| !b.is_empty())?;
+        let mut config = TopicConfig::new(brokers, &self.kafka_topic, "all");
+        config.session_timeout = Duration::from_millis(self.kafka_session_timeout_ms);
+        Some(config)
+    }
+
+    fn relay_config(&self) -> Result<RelayConfig> {
+        let Some(brokers) = self.kafka_brokers.clone().filter(|b| !b.is_empty()) else {
+            bail!("set ADMIT_KAFKA_BROKERS for the relay")
+        };
+        Ok(RelayConfig {
+            brokers,
+            topic: self.kafka_topic.clone(),
+            source: self.public_url.clone(),
+            delivery_timeout: Duration::from_secs(30),
+            poll: Duration::from_millis(50),
+        })
+    }
+
+    /// The consumers: on the topic when Kafka is configured, on the log otherwise.
+    fn consumers(&self, admit: &Admit) -> Result<Consumers> {
+        Ok(match self.topic_config() {
+            Some(topic) => Consumers::on_topic(admit.clone(), self.mailer_config()?, self.expiry_config(), &topic)?,
+            None => Consumers::on_log(admit.clone(), self.mailer_config()?, self.expiry_config())?,
+        })
     }
 }
 
@@ -114,9 +158,12 @@ enum Command {
     },
     /// Apply the embedded migrations and create the read-model tables.
     Migrate,
-    /// Run a background worker (fed by the log).
+    /// Run a background worker.
     Worker {
-        /// `mailer`, `expiry`, `relay` (to Kafka) or `all` (mailer and expiry).
+        /// `mailer`, `expiry`, `analytics`, `relay` (log to Kafka) or `all`.
+        /// With ADMIT_KAFKA_BROKERS set, the consumers read the topic (each
+        /// kind in its own consumer group) and `all` includes the relay;
+        /// without, they tail the log.
         which: String,
     },
     /// Rebuild every read model from the log, or print accounts as of a past moment.
@@ -187,7 +234,8 @@ async fn main() -> Result<()> {
         logs.with_ansi(std::io::stderr().is_terminal()).init();
     }
     let cli = Cli::parse();
-    let db = Database::connect(&cli.database_url).await.with_context(|| format!("connecting to {}", cli.database_url))?;
+    let db =
+        Database::connect(&cli.database_url).await.with_context(|| format!("connecting to {}", cli.database_url))?;
     let secrets = Secrets::load(cli.secret_key.as_deref(), &cli.data_dir)?;
     let admit = Admit::new(db.clone(), secrets.clone(), cli.password_policy);
     match cli.command.clone() {
@@ -205,9 +253,9 @@ async fn main() -> Result<()> {
                 operator_token: cli.operator_token.clone().filter(|t| !t.is_empty()),
             };
             let (stop, stopped) = tokio::sync::watch::channel(false);
-            let workers = if cli.embedded_workers {
-                let (m, e) = (cli.mailer_config()?, cli.expiry_config());
-                Some(tokio::spawn(admit_workers::run_embedded(admit.clone(), m, e, stopped)))
+            // With Kafka configured the workers run as `admit worker ...`.
+            let workers = if cli.embedded_workers && cli.topic_config().is_none() {
+                Some(tokio::spawn(cli.consumers(&admit)?.run(stopped)))
             } else {
                 None
             };
@@ -228,22 +276,26 @@ async fn main() -> Result<()> {
                 shutdown_signal().await;
                 let _ = stop.send(true);
             });
+            if which == "relay" {
+                return Ok(Relay::new(admit.db.clone(), cli.relay_config()?)?.run(stopped).await?);
+            }
+            if !["mailer", "expiry", "analytics", "all"].contains(&which.as_str()) {
+                bail!("unknown worker `{which}` (mailer, expiry, analytics, relay, all)");
+            }
+            let consumers = cli.consumers(&admit)?;
             match which.as_str() {
-                "mailer" => Mailer::new(admit, cli.mailer_config()?)?.run(stopped).await?,
-                "expiry" => Expiry::new(admit, cli.expiry_config()).run(stopped).await?,
-                "all" => admit_workers::run_embedded(admit, cli.mailer_config()?, cli.expiry_config(), stopped).await?,
-                "relay" => {
-                    let Some(brokers) = cli.kafka_brokers.clone() else { bail!("set ADMIT_KAFKA_BROKERS for the relay") };
-                    let config = RelayConfig {
-                        brokers,
-                        topic: cli.kafka_topic.clone(),
-                        source: cli.public_url.clone(),
-                        delivery_timeout: Duration::from_secs(30),
-                        poll: Duration::from_millis(200),
-                    };
-                    Relay::new(admit.db.clone(), config)?.run(stopped).await?
+                "mailer" => consumers.mailer.run(stopped).await?,
+                "expiry" => consumers.expiry.run(stopped).await?,
+                "analytics" => consumers.analytics.run(stopped).await?,
+                _ => {
+                    if cli.topic_config().is_some() {
+                        let relay = Relay::new(admit.db.clone(), cli.relay_config()?)?;
+                        let (a, b) = tokio::join!(relay.run(stopped.clone()), consumers.run(stopped));
+                        a.and(b)?
+                    } else {
+                        consumers.run(stopped).await?
+                    }
                 }
-                other => bail!("unknown worker `{other}` (mailer, expiry, relay, all)"),
             }
         }
         Command::Replay { as_of: Some(moment), format } => {
@@ -285,7 +337,9 @@ async fn main() -> Result<()> {
                 None => println!("nobody with that email"),
             }
         }
-        Command::Account { command: AccountCommand::Create { name, customer_number, owner_email, owner_name, seats } } => {
+        Command::Account {
+            command: AccountCommand::Create { name, customer_number, owner_email, owner_name, seats },
+        } => {
             admit.prepare().await?;
             let req = OpenAccount {
                 name: AccountName::parse(&name)?,

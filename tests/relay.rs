@@ -14,43 +14,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-/// The tansu broker binary: `ADMIT_TEST_TANSU`, or `tansu` on the PATH.
-fn tansu() -> String {
-    std::env::var("ADMIT_TEST_TANSU").unwrap_or_else(|_| "tansu".into())
-}
-
-struct Broker {
-    child: std::process::Child,
-    addr: String,
-}
-
-impl Broker {
-    async fn start() -> Broker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let addr = format!("127.0.0.1:{port}");
-        let child = std::process::Command::new(tansu())
-            .args(["broker", "--listener-url", &format!("tcp://{addr}"), "--advertised-listener-url", &format!("tcp://{addr}")])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("the tansu broker (scripts/test installs it)");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(&addr).await.is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Broker { child, addr }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 const PARTITIONS: i32 = 3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,4 +100,100 @@ async fn every_event_reaches_the_topic_once_in_stream_order() {
     // Personal data travels sealed.
     let raw = format!("{seen:?}");
     assert!(!raw.contains("k1@example.com"));
+}
+
+/// Sends a signal to the broker process (`STOP` freezes it, `CONT` resumes).
+fn signal(broker: &Broker, sig: &str) {
+    let status = std::process::Command::new("kill").args([&format!("-{sig}"), &broker.child.id().to_string()]).status().unwrap();
+    assert!(status.success(), "kill -{sig}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_gone_for_thirty_seconds_loses_and_reorders_nothing() {
+    let broker = Broker::start().await;
+    let topic = "admit.events";
+    let created = std::process::Command::new(tansu())
+        .args(["topic", "create", topic, "--broker", &format!("tcp://{}", broker.addr), "--partitions", &PARTITIONS.to_string()])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let app = spawn_app(&admit_ledger::testing::fresh_postgres_url().await).await;
+    let (account, owner_link) = app.open_account("K-2", "owner@kafka2.example.com", 500).await;
+    let (_, owner) = app.accept_new(&owner_link, "Olga Owner").await;
+    let raised = app.call("PATCH", &format!("/v1/accounts/{account}"), Some(&owner), Some(serde_json::json!({ "daily_invitation_quota": 1000 }))).await;
+    assert_eq!(raised.status, 200, "{raised:?}");
+
+    let config = RelayConfig {
+        brokers: broker.addr.clone(),
+        topic: topic.into(),
+        source: "admit.test".into(),
+        delivery_timeout: Duration::from_secs(300),
+        poll: Duration::from_millis(50),
+    };
+    let relay = Relay::new(app.admit.db.clone(), config).unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let relaying = tokio::spawn(async move { relay.run(stopped).await });
+
+    // Invitations keep coming while the broker is frozen for 30 s.
+    app.invite(&owner, &account, "before@example.com", &["viewer"]).await;
+    signal(&broker, "STOP");
+    let outage = Instant::now();
+    let mut n = 0;
+    while outage.elapsed() < Duration::from_secs(30) {
+        let (id, _) = app.invite(&owner, &account, &format!("during{n}@example.com"), &["viewer"]).await;
+        if n % 4 == 0 {
+            app.call("DELETE", &format!("/v1/accounts/{account}/invitations/{id}"), Some(&owner), None).await;
+        }
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    signal(&broker, "CONT");
+    app.invite(&owner, &account, "after@example.com", &["viewer"]).await;
+
+    let admit_ledger::Database::Postgres(pool) = &app.admit.db else { unreachable!() };
+    let expected: Vec<(uuid::Uuid, String, i64, i64)> =
+        sqlx::query_as("SELECT event_id, stream_id, stream_version, position FROM events ORDER BY position")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", &broker.addr).set("group.id", "admit-test-reader").create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut seen: Vec<(String, String, i64, i64)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut quiet_since = Instant::now();
+    // Read until every event arrived and nothing more came for 2 s (a
+    // duplicate published late would show up).
+    while seen.len() < expected.len() || quiet_since.elapsed() < Duration::from_secs(2) {
+        assert!(Instant::now() < deadline, "only {} of {} events reached the topic", seen.len(), expected.len());
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m.unwrap();
+            let body: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            seen.push((
+                body["id"].as_str().unwrap().to_string(),
+                body["stream_id"].as_str().unwrap().to_string(),
+                body["stream_version"].as_i64().unwrap(),
+                body["position"].as_i64().unwrap(),
+            ));
+            quiet_since = Instant::now();
+        }
+    }
+    stop.send(true).unwrap();
+    relaying.await.unwrap().unwrap();
+
+    assert!(n >= 20, "invitations kept coming during the outage ({n})");
+    let positions: BTreeSet<i64> = seen.iter().map(|s| s.3).collect();
+    assert_eq!(positions.len(), seen.len(), "each position exactly once on the topic");
+    assert_eq!(positions, expected.iter().map(|e| e.3).collect(), "every position of the log");
+    let ids: BTreeSet<&str> = seen.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(ids, expected.iter().map(|e| e.0.to_string()).collect::<BTreeSet<_>>().iter().map(String::as_str).collect());
+    let mut last: BTreeMap<&str, i64> = BTreeMap::new();
+    for (_, stream, version, _) in &seen {
+        let prev = last.insert(stream, *version).unwrap_or(0);
+        assert_eq!(*version, prev + 1, "stream {stream} out of order");
+    }
 }

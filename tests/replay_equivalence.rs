@@ -128,7 +128,7 @@ impl Run {
                 None => Ok(()),
             },
             Step::Update { invitation, roles: r } => match pick(&self.invitations, *invitation) {
-                Some((id, _, _)) => a.update_invitation(&self.owner(), self.account, id, Some(roles(*r)), Some(48)).await,
+                Some((id, _, _)) => a.update_invitation(&self.owner(), self.account, id, Some(roles(*r)), Some(admit_domain::values::LinkLifetime::from_hours(48).unwrap())).await,
                 None => Ok(()),
             },
             Step::Deliver { invitation, state } => match pick(&self.invitations, *invitation) {

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::{Access, Permission, RoleCatalog};
 use crate::ids::{AccountId, Actor, ApiKeyId, InvitationId, UserId};
-use crate::values::{AccountName, CustomerNumber, RoleName};
+use crate::template::{MailKind, MailTemplate};
+use crate::values::{AccountName, CustomerNumber, LinkLifetime, RoleName};
 use crate::DomainError;
 
 /// Bounds and defaults an account sets for its invitations.
@@ -29,14 +30,12 @@ pub struct AccountSettings {
     /// URLs an invitation may redirect to after acceptance.
     #[serde(default)]
     pub allowed_redirect_urls: BTreeSet<String>,
+    /// The account's own invitation and reminder emails (empty: Admit's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mail_templates: BTreeMap<MailKind, MailTemplate>,
 }
 
 impl AccountSettings {
-    /// Shortest lifetime an invitation may be given.
-    pub const MIN_LIFETIME_HOURS: u32 = 1;
-    /// Longest lifetime an invitation may be given (30 days).
-    pub const MAX_LIFETIME_HOURS: u32 = 720;
-
     /// The defaults of the products this replaces: 24-hour links, 50
     /// invitations per inviter and day.
     pub fn with_seats(seat_limit: u32) -> AccountSettings {
@@ -46,6 +45,7 @@ impl AccountSettings {
             daily_invitation_quota: 50,
             allowed_email_domains: BTreeSet::new(),
             allowed_redirect_urls: BTreeSet::new(),
+            mail_templates: BTreeMap::new(),
         }
     }
 
@@ -57,30 +57,23 @@ impl AccountSettings {
     ) -> Result<AccountSettings, DomainError> {
         let mut out = BTreeSet::new();
         for d in domains {
-            let probe = crate::values::EmailAddress::parse(&format!("x@{}", d.trim()))
-                .map_err(|_| DomainError::invalid("allowed_email_domains", "invalid_email_domain", format!("`{d}` is not a domain")))?;
+            let probe = crate::values::EmailAddress::parse(&format!("x@{}", d.trim())).map_err(|_| {
+                DomainError::invalid("allowed_email_domains", "invalid_email_domain", format!("`{d}` is not a domain"))
+            })?;
             out.insert(probe.domain().to_string());
         }
         self.allowed_email_domains = out;
         Ok(self)
     }
 
-    /// Checks a requested link lifetime against the bounds
-    /// (`invalid_expiry`), falling back to the account's default.
-    pub fn lifetime(&self, requested_hours: Option<u32>) -> Result<Duration, DomainError> {
-        let hours = requested_hours.unwrap_or(self.invitation_lifetime_hours);
-        if !(Self::MIN_LIFETIME_HOURS..=Self::MAX_LIFETIME_HOURS).contains(&hours) {
-            return Err(DomainError::invalid(
-                "expires_in_hours",
-                "invalid_expiry",
-                format!(
-                    "an invitation lives between {} and {} hours",
-                    Self::MIN_LIFETIME_HOURS,
-                    Self::MAX_LIFETIME_HOURS
-                ),
-            ));
-        }
-        Ok(Duration::hours(i64::from(hours)))
+    /// The lifetime of a new link: the requested one, or the account's
+    /// default (`invalid_expiry` when the default is out of bounds).
+    pub fn lifetime(&self, requested: Option<LinkLifetime>) -> Result<Duration, DomainError> {
+        let lifetime = match requested {
+            Some(l) => l,
+            None => LinkLifetime::from_hours(u64::from(self.invitation_lifetime_hours))?,
+        };
+        Ok(lifetime.duration())
     }
 }
 
@@ -323,11 +316,9 @@ impl Account {
     /// given by the caller.
     pub fn access_of(&self, actor: &Actor) -> Option<Access> {
         match actor {
-            Actor::User(u) => self
-                .members
-                .get(u)
-                .filter(|m| m.status == MemberStatus::Active)
-                .map(|m| m.access.clone()),
+            Actor::User(u) => {
+                self.members.get(u).filter(|m| m.status == MemberStatus::Active).map(|m| m.access.clone())
+            }
             Actor::Operator | Actor::System => Some(Access::roles([RoleName::owner()])),
             Actor::ApiKey(k) => {
                 let role = crate::access::api_key_role(k);
@@ -450,7 +441,11 @@ pub fn create_api_key(
     let own = account.require(caller.access.as_ref(), Permission::AccountManage)?;
     let name = name.trim().to_string();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(DomainError::invalid("name", "invalid_name", "a key needs a name of 1 to 100 printable characters"));
+        return Err(DomainError::invalid(
+            "name",
+            "invalid_name",
+            "a key needs a name of 1 to 100 printable characters",
+        ));
     }
     check_role_permissions(account, &own, &permissions)?;
     Ok(vec![AccountEvent::ApiKeyCreated { key_id, name, permissions, secret_hash, created_by: caller.actor }])
@@ -468,7 +463,11 @@ pub fn revoke_api_key(account: &Account, caller: &Caller, key_id: ApiKeyId) -> R
 /// Decides changing the account's settings: `account.manage` for
 /// lifetimes, quota, domains and redirects; the seat limit is the
 /// operator's (it is what the customer pays for).
-pub fn change_settings(account: &Account, caller: &Caller, settings: AccountSettings) -> Result<Vec<AccountEvent>, DomainError> {
+pub fn change_settings(
+    account: &Account,
+    caller: &Caller,
+    settings: AccountSettings,
+) -> Result<Vec<AccountEvent>, DomainError> {
     account.require(caller.access.as_ref(), Permission::AccountManage)?;
     if settings.seat_limit != account.settings.seat_limit && caller.actor != Actor::Operator {
         return Err(DomainError::refused("forbidden", "only the operator changes the seat limit"));
@@ -478,7 +477,11 @@ pub fn change_settings(account: &Account, caller: &Caller, settings: AccountSett
     }
     settings.lifetime(None)?;
     if settings.daily_invitation_quota == 0 {
-        return Err(DomainError::invalid("daily_invitation_quota", "invalid_quota", "the daily quota must be at least 1"));
+        return Err(DomainError::invalid(
+            "daily_invitation_quota",
+            "invalid_quota",
+            "the daily quota must be at least 1",
+        ));
     }
     if settings == account.settings {
         return Ok(vec![]);

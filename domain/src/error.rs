@@ -37,6 +37,14 @@ impl DomainError {
         DomainError::Refused { code, reason: reason.into() }
     }
 
+    /// The input field an invalid value came from (None for refusals).
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            DomainError::Invalid { field, .. } => Some(field),
+            DomainError::Refused { .. } => None,
+        }
+    }
+
     /// The stable code of this error.
     pub fn code(&self) -> &'static str {
         match self {

@@ -44,6 +44,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "InvitationUpdated",
     "InvitationResent",
     "InvitationDeliveryRecorded",
+    "InvitationReminded",
     "InvitationAccepted",
     "InvitationDeclined",
     "InvitationExpired",

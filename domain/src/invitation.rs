@@ -9,7 +9,7 @@ use crate::account::{self, Account, Caller};
 use crate::ids::{AccountId, Actor, InvitationId, PersonId, UserId};
 use crate::personal::Personal;
 use crate::token::{LinkKey, LinkNonce, ParsedToken};
-use crate::values::{EmailAddress, PersonName, RoleName};
+use crate::values::{EmailAddress, LinkLifetime, PersonName, RoleName};
 use crate::DomainError;
 
 /// Where an invitation stands.
@@ -146,6 +146,12 @@ pub enum InvitationEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         detail: Option<String>,
     },
+    /// The pending invitee was reminded (the mailer mails the reminder);
+    /// at most once per link.
+    InvitationReminded {
+        /// The deadline the reminder announces.
+        expires_at: DateTime<Utc>,
+    },
     /// The invitee joined the account.
     InvitationAccepted {
         /// The user who joined.
@@ -174,6 +180,7 @@ impl InvitationEvent {
             InvitationEvent::InvitationUpdated { .. } => "InvitationUpdated",
             InvitationEvent::InvitationResent { .. } => "InvitationResent",
             InvitationEvent::InvitationDeliveryRecorded { .. } => "InvitationDeliveryRecorded",
+            InvitationEvent::InvitationReminded { .. } => "InvitationReminded",
             InvitationEvent::InvitationAccepted { .. } => "InvitationAccepted",
             InvitationEvent::InvitationDeclined { .. } => "InvitationDeclined",
             InvitationEvent::InvitationExpired { .. } => "InvitationExpired",
@@ -207,8 +214,10 @@ pub struct Invitation {
     pub resend_count: u32,
     /// Where to send the invitee after accepting.
     pub redirect_url: Option<String>,
-    /// Delivery facts recorded so far (opened and clicked count once).
+    /// Kinds of delivery fact recorded so far.
     pub delivery_seen: std::collections::BTreeSet<DeliveryState>,
+    /// Whether the invitee was reminded of the current link.
+    pub reminded: bool,
 }
 
 impl Invitation {
@@ -241,6 +250,7 @@ impl Invitation {
                 resend_count: 0,
                 redirect_url: redirect_url.clone(),
                 delivery_seen: Default::default(),
+                reminded: false,
             });
         }
         let mut i = state?;
@@ -251,13 +261,16 @@ impl Invitation {
             }
             InvitationUpdated { access, expires_at, .. } => {
                 i.access = access.clone();
+                i.reminded &= i.expires_at == *expires_at;
                 i.expires_at = *expires_at;
             }
             InvitationResent { link_nonce, expires_at, .. } => {
                 i.link_nonce = *link_nonce;
                 i.expires_at = *expires_at;
                 i.resend_count += 1;
+                i.reminded = false;
             }
+            InvitationReminded { .. } => i.reminded = true,
             InvitationAccepted { access, .. } => {
                 i.status = InvitationStatus::Accepted;
                 i.access = access.clone();
@@ -320,8 +333,8 @@ pub struct Invite {
     pub name: Option<PersonName>,
     /// What accepting grants.
     pub access: Access,
-    /// Requested lifetime in hours (None: the account's default).
-    pub expires_in_hours: Option<u32>,
+    /// Requested lifetime (None: the account's default).
+    pub expires_in: Option<LinkLifetime>,
     /// Random nonce for the link.
     pub link_nonce: LinkNonce,
     /// Through which channel.
@@ -368,7 +381,10 @@ pub fn invite(
     if !allowed.is_empty() && !allowed.contains(cmd.email.domain()) {
         return Err(DomainError::refused(
             "email_domain_not_allowed",
-            format!("this account only invites addresses at {}", allowed.iter().cloned().collect::<Vec<_>>().join(", ")),
+            format!(
+                "this account only invites addresses at {}",
+                allowed.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
         ));
     }
     if facts.user.is_some_and(|u| account.members.contains_key(&u)) {
@@ -389,7 +405,7 @@ pub fn invite(
     }
     account::check_seat(account, facts.pending_in_account)?;
     check_quota(account, caller, facts.sent_by_inviter_today)?;
-    let lifetime = account.settings.lifetime(cmd.expires_in_hours)?;
+    let lifetime = account.settings.lifetime(cmd.expires_in)?;
     Ok(vec![InvitationEvent::InvitationSent {
         invitation_id: cmd.invitation_id,
         account_id: account.id,
@@ -447,7 +463,7 @@ pub fn update(
     caller: &Caller,
     invitation: &Invitation,
     access: Option<Access>,
-    expires_in_hours: Option<u32>,
+    expires_in: Option<LinkLifetime>,
     now: DateTime<Utc>,
 ) -> Result<Vec<InvitationEvent>, DomainError> {
     let own = require_manager(account, caller, invitation)?;
@@ -455,8 +471,8 @@ pub fn update(
     let access = access.unwrap_or_else(|| invitation.access.clone());
     account.roles.check_known(&access)?;
     account.roles.check_ceiling(&own, &access)?;
-    let expires_at = match expires_in_hours {
-        Some(h) => now + account.settings.lifetime(Some(h))?,
+    let expires_at = match expires_in {
+        Some(l) => now + l.duration(),
         None => invitation.expires_at,
     };
     if access == invitation.access && expires_at == invitation.expires_at {
@@ -482,12 +498,7 @@ pub fn resend(
     invitation.require_live(now)?;
     check_quota(account, caller, sent_by_caller_today)?;
     let expires_at = now + account.settings.lifetime(None)?;
-    Ok(vec![InvitationEvent::InvitationResent {
-        link_nonce,
-        expires_at,
-        resent_by: caller.actor,
-        send_copy_to_me,
-    }])
+    Ok(vec![InvitationEvent::InvitationResent { link_nonce, expires_at, resent_by: caller.actor, send_copy_to_me }])
 }
 
 /// Decides revoking a pending invitation.
@@ -536,14 +547,22 @@ pub fn record_delivery(
     Ok(vec![InvitationEvent::InvitationDeliveryRecorded { state, detail }])
 }
 
-/// Decides recording an `opened` or `clicked` fact from tracking: only the
-/// first of each is a fact worth an event (mail scanners and reloads repeat
-/// them); nothing is accepted or consumed by it.
-pub fn record_first(invitation: &Invitation, state: DeliveryState) -> Vec<InvitationEvent> {
-    if invitation.delivery_seen.contains(&state) {
+/// Decides recording an `opened` (tracking pixel) or `clicked` (link
+/// visited) fact. Every one is a fact: the first changes the delivery
+/// state, later ones are counted (mail scanners and reloads repeat them).
+/// Nothing is accepted or consumed by it.
+pub fn record_tracking(invitation: &Invitation, state: DeliveryState) -> Vec<InvitationEvent> {
+    let _ = invitation;
+    vec![InvitationEvent::InvitationDeliveryRecorded { state, detail: None }]
+}
+
+/// Decides reminding a pending invitee of their link: only while it is
+/// live, at most once per link (a resend or a new deadline allows another).
+pub fn remind(invitation: &Invitation, now: DateTime<Utc>) -> Vec<InvitationEvent> {
+    if !invitation.is_live(now) || invitation.reminded {
         return vec![];
     }
-    vec![InvitationEvent::InvitationDeliveryRecorded { state, detail: None }]
+    vec![InvitationEvent::InvitationReminded { expires_at: invitation.expires_at }]
 }
 
 /// Refuses (`invalid_token`) a token that is not the invitation's current link.
@@ -594,10 +613,7 @@ pub fn accept(
     let access = invitation.access.clone().without_unknown_roles(&account.roles);
     if matches!(invitation.invited_by, Actor::User(_) | Actor::ApiKey(_)) {
         let inviter = Caller::of(account, invitation.invited_by);
-        let ok = inviter
-            .access
-            .as_ref()
-            .is_some_and(|own| account.roles.check_ceiling(own, &access).is_ok());
+        let ok = inviter.access.as_ref().is_some_and(|own| account.roles.check_ceiling(own, &access).is_ok());
         if !ok {
             return Err(DomainError::refused(
                 "inviter_lacks_rights",

@@ -15,6 +15,7 @@ pub mod invitation;
 pub mod password;
 pub mod personal;
 pub mod renewal;
+pub mod template;
 pub mod token;
 pub mod user;
 pub mod values;

@@ -546,6 +546,48 @@ impl SourceId {
     }
 }
 
+/// How long an invitation link works: from one second to 30 days. The API
+/// takes it in whole hours (`expires_in_hours`) or, like Auth0's `ttl_sec`,
+/// in seconds (`expires_in_seconds`); the inside only sees this type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LinkLifetime(u32);
+
+impl LinkLifetime {
+    /// The longest lifetime, 30 days, in seconds.
+    pub const MAX_SECONDS: u32 = 720 * 3600;
+
+    /// A lifetime in seconds (`invalid_expiry` outside 1..=30 days).
+    pub fn from_seconds(seconds: u64) -> Result<LinkLifetime, DomainError> {
+        Self::bounded(seconds, "expires_in_seconds")
+    }
+
+    /// A lifetime in whole hours (`invalid_expiry` outside 1..=720).
+    pub fn from_hours(hours: u64) -> Result<LinkLifetime, DomainError> {
+        Self::bounded(hours.saturating_mul(3600), "expires_in_hours")
+    }
+
+    fn bounded(seconds: u64, field: &'static str) -> Result<LinkLifetime, DomainError> {
+        match u32::try_from(seconds) {
+            Ok(s) if (1..=Self::MAX_SECONDS).contains(&s) => Ok(LinkLifetime(s)),
+            _ => Err(DomainError::invalid(
+                field,
+                "invalid_expiry",
+                "an invitation lives between 1 second and 30 days (720 hours)",
+            )),
+        }
+    }
+
+    /// The lifetime as a duration.
+    pub fn duration(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::from(self.0))
+    }
+
+    /// The lifetime in seconds.
+    pub fn seconds(&self) -> u32 {
+        self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

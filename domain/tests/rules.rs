@@ -19,7 +19,7 @@ use admit_domain::personal::Personal;
 use admit_domain::token::{InvitationToken, LinkKey, LinkNonce, ParsedToken};
 use admit_domain::user::{self, PasswordHash, User, UserEvent};
 use admit_domain::values::{
-    AccountName, CustomerNumber, EmailAddress, FeatureName, PersonName, RoleName, SiteId, SourceId,
+    AccountName, CustomerNumber, EmailAddress, FeatureName, LinkLifetime, PersonName, RoleName, SiteId, SourceId,
 };
 use admit_domain::DomainError;
 use chrono::{DateTime, Duration, Utc};
@@ -172,7 +172,7 @@ fn invite_cmd(to: &str, roles: &[&str]) -> Invite {
         email: email(to),
         name: Some(PersonName::parse("Bob").unwrap()),
         access: access(roles),
-        expires_in_hours: None,
+        expires_in: None,
         link_nonce: nonce(1),
         channel: Channel::Session,
         metadata: None,
@@ -206,6 +206,11 @@ fn sent_by(by: Actor, roles: &[&str]) -> InvitationEvent {
 
 fn sent(roles: &[&str]) -> InvitationEvent {
     sent_by(Actor::User(ADMIN), roles)
+}
+
+/// A link lifetime of `h` hours.
+fn hours(h: u64) -> LinkLifetime {
+    LinkLifetime::from_hours(h).unwrap()
 }
 
 fn invitation(events: &[InvitationEvent]) -> Invitation {
@@ -747,12 +752,16 @@ fn given_the_quota_window_then_it_is_the_rolling_last_day() {
 #[test]
 fn given_a_lifetime_out_of_bounds_when_inviting_then_invalid_expiry() {
     let a = account(&team(20));
-    for hours in [0, 721, u32::MAX] {
-        let mut cmd = invite_cmd("bob@example.com", &["viewer"]);
-        cmd.expires_in_hours = Some(hours);
-        let r = invitation::invite(&a, &caller(&a, ADMIN), cmd, &no_facts(), t0());
-        assert_eq!(code(r), "invalid_expiry", "{hours} hours");
+    for hours in [0, 721, u64::from(u32::MAX)] {
+        assert_eq!(LinkLifetime::from_hours(hours).unwrap_err().code(), "invalid_expiry", "{hours} hours");
     }
+    for seconds in [0, u64::from(LinkLifetime::MAX_SECONDS) + 1] {
+        assert_eq!(LinkLifetime::from_seconds(seconds).unwrap_err().code(), "invalid_expiry", "{seconds} s");
+    }
+    let mut bad_default = a.clone();
+    bad_default.settings.invitation_lifetime_hours = 0;
+    let r = invitation::invite(&bad_default, &caller(&a, ADMIN), invite_cmd("bob@example.com", &["viewer"]), &no_facts(), t0());
+    assert_eq!(code(r), "invalid_expiry");
 }
 
 #[test]
@@ -760,10 +769,14 @@ fn given_a_lifetime_at_the_bounds_when_inviting_then_the_deadline_is_now_plus_th
     let a = account(&team(20));
     for hours in [1, 720] {
         let mut cmd = invite_cmd("bob@example.com", &["viewer"]);
-        cmd.expires_in_hours = Some(hours);
+        cmd.expires_in = Some(LinkLifetime::from_hours(hours).unwrap());
         let events = invitation::invite(&a, &caller(&a, ADMIN), cmd, &no_facts(), t0()).unwrap();
-        assert_eq!(invitation(&events).expires_at, at(i64::from(hours)));
+        assert_eq!(invitation(&events).expires_at, at(hours as i64));
     }
+    let mut cmd = invite_cmd("bob@example.com", &["viewer"]);
+    cmd.expires_in = Some(LinkLifetime::from_seconds(3).unwrap());
+    let events = invitation::invite(&a, &caller(&a, ADMIN), cmd, &no_facts(), t0()).unwrap();
+    assert_eq!(invitation(&events).expires_at, t0() + chrono::Duration::seconds(3));
 }
 
 #[test]
@@ -906,7 +919,7 @@ fn given_an_admin_when_updating_a_pending_invitation_to_grant_owner_then_exceeds
 fn given_an_admin_when_updating_an_owners_invitation_of_an_owner_then_exceeds_own_rights() {
     let a = account(&team(20));
     let i = invitation(&[sent_by(Actor::User(OWNER), &["owner"])]);
-    let r = invitation::update(&a, &caller(&a, ADMIN), &i, None, Some(48), at(1));
+    let r = invitation::update(&a, &caller(&a, ADMIN), &i, None, Some(hours(48)), at(1));
     assert_eq!(code(r), "exceeds_own_rights");
 }
 
@@ -916,16 +929,6 @@ fn given_an_unknown_role_when_updating_then_unknown_role() {
     let i = invitation(&[sent(&["editor"])]);
     let r = invitation::update(&a, &caller(&a, ADMIN), &i, Some(access(&["ghost"])), None, at(1));
     assert_eq!(code(r), "unknown_role");
-}
-
-#[test]
-fn given_an_invalid_lifetime_when_updating_then_invalid_expiry() {
-    let a = account(&team(20));
-    let i = invitation(&[sent(&["editor"])]);
-    for hours in [0, 721] {
-        let r = invitation::update(&a, &caller(&a, ADMIN), &i, None, Some(hours), at(1));
-        assert_eq!(code(r), "invalid_expiry", "{hours}");
-    }
 }
 
 #[test]
@@ -939,7 +942,7 @@ fn given_nothing_changes_when_updating_then_no_event() {
         Ok(vec![])
     );
     // A lifetime that lands on the current deadline changes nothing either.
-    assert_eq!(invitation::update(&a, &c, &i, None, Some(24), t0()), Ok(vec![]));
+    assert_eq!(invitation::update(&a, &c, &i, None, Some(hours(24)), t0()), Ok(vec![]));
 }
 
 #[test]
@@ -947,7 +950,7 @@ fn given_a_new_grant_and_lifetime_when_updating_then_invitation_updated() {
     let a = account(&team(20));
     let events = vec![sent(&["editor"])];
     let i = invitation(&events);
-    let update = invitation::update(&a, &caller(&a, ADMIN), &i, Some(access(&["viewer"])), Some(48), at(2)).unwrap();
+    let update = invitation::update(&a, &caller(&a, ADMIN), &i, Some(access(&["viewer"])), Some(hours(48)), at(2)).unwrap();
     assert_eq!(
         update,
         vec![InvitationEvent::InvitationUpdated {
@@ -966,7 +969,7 @@ fn given_a_new_grant_and_lifetime_when_updating_then_invitation_updated() {
 fn given_only_a_new_lifetime_when_updating_then_the_grant_is_kept() {
     let a = account(&team(20));
     let i = invitation(&[sent(&["editor"])]);
-    let update = invitation::update(&a, &caller(&a, ADMIN), &i, None, Some(2), at(3)).unwrap();
+    let update = invitation::update(&a, &caller(&a, ADMIN), &i, None, Some(hours(2)), at(3)).unwrap();
     assert_eq!(
         update,
         vec![InvitationEvent::InvitationUpdated {
@@ -981,7 +984,7 @@ fn given_only_a_new_lifetime_when_updating_then_the_grant_is_kept() {
 fn given_the_inviter_with_only_invitations_create_when_updating_their_own_invitation_then_updated() {
     let a = account(&team_with_recruiters());
     let i = invitation(&[sent_by(Actor::User(RECRUITER), &["viewer"])]);
-    let r = invitation::update(&a, &caller(&a, RECRUITER), &i, None, Some(48), at(1)).unwrap();
+    let r = invitation::update(&a, &caller(&a, RECRUITER), &i, None, Some(hours(48)), at(1)).unwrap();
     assert_eq!(
         r,
         vec![InvitationEvent::InvitationUpdated {
@@ -996,10 +999,10 @@ fn given_the_inviter_with_only_invitations_create_when_updating_their_own_invita
 fn given_another_member_with_only_invitations_create_when_updating_someones_invitation_then_forbidden() {
     let a = account(&team_with_recruiters());
     let i = invitation(&[sent_by(Actor::User(RECRUITER), &["viewer"])]);
-    let r = invitation::update(&a, &caller(&a, RECRUITER2), &i, None, Some(48), at(1));
+    let r = invitation::update(&a, &caller(&a, RECRUITER2), &i, None, Some(hours(48)), at(1));
     assert_eq!(code(r), "forbidden");
     // invitations.manage may change anyone's invitation.
-    let ok = invitation::update(&a, &caller(&a, ADMIN), &i, None, Some(48), at(1));
+    let ok = invitation::update(&a, &caller(&a, ADMIN), &i, None, Some(hours(48)), at(1));
     assert_eq!(ok.unwrap().len(), 1);
 }
 
@@ -1011,7 +1014,7 @@ fn given_an_inviter_who_left_when_updating_their_invitation_then_forbidden() {
     );
     let a = account(&e);
     let i = invitation(&[sent_by(Actor::User(RECRUITER), &["viewer"])]);
-    let r = invitation::update(&a, &caller(&a, RECRUITER), &i, None, Some(48), at(1));
+    let r = invitation::update(&a, &caller(&a, RECRUITER), &i, None, Some(hours(48)), at(1));
     assert_eq!(code(r), "forbidden");
 }
 
@@ -1033,7 +1036,7 @@ fn given_the_inviter_now_holding_only_invitations_manage_when_updating_their_own
     );
     let a = account(&e);
     let i = invitation(&[sent_by(Actor::User(RECRUITER), &["viewer"])]);
-    let r = invitation::update(&a, &caller(&a, RECRUITER), &i, None, Some(48), at(1));
+    let r = invitation::update(&a, &caller(&a, RECRUITER), &i, None, Some(hours(48)), at(1));
     assert_eq!(r.unwrap().len(), 1);
 }
 
@@ -1567,14 +1570,34 @@ fn given_any_invitation_when_recording_delivery_then_delivery_recorded() {
 }
 
 #[test]
-fn given_an_opened_invitation_when_opened_or_clicked_again_then_only_the_first_of_each_is_recorded() {
+fn given_an_opened_invitation_when_opened_or_clicked_again_then_each_is_recorded_and_nothing_consumed() {
     let i = invitation(&[sent(&["editor"])]);
-    let opened = invitation::record_first(&i, DeliveryState::Opened);
+    let opened = invitation::record_tracking(&i, DeliveryState::Opened);
     assert_eq!(opened, vec![InvitationEvent::InvitationDeliveryRecorded { state: DeliveryState::Opened, detail: None }]);
     let i = invitation(&[sent(&["editor"]), opened[0].clone()]);
-    assert!(invitation::record_first(&i, DeliveryState::Opened).is_empty());
-    assert_eq!(invitation::record_first(&i, DeliveryState::Clicked).len(), 1);
+    assert_eq!(invitation::record_tracking(&i, DeliveryState::Opened), opened, "repeats are facts too");
+    assert_eq!(invitation::record_tracking(&i, DeliveryState::Clicked).len(), 1);
     assert_eq!(i.status, InvitationStatus::Pending, "tracking consumes nothing");
+    assert_eq!(i.delivery_seen, [DeliveryState::Opened].into());
+}
+
+#[test]
+fn given_a_pending_invitation_when_reminded_then_once_per_link() {
+    let i = invitation(&[sent(&["editor"])]);
+    let reminded = invitation::remind(&i, at(1));
+    assert_eq!(reminded, vec![InvitationEvent::InvitationReminded { expires_at: at(24) }]);
+    let i = invitation(&[sent(&["editor"]), reminded[0].clone()]);
+    assert!(invitation::remind(&i, at(2)).is_empty(), "one reminder per link");
+    let i = invitation(&[sent(&["editor"]), reminded[0].clone(), resent(2, at(3))]);
+    assert_eq!(invitation::remind(&i, at(4)).len(), 1, "a new link may be reminded again");
+}
+
+#[test]
+fn given_a_lapsed_or_closed_invitation_when_reminded_then_nothing() {
+    let i = invitation(&[sent(&["editor"])]);
+    assert!(invitation::remind(&i, at(24)).is_empty(), "past its deadline");
+    let i = invitation(&[sent(&["editor"]), InvitationEvent::InvitationDeclined {}]);
+    assert!(invitation::remind(&i, at(1)).is_empty(), "declined");
 }
 
 // ===========================================================================
@@ -2197,6 +2220,7 @@ fn invitation_variant(e: &InvitationEvent) -> &'static str {
         InvitationEvent::InvitationUpdated { .. } => "InvitationUpdated",
         InvitationEvent::InvitationResent { .. } => "InvitationResent",
         InvitationEvent::InvitationDeliveryRecorded { .. } => "InvitationDeliveryRecorded",
+        InvitationEvent::InvitationReminded { .. } => "InvitationReminded",
         InvitationEvent::InvitationAccepted { .. } => "InvitationAccepted",
         InvitationEvent::InvitationDeclined {} => "InvitationDeclined",
         InvitationEvent::InvitationExpired {} => "InvitationExpired",
@@ -2313,6 +2337,7 @@ fn every_event() -> Vec<Event> {
             state: DeliveryState::Failed,
             detail: Some("timeout".into()),
         },
+        InvitationEvent::InvitationReminded { expires_at: at(72) },
         accepted(&["editor"]),
         InvitationEvent::InvitationDeclined {},
         InvitationEvent::InvitationExpired {},
@@ -2362,7 +2387,7 @@ fn given_every_event_variant_when_encoded_and_decoded_then_equal() {
         assert_eq!(back.as_ref(), Ok(e), "{e:?}");
     }
     // Every variant of the three enums is exercised.
-    assert_eq!(seen.len(), 16 + 8 + 4, "{seen:?}");
+    assert_eq!(seen.len(), 16 + 9 + 4, "{seen:?}");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use admit_domain::access::Access;
 use admit_domain::account::{AccountEvent, MemberStatus};
-use admit_domain::invitation::{InvitationEvent, InvitationStatus};
+use admit_domain::invitation::{DeliveryState, InvitationEvent, InvitationStatus};
 use admit_domain::user::UserEvent;
 use admit_domain::Event;
 use admit_ledger::personal::LookupKey;
@@ -157,7 +157,12 @@ impl Projector {
                 self.exec(
                     tx,
                     "UPDATE {p}roles SET permissions = $1, updated_at = $2 WHERE account_id = $3 AND role = $4",
-                    binds(vec![Bind::Text(json(permissions)), Bind::Time(at), Bind::Uuid(id), Bind::Text(role.to_string())]),
+                    binds(vec![
+                        Bind::Text(json(permissions)),
+                        Bind::Time(at),
+                        Bind::Uuid(id),
+                        Bind::Text(role.to_string()),
+                    ]),
                 )
                 .await?;
             }
@@ -191,11 +196,20 @@ impl Projector {
                 self.set_member_access(tx, id, user_id.0, access, at).await?;
             }
             MemberDeactivated { user_id } | MemberReactivated { user_id } => {
-                let status = if matches!(e, MemberDeactivated { .. }) { MemberStatus::Deactivated } else { MemberStatus::Active };
+                let status = if matches!(e, MemberDeactivated { .. }) {
+                    MemberStatus::Deactivated
+                } else {
+                    MemberStatus::Active
+                };
                 self.exec(
                     tx,
                     "UPDATE {p}members SET status = $1, updated_at = $2 WHERE account_id = $3 AND user_id = $4",
-                    binds(vec![Bind::Text(status_text(status).into()), Bind::Time(at), Bind::Uuid(id), Bind::Uuid(user_id.0)]),
+                    binds(vec![
+                        Bind::Text(status_text(status).into()),
+                        Bind::Time(at),
+                        Bind::Uuid(id),
+                        Bind::Uuid(user_id.0),
+                    ]),
                 )
                 .await?;
             }
@@ -219,7 +233,14 @@ impl Projector {
         Ok(())
     }
 
-    async fn set_member_access(&self, tx: &mut Tx, account: Uuid, user: Uuid, access: &Access, at: DateTime<Utc>) -> Result<()> {
+    async fn set_member_access(
+        &self,
+        tx: &mut Tx,
+        account: Uuid,
+        user: Uuid,
+        access: &Access,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
         self.exec(
             tx,
             "UPDATE {p}members SET access = $1, roles = $2, restricted = $3, updated_at = $4 WHERE account_id = $5 AND user_id = $6",
@@ -238,10 +259,11 @@ impl Projector {
 
     async fn drop_role_from_members(&self, tx: &mut Tx, account: Uuid, role: &str, at: DateTime<Utc>) -> Result<()> {
         let sql = self.sql("SELECT user_id, access FROM {p}members WHERE account_id = $1");
-        let rows: Vec<(Uuid, String)> =
-            on_tx!(tx, c => sqlx::query_as(&sql).bind(account).fetch_all(&mut *c).await?);
+        let rows: Vec<(Uuid, String)> = on_tx!(tx, c => sqlx::query_as(&sql).bind(account).fetch_all(&mut *c).await?);
         for (user, access) in rows {
-            let Ok(mut access) = serde_json::from_str::<Access>(&access) else { continue };
+            let Ok(mut access) = serde_json::from_str::<Access>(&access) else {
+                continue;
+            };
             if access.roles.iter().any(|r| r.as_str() == role) {
                 access.roles.retain(|r| r.as_str() != role);
                 self.set_member_access(tx, account, user, &access, at).await?;
@@ -253,7 +275,16 @@ impl Projector {
     async fn invitation(&self, tx: &mut Tx, id: Uuid, e: &InvitationEvent, at: DateTime<Utc>, v: i64) -> Result<()> {
         use InvitationEvent::*;
         if let InvitationSent {
-            account_id, person_id, personal, access, invited_by, channel, expires_at, metadata, redirect_url, ..
+            account_id,
+            person_id,
+            personal,
+            access,
+            invited_by,
+            channel,
+            expires_at,
+            metadata,
+            redirect_url,
+            ..
         } = e
         {
             let email = personal.email().map(|e| e.to_string());
@@ -261,8 +292,8 @@ impl Projector {
             self.exec(
                 tx,
                 "INSERT INTO {p}invitations (invitation_id, account_id, person_id, email, email_hash, name, status, access, roles, \
-                 invited_by, channel, created_at, expires_at, resend_count, updated_at, version, metadata, redirect_url) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $12, 0, $11, $13, $14, $15) \
+                 invited_by, channel, created_at, expires_at, resend_count, updated_at, version, metadata, redirect_url, opens, clicks) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $12, 0, $11, $13, $14, $15, 0, 0) \
                  ON CONFLICT (invitation_id) DO NOTHING",
                 binds(vec![
                     Bind::Uuid(id),
@@ -312,11 +343,27 @@ impl Projector {
                     ]),
                 )
                 .await?;
-                (
-                    "UPDATE {p}invitations SET delivery_state = $1, delivery_updated_at = $2".into(),
-                    vec![Bind::Text(json(state).trim_matches('"').to_string()), Bind::Time(at)],
-                )
+                let state_name = Bind::Text(json(state).trim_matches('"').to_string());
+                // Opens and clicks: the first moves the delivery state, every
+                // one is counted.
+                let counter = match state {
+                    DeliveryState::Opened => Some("opens"),
+                    DeliveryState::Clicked => Some("clicks"),
+                    _ => None,
+                };
+                match counter {
+                    Some(c) => (
+                        format!(
+                            "UPDATE {{p}}invitations SET {c} = {c} + 1, \
+                             delivery_state = CASE WHEN {c} = 0 THEN $1 ELSE delivery_state END, \
+                             delivery_updated_at = CASE WHEN {c} = 0 THEN $2 ELSE delivery_updated_at END"
+                        ),
+                        vec![state_name, Bind::Time(at)],
+                    ),
+                    None => ("UPDATE {p}invitations SET delivery_state = $1, delivery_updated_at = $2".into(), vec![state_name, Bind::Time(at)]),
+                }
             }
+            InvitationReminded { .. } => ("UPDATE {p}invitations SET reminded_at = $1".into(), vec![Bind::Time(at)]),
             InvitationAccepted { user_id, access } => (
                 "UPDATE {p}invitations SET status = 'accepted', accepted_at = $1, accepted_by = $2, closed_at = $1, access = $3, roles = $4".into(),
                 vec![Bind::Time(at), Bind::Uuid(user_id.0), Bind::Text(json(access)), Bind::Text(roles_text(access))],

@@ -52,7 +52,13 @@ pub const TABLES: &[Table] = &[
     },
     Table {
         name: "roles",
-        columns: &[("account_id", Uuid), ("role", Text), ("permissions", Json), ("defined_at", Time), ("updated_at", Time)],
+        columns: &[
+            ("account_id", Uuid),
+            ("role", Text),
+            ("permissions", Json),
+            ("defined_at", Time),
+            ("updated_at", Time),
+        ],
         primary_key: "account_id, role",
         indexes: &[],
     },
@@ -110,6 +116,9 @@ pub const TABLES: &[Table] = &[
             ("resend_count", Int),
             ("delivery_state", Text),
             ("delivery_updated_at", Time),
+            ("opens", Int),
+            ("clicks", Int),
+            ("reminded_at", Time),
             ("revoke_reason", Text),
             ("metadata", Json),
             ("redirect_url", Text),
@@ -171,8 +180,7 @@ fn sql_type(backend: Backend, kind: Kind) -> &'static str {
 impl Table {
     /// `CREATE TABLE` and `CREATE INDEX` statements under `prefix`.
     pub fn ddl(&self, backend: Backend, prefix: &str) -> Vec<String> {
-        let cols: Vec<String> =
-            self.columns.iter().map(|(n, k)| format!("{n} {}", sql_type(backend, *k))).collect();
+        let cols: Vec<String> = self.columns.iter().map(|(n, k)| format!("{n} {}", sql_type(backend, *k))).collect();
         let mut out = vec![format!(
             "CREATE TABLE IF NOT EXISTS {prefix}{} ({}, PRIMARY KEY ({}))",
             self.name,
@@ -194,7 +202,9 @@ impl Table {
             .map(|(n, k)| match (backend, k) {
                 (Backend::Sqlite, Uuid) => format!("hex({n})"),
                 (Backend::Postgres, Uuid) => format!("replace(upper({n}::text), '-', '')"),
-                (Backend::Postgres, Time) => format!("to_char({n} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"),
+                (Backend::Postgres, Time) => {
+                    format!("to_char({n} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')")
+                }
                 (Backend::Sqlite, Time) => format!("strftime('%Y-%m-%dT%H:%M:%f', {n})"),
                 _ => format!("CAST({n} AS TEXT)"),
             })

@@ -10,6 +10,8 @@ use admit_domain::invitation::Channel;
 use admit_domain::password::PasswordPolicy;
 use admit_domain::values::{AccountName, CustomerNumber, EmailAddress, PersonName, RoleName};
 use admit_ledger::Database;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// A password the default (NIST) policy accepts.
 pub const PASSWORD: &str = "violet kettle under seventeen clouds";
@@ -83,7 +85,7 @@ pub fn invite(to: &str, roles: &[&str]) -> InviteRequest {
         email: email(to),
         name: None,
         access: Access::roles(roles.iter().map(|r| role(r))),
-        expires_in_hours: None,
+        expires_in: None,
         metadata: None,
         redirect_url: None,
     }
@@ -121,10 +123,8 @@ pub async fn everything_stored(admit: &Admit) -> String {
                     .await
                     .unwrap();
                 let expr = cols.iter().map(|c| format!("quote(\"{c}\")")).collect::<Vec<_>>().join(" || '|' || ");
-                let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT {expr} FROM \"{t}\""))
-                    .fetch_all(reader)
-                    .await
-                    .unwrap();
+                let rows: Vec<String> =
+                    sqlx::query_scalar(&format!("SELECT {expr} FROM \"{t}\"")).fetch_all(reader).await.unwrap();
                 out.push_str(&rows.join("\n"));
                 out.push('\n');
             }
@@ -197,7 +197,13 @@ pub async fn apps() -> Vec<(String, TestApp)> {
 
 impl TestApp {
     /// Sends a request with an optional bearer token and JSON body.
-    pub async fn call(&self, method: &str, path: &str, bearer: Option<&str>, body: Option<serde_json::Value>) -> Answer {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> Answer {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(t) = bearer {
@@ -211,9 +217,17 @@ impl TestApp {
     }
 
     /// Sends a raw body with a content type (for malformed-input tests).
-    pub async fn raw(&self, method: &str, path: &str, bearer: Option<&str>, content_type: &str, body: Vec<u8>) -> Answer {
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Answer {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).header("content-type", content_type).body(body);
+        let mut req =
+            self.http.request(method, format!("{}{path}", self.base)).header("content-type", content_type).body(body);
         if let Some(t) = bearer {
             req = req.bearer_auth(t);
         }
@@ -244,7 +258,11 @@ impl TestApp {
     /// Accepts as a new user; returns (user id, session token).
     pub async fn accept_new(&self, token: &str, name: &str) -> (String, String) {
         let a = self
-            .post("/v1/invitations/accept", None, serde_json::json!({ "token": token, "name": name, "password": PASSWORD }))
+            .post(
+                "/v1/invitations/accept",
+                None,
+                serde_json::json!({ "token": token, "name": name, "password": PASSWORD }),
+            )
             .await;
         assert_eq!(a.status, 200, "{a:?}");
         (a.body["user_id"].as_str().unwrap().to_string(), a.body["session_token"].as_str().unwrap().to_string())
@@ -253,7 +271,11 @@ impl TestApp {
     /// Invites `email` with `roles` as `bearer`; returns the link token.
     pub async fn invite(&self, bearer: &str, account: &str, email: &str, roles: &[&str]) -> (String, String) {
         let a = self
-            .post(&format!("/v1/accounts/{account}/invitations"), Some(bearer), serde_json::json!({ "email": email, "roles": roles }))
+            .post(
+                &format!("/v1/accounts/{account}/invitations"),
+                Some(bearer),
+                serde_json::json!({ "email": email, "roles": roles }),
+            )
             .await;
         assert_eq!(a.status, 201, "{a:?}");
         (a.body["id"].as_str().unwrap().to_string(), token_of(&a.body["accept_url"]))
@@ -304,4 +326,126 @@ async fn answer(resp: reqwest::Response) -> Answer {
     let bytes = resp.bytes().await.unwrap();
     let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
     Answer { status, body, content_type }
+}
+
+// ---------------------------------------------------------------------------
+// Real services the worker tests start on loopback: a Kafka-protocol broker
+// (tansu) and an SMTP server that keeps what it receives (aiosmtpd).
+// ---------------------------------------------------------------------------
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("admit-{tag}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Every stored message under `dir` (recursively), quoted-printable soft
+/// line breaks undone.
+pub fn messages(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(text) = std::fs::read_to_string(&p) {
+                out.push(text.replace("=\r\n", "").replace("=\n", "").replace("=3D", "="));
+            }
+        }
+    }
+    out
+}
+
+pub fn to(messages: &[String], rcpt: &str) -> Vec<String> {
+    messages
+        .iter()
+        .filter(|m| m.lines().any(|l| l.to_lowercase().starts_with("to:") && l.contains(rcpt)))
+        .cloned()
+        .collect()
+}
+
+pub fn link_in(message: &str) -> String {
+    let start = message.find("http://admit.test/invite/").expect("an accept link") + "http://admit.test/invite/".len();
+    message[start..start + 64].to_string()
+}
+
+/// The tansu broker binary: `ADMIT_TEST_TANSU`, or `tansu` on the PATH.
+pub fn tansu() -> String {
+    std::env::var("ADMIT_TEST_TANSU").unwrap_or_else(|_| "tansu".into())
+}
+
+pub struct Broker {
+    pub child: std::process::Child,
+    pub addr: String,
+}
+
+impl Broker {
+    pub async fn start() -> Broker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = std::process::Command::new(tansu())
+            .args([
+                "broker",
+                "--listener-url",
+                &format!("tcp://{addr}"),
+                "--advertised-listener-url",
+                &format!("tcp://{addr}"),
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the tansu broker (scripts/test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(&addr).await.is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Broker { child, addr }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An SMTP server that keeps what it receives (aiosmtpd), on loopback.
+pub struct SmtpSink {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl SmtpSink {
+    pub async fn start() -> SmtpSink {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        SmtpSink::start_on(port).await
+    }
+
+    /// An SMTP server on `port` (a test may let the mailer fail on it first).
+    pub async fn start_on(port: u16) -> SmtpSink {
+        let dir = temp_dir("smtp");
+        let child = std::process::Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(dir.join("maildir"))
+            .spawn()
+            .expect("python3 with aiosmtpd (scripts/test installs it)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "the SMTP sink did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        SmtpSink { child, port, dir }
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

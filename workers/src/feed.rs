@@ -1,15 +1,70 @@
 //! The events a worker consumes, with a durable checkpoint per worker.
 //!
-//! `LogFeed` tails the log itself (gap-safe global order); a worker saves
-//! its checkpoint only after it has handled a batch, so a restart resumes
-//! where it stopped and redelivers at most the unfinished batch (handlers
-//! are idempotent on event id).
+//! One interface, two sources: [`LogFeed`] tails the log itself (gap-safe
+//! global order; embedded mode), [`crate::topic::TopicFeed`] consumes the
+//! Kafka topic the relay fills, in a consumer group. Either way a worker
+//! commits only after it has handled a batch, so a restart resumes where it
+//! stopped and redelivers at most the unfinished batch (handlers are
+//! idempotent on event id).
+
+use std::sync::Mutex;
 
 use admit_ledger::{on_db, on_db_write, Database, GlobalCursor};
 use admit_projections::{Codec, Envelope};
 use chrono::Utc;
 
+use crate::topic::TopicFeed;
 use crate::Result;
+
+/// Where a worker's events come from.
+#[derive(Debug)]
+pub enum Feed {
+    /// The log, tailed directly (embedded mode).
+    Log {
+        /// The log reader with its checkpoint.
+        log: LogFeed,
+        /// Where the last polled batch ends (committed by [`Feed::commit`]).
+        polled: Mutex<Option<GlobalCursor>>,
+    },
+    /// The Kafka topic, in a consumer group.
+    Topic(TopicFeed),
+}
+
+impl Feed {
+    /// The log of `db`, with `worker`'s checkpoint.
+    pub fn log(db: Database, worker: &str) -> Feed {
+        Feed::Log { log: LogFeed::new(db, worker), polled: Mutex::new(None) }
+    }
+
+    /// The next events after the last commit (at most `limit`; none when
+    /// nothing is waiting). Polling again without a commit may hand out the
+    /// same events again.
+    pub async fn poll(&self, limit: usize) -> Result<Vec<Envelope>> {
+        match self {
+            Feed::Log { log, polled } => {
+                let after = log.checkpoint().await?;
+                let batch = log.next(after, limit as i64).await?;
+                *polled.lock().expect("feed lock") = batch.last().map(|(c, _)| *c);
+                Ok(batch.into_iter().map(|(_, e)| e).collect())
+            }
+            Feed::Topic(topic) => topic.poll(limit).await,
+        }
+    }
+
+    /// Records that every event polled so far is handled.
+    pub async fn commit(&self) -> Result<()> {
+        match self {
+            Feed::Log { log, polled } => {
+                let cursor = polled.lock().expect("feed lock").take();
+                match cursor {
+                    Some(c) => log.save(c).await,
+                    None => Ok(()),
+                }
+            }
+            Feed::Topic(topic) => topic.commit().await,
+        }
+    }
+}
 
 /// A worker's view of the log.
 #[derive(Debug, Clone)]

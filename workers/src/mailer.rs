@@ -9,6 +9,8 @@
 //! the claim was marked sent. Such a duplicate carries the same Message-ID
 //! (derived from the event), so receiving systems can drop it.
 
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use admit_api::Admit;
@@ -16,15 +18,16 @@ use admit_domain::access::Permission;
 use admit_domain::account::{AccountEvent, MemberStatus};
 use admit_domain::ids::{AccountId, Actor, InvitationId, UserId};
 use admit_domain::invitation::{DeliveryState, InvitationEvent, InvitationStatus};
-use admit_domain::token::{InvitationToken, LinkNonce};
+use admit_domain::template::{MailKind, MailTemplate};
+use admit_domain::token::InvitationToken;
 use admit_domain::user::UserEvent;
 use admit_domain::Event;
 use admit_ledger::{on_db, on_db_write};
 use admit_projections::Envelope;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use uuid::Uuid;
 
-use crate::feed::LogFeed;
+use crate::feed::Feed;
 use crate::mail::{html_escape, message, Letter, Sender, Transport};
 use crate::Result;
 
@@ -50,11 +53,11 @@ pub struct MailerConfig {
 }
 
 /// The mailer worker.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Mailer {
     admit: Admit,
     config: MailerConfig,
-    feed: LogFeed,
+    feed: Feed,
 }
 
 /// What to send for one triggering event.
@@ -69,10 +72,15 @@ struct Outgoing {
 }
 
 impl Mailer {
-    /// The mailer over `admit`'s database.
+    /// The mailer over `admit`'s database, tailing its log.
     pub fn new(admit: Admit, config: MailerConfig) -> Result<Mailer> {
-        let feed = LogFeed::new(admit.db.clone(), "mailer");
-        Ok(Mailer { admit, config, feed })
+        let feed = Feed::log(admit.db.clone(), "mailer");
+        Ok(Mailer::with_feed(admit, config, feed))
+    }
+
+    /// The mailer consuming `feed` (the topic, in a Kafka deployment).
+    pub fn with_feed(admit: Admit, config: MailerConfig, feed: Feed) -> Mailer {
+        Mailer { admit, config, feed }
     }
 
     /// Handles events until `shutdown` turns true.
@@ -82,26 +90,27 @@ impl Mailer {
 
     /// Handles the events available now; returns how many it handled.
     pub async fn run_once(&self) -> Result<usize> {
-        let mut cursor = self.feed.checkpoint().await?;
-        let batch = self.feed.next(cursor, 200).await?;
-        for (next, env) in &batch {
+        let batch = self.feed.poll(200).await?;
+        for env in &batch {
             for out in self.outgoing(env).await? {
                 self.deliver(out).await?;
             }
-            cursor = *next;
-            self.feed.save(cursor).await?;
         }
+        self.feed.commit().await?;
         Ok(batch.len())
     }
 
     async fn outgoing(&self, env: &Envelope) -> Result<Vec<Outgoing>> {
         Ok(match &env.event {
-            Event::Invitation(id, InvitationEvent::InvitationSent { link_nonce, expires_at, .. }) => {
-                self.invitation_mail(env.event_id, *id, link_nonce, *expires_at, None).await?
+            Event::Invitation(id, InvitationEvent::InvitationSent { .. }) => {
+                self.invitation_mail(env.event_id, *id, MailKind::Invitation, None).await?
             }
-            Event::Invitation(id, InvitationEvent::InvitationResent { link_nonce, expires_at, resent_by, send_copy_to_me }) => {
+            Event::Invitation(id, InvitationEvent::InvitationResent { resent_by, send_copy_to_me, .. }) => {
                 let copy_to = if *send_copy_to_me { resent_by.user() } else { None };
-                self.invitation_mail(env.event_id, *id, link_nonce, *expires_at, copy_to).await?
+                self.invitation_mail(env.event_id, *id, MailKind::Invitation, copy_to).await?
+            }
+            Event::Invitation(id, InvitationEvent::InvitationReminded { .. }) => {
+                self.invitation_mail(env.event_id, *id, MailKind::Reminder, None).await?
             }
             Event::User(_, UserEvent::UserRegistered { personal, .. }) => match personal.email() {
                 Some(email) => vec![Outgoing {
@@ -135,7 +144,10 @@ impl Mailer {
             }
             if let (_, Some(email)) = self.user_name_and_email(*user).await? {
                 let subject = format!("{who} left {} ({})", account.name, account.customer_number);
-                let text = format!("{who} cancelled their access to {} (customer number {}).\n", account.name, account.customer_number);
+                let text = format!(
+                    "{who} cancelled their access to {} (customer number {}).\n",
+                    account.name, account.customer_number
+                );
                 let html = format!("<!doctype html><html><body><p>{}</p></body></html>", html_escape(&text));
                 out.push(Outgoing {
                     event_id,
@@ -149,16 +161,20 @@ impl Mailer {
         Ok(out)
     }
 
+    /// The invitation (or reminder) email for the invitation's current
+    /// link, in the account's own template when it has one; nothing when
+    /// the invitation is no longer pending (the link would not work).
     async fn invitation_mail(
         &self,
         event_id: Uuid,
         id: InvitationId,
-        nonce: &LinkNonce,
-        expires_at: DateTime<Utc>,
+        kind: MailKind,
         copy_to: Option<UserId>,
     ) -> Result<Vec<Outgoing>> {
         let inv = self.admit.invitation_snapshot(id).await?;
-        let Some(to) = inv.personal.email().map(|e| e.to_string()) else { return Ok(vec![]) };
+        let Some(to) = inv.personal.email().map(|e| e.to_string()) else {
+            return Ok(vec![]);
+        };
         if inv.status != InvitationStatus::Pending {
             return Ok(vec![]);
         }
@@ -168,36 +184,39 @@ impl Mailer {
             _ => None,
         }
         .unwrap_or_else(|| format!("An administrator of {}", account.name));
-        let token = InvitationToken::issue(&self.admit.secrets.link, id.0, nonce);
-        let link = format!("{}/invite/{}", self.config.public_url.trim_end_matches('/'), token.as_str());
+        let token = InvitationToken::issue(&self.admit.secrets.link, id.0, &inv.link_nonce);
         let roles: Vec<String> = inv.access.roles.iter().map(|r| r.to_string()).collect();
-        let roles = if roles.is_empty() { "no role yet".to_string() } else { roles.join(", ") };
-        let until = expires_at.format("%Y-%m-%d %H:%M UTC").to_string();
-        let subject = format!("{inviter} invited you to {} ({})", account.name, account.customer_number);
-        let text = format!(
-            "Hello,\n\n{inviter} invited you to join {} (customer number {}) as: {roles}.\n\n\
-             Accept the invitation: {link}\n\nThe link works until {until}. If you did not expect this, ignore this email.\n",
-            account.name, account.customer_number
-        );
-        let html = format!(
-            "<!doctype html><html><body><p>Hello,</p><p>{} invited you to join <strong>{}</strong> \
-             (customer number {}) as: {}.</p><p><a href=\"{}\">Accept the invitation</a></p>\
-             <p>The link works until {}. If you did not expect this, ignore this email.</p>\
-             <img src=\"{}\" width=\"1\" height=\"1\" alt=\"\"></body></html>",
-            html_escape(&inviter),
-            html_escape(account.name.as_str()),
-            html_escape(account.customer_number.as_str()),
-            html_escape(&roles),
-            html_escape(&link),
-            html_escape(&until),
+        let values: BTreeMap<&str, String> = [
+            ("account_name", account.name.to_string()),
+            ("customer_number", account.customer_number.to_string()),
+            ("inviter", inviter),
+            ("invitee_name", inv.personal.name().map(|n| n.to_string()).unwrap_or_default()),
+            ("roles", if roles.is_empty() { "no role yet".to_string() } else { roles.join(", ") }),
+            ("expires_at", inv.expires_at.format("%Y-%m-%d %H:%M UTC").to_string()),
+            ("accept_url", format!("{}/invite/{}", self.config.public_url.trim_end_matches('/'), token.as_str())),
+        ]
+        .into();
+        let template = account.settings.mail_templates.get(&kind).unwrap_or_else(|| standard_template(kind));
+        let text = template.text(&values);
+        let html = template.html(&values, html_escape).unwrap_or_else(|| paragraphs(&text));
+        let pixel = format!(
+            "<img src=\"{}\" width=\"1\" height=\"1\" alt=\"\">",
             html_escape(&format!(
                 "{}/v1/invitations/{id}/pixel.gif?sig={}",
                 self.config.public_url.trim_end_matches('/'),
                 self.admit.pixel_signature(id)
             ))
         );
-        let letter = Letter { subject, text, html };
-        let mut out = vec![Outgoing { event_id, kind: "invitation".into(), invitation: Some(id), to, letter: letter.clone() }];
+        let html = match html.rfind("</body>") {
+            Some(at) => format!("{}{pixel}{}", &html[..at], &html[at..]),
+            None => format!("{html}{pixel}"),
+        };
+        let letter = Letter { subject: template.subject(&values), text, html };
+        let name = match kind {
+            MailKind::Invitation => "invitation",
+            MailKind::Reminder => "reminder",
+        };
+        let mut out = vec![Outgoing { event_id, kind: name.into(), invitation: Some(id), to, letter: letter.clone() }];
         if let Some(user) = copy_to {
             if let (_, Some(email)) = self.user_name_and_email(user).await? {
                 let copy = Letter { subject: format!("Copy: {}", letter.subject), ..letter };
@@ -322,4 +341,43 @@ impl Mailer {
         }
         Ok(())
     }
+}
+
+/// Admit's own invitation and reminder emails, in the template language
+/// accounts use for theirs.
+fn standard_template(kind: MailKind) -> &'static MailTemplate {
+    static INVITATION: OnceLock<MailTemplate> = OnceLock::new();
+    static REMINDER: OnceLock<MailTemplate> = OnceLock::new();
+    let (cell, subject, opening) = match kind {
+        MailKind::Invitation => {
+            (&INVITATION, "{{inviter}} invited you to {{account_name}} ({{customer_number}})", "Hello,")
+        }
+        MailKind::Reminder => (
+            &REMINDER,
+            "Reminder: {{inviter}} invited you to {{account_name}} ({{customer_number}})",
+            "Hello, a reminder: your invitation is still waiting.",
+        ),
+    };
+    cell.get_or_init(|| {
+        let text = format!(
+            "{opening}\n\n{{{{inviter}}}} invited you to join {{{{account_name}}}} (customer number {{{{customer_number}}}}) as: {{{{roles}}}}.\n\n\
+             Accept the invitation: {{{{accept_url}}}}\n\nThe link works until {{{{expires_at}}}}. If you did not expect this, ignore this email.\n"
+        );
+        let html = format!(
+            "<!doctype html><html><body><p>{opening}</p><p>{{{{inviter}}}} invited you to join <strong>{{{{account_name}}}}</strong> \
+             (customer number {{{{customer_number}}}}) as: {{{{roles}}}}.</p><p><a href=\"{{{{accept_url}}}}\">Accept the invitation</a></p>\
+             <p>The link works until {{{{expires_at}}}}. If you did not expect this, ignore this email.</p></body></html>"
+        );
+        MailTemplate::parse(subject, &text, Some(&html)).expect("the standard templates are valid")
+    })
+}
+
+/// A text body as HTML paragraphs (escaped), for templates without HTML.
+fn paragraphs(text: &str) -> String {
+    let body: String = text
+        .split("\n\n")
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| format!("<p>{}</p>", html_escape(p.trim())))
+        .collect();
+    format!("<!doctype html><html><body>{body}</body></html>")
 }

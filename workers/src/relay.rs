@@ -88,8 +88,11 @@ impl Relay {
     pub async fn run_once(&self) -> Result<usize> {
         let cursor = self.feed.checkpoint().await?;
         let batch = self.feed.next_raw(cursor, 1000).await?;
-        let Some(last) = batch.last() else { return Ok(0) };
-        let bodies: Vec<(String, String)> = batch.iter().map(|e| (e.stream_id.clone(), envelope(e).to_string())).collect();
+        let Some(last) = batch.last() else {
+            return Ok(0);
+        };
+        let bodies: Vec<(String, String)> =
+            batch.iter().map(|e| (e.stream_id.clone(), envelope(e).to_string())).collect();
         let sends = batch.iter().zip(&bodies).map(|(e, (key, body))| {
             let time = e.recorded_at.to_rfc3339();
             let id = e.event_id.to_string();
@@ -115,7 +118,7 @@ impl Relay {
     }
 }
 
-/// Sends librdkafka's own log lines to tracing.
+/// Sends librdkafka's own log lines to tracing (producer and consumers).
 #[derive(Clone, Copy)]
 pub struct LogContext;
 
@@ -124,6 +127,8 @@ impl rdkafka::ClientContext for LogContext {
         tracing::debug!(?level, fac, "librdkafka: {log_message}");
     }
 }
+
+impl rdkafka::consumer::ConsumerContext for LogContext {}
 
 impl rdkafka::producer::ProducerContext for LogContext {
     type DeliveryOpaque = ();

@@ -49,7 +49,7 @@ impl Admit {
                 email: req.owner_email.clone(),
                 name: req.owner_name.clone(),
                 access: Access::roles([RoleName::owner()]),
-                expires_in_hours: None,
+                expires_in: None,
                 metadata: None,
                 redirect_url: None,
             };

@@ -4,10 +4,12 @@
 use admit_domain::access::Access;
 use admit_domain::account::{self, quota_window_start};
 use admit_domain::ids::{AccountId, InvitationId, PersonId, UserId};
-use admit_domain::invitation::{self, Acceptor, DeliveryState, Invitation, InvitationEvent, InviteeFacts, RevokeReason};
+use admit_domain::invitation::{
+    self, Acceptor, DeliveryState, Invitation, InvitationEvent, InviteeFacts, RevokeReason,
+};
 use admit_domain::token::{InvitationToken, LinkNonce};
 use admit_domain::user;
-use admit_domain::values::{EmailAddress, PersonName};
+use admit_domain::values::{EmailAddress, LinkLifetime, PersonName};
 use admit_domain::DomainError;
 use admit_ledger::Tx;
 use admit_projections::Codec;
@@ -15,7 +17,10 @@ use chrono::{DateTime, Utc};
 use rand::RngCore;
 use uuid::Uuid;
 
-use super::{account_events, in_transaction, invitation_events, user_events, Admit, RequestContext, Unit, ATTEMPTS, PENDING_INVITATION, USER_EMAIL};
+use super::{
+    account_events, in_transaction, invitation_events, user_events, Admit, RequestContext, Unit, ATTEMPTS,
+    PENDING_INVITATION, USER_EMAIL,
+};
 use crate::Error;
 
 /// What an admin asks for when inviting one person.
@@ -27,8 +32,8 @@ pub struct InviteRequest {
     pub name: Option<PersonName>,
     /// What accepting grants.
     pub access: Access,
-    /// Link lifetime in hours (None: the account's default).
-    pub expires_in_hours: Option<u32>,
+    /// Link lifetime (None: the account's default).
+    pub expires_in: Option<LinkLifetime>,
     /// The inviter's own data (a JSON object).
     pub metadata: Option<serde_json::Value>,
     /// Where to send the invitee after accepting.
@@ -64,7 +69,12 @@ fn ensure_in_account(inv: &Invitation, account: AccountId) -> Result<(), Error> 
 
 impl Admit {
     /// Invites one person (see [`invitation::invite`] for the rules).
-    pub async fn invite(&self, ctx: &RequestContext, account: AccountId, req: InviteRequest) -> Result<IssuedInvitation, Error> {
+    pub async fn invite(
+        &self,
+        ctx: &RequestContext,
+        account: AccountId,
+        req: InviteRequest,
+    ) -> Result<IssuedInvitation, Error> {
         in_transaction!(self, |tx| self.invite_in(&mut tx, ctx, account, &req, self.now()).await)
     }
 
@@ -101,7 +111,8 @@ impl Admit {
 
         let mut facts = InviteeFacts { user: self.user_by_email_hash(tx, &email_hash).await?, ..Default::default() };
         if let Some(held) = tx.reservation(PENDING_INVITATION, &scope, &email_hash).await? {
-            let holder = InvitationId(held.holder.parse().map_err(|_| Error::Internal("bad reservation holder".into()))?);
+            let holder =
+                InvitationId(held.holder.parse().map_err(|_| Error::Internal("bad reservation holder".into()))?);
             if held.expires_at.is_some_and(|t| t > now) {
                 facts.pending_invitation = Some(holder);
             } else {
@@ -123,7 +134,7 @@ impl Admit {
             email: req.email.clone(),
             name: req.name.clone(),
             access: req.access.clone(),
-            expires_in_hours: req.expires_in_hours,
+            expires_in: req.expires_in,
             link_nonce: nonce,
             channel: ctx.channel,
             metadata: req.metadata.clone(),
@@ -156,14 +167,14 @@ impl Admit {
         account_id: AccountId,
         id: InvitationId,
         access: Option<Access>,
-        expires_in_hours: Option<u32>,
+        expires_in: Option<LinkLifetime>,
     ) -> Result<(), Error> {
         in_transaction!(self, |tx| async {
             let now = self.now();
             let (account, _) = self.account(&mut tx, account_id).await?;
             let (inv, version) = self.invitation(&mut tx, id).await?;
             ensure_in_account(&inv, account_id)?;
-            let events = invitation::update(&account, &ctx.caller(&account), &inv, access.clone(), expires_in_hours, now)?;
+            let events = invitation::update(&account, &ctx.caller(&account), &inv, access.clone(), expires_in, now)?;
             if let Some(InvitationEvent::InvitationUpdated { expires_at, .. }) = events.first() {
                 self.move_deadline(&mut tx, &inv, *expires_at).await?;
             }
@@ -281,7 +292,31 @@ impl Admit {
         .await)
     }
 
-    async fn expire_in(&self, tx: &mut Tx, unit: &mut Unit, id: InvitationId, now: DateTime<Utc>) -> Result<bool, Error> {
+    /// Reminds a pending invitee of their link (the expiry worker's
+    /// command); true when a reminder was recorded, false when the
+    /// invitation is closed, lapsed or already reminded.
+    pub async fn remind(&self, id: InvitationId) -> Result<bool, Error> {
+        let ctx = RequestContext::system();
+        in_transaction!(self, |tx| async {
+            let now = self.now();
+            let (inv, version) = self.invitation(&mut tx, id).await?;
+            let events = invitation::remind(&inv, now);
+            let reminded = !events.is_empty();
+            let mut unit = Unit::default();
+            unit.push(version, invitation_events(id, events));
+            self.write(&mut tx, &ctx, unit, now).await?;
+            Ok(reminded)
+        }
+        .await)
+    }
+
+    async fn expire_in(
+        &self,
+        tx: &mut Tx,
+        unit: &mut Unit,
+        id: InvitationId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, Error> {
         let (inv, version) = self.invitation(tx, id).await?;
         let events = invitation::expire(&inv, now)?;
         if events.is_empty() {
@@ -293,7 +328,12 @@ impl Admit {
     }
 
     /// Records a delivery fact from the mailer or the tracking routes.
-    pub async fn record_delivery(&self, id: InvitationId, state: DeliveryState, detail: Option<String>) -> Result<(), Error> {
+    pub async fn record_delivery(
+        &self,
+        id: InvitationId,
+        state: DeliveryState,
+        detail: Option<String>,
+    ) -> Result<(), Error> {
         let ctx = RequestContext::system();
         in_transaction!(self, |tx| async {
             let now = self.now();
@@ -306,14 +346,15 @@ impl Admit {
         .await)
     }
 
-    /// Records the first `opened` (tracking pixel) or `clicked` (link
-    /// visited) of an invitation; later ones change nothing.
+    /// Records an `opened` (tracking pixel) or `clicked` (link visited) of
+    /// an invitation: the first changes its delivery state, later ones are
+    /// counted.
     pub async fn record_tracking(&self, id: InvitationId, state: DeliveryState) -> Result<bool, Error> {
         let ctx = RequestContext::system();
         in_transaction!(self, |tx| async {
             let now = self.now();
             let (inv, version) = self.invitation(&mut tx, id).await?;
-            let events = invitation::record_first(&inv, state);
+            let events = invitation::record_tracking(&inv, state);
             let recorded = !events.is_empty();
             let mut unit = Unit::default();
             unit.push(version, invitation_events(id, events));
@@ -334,8 +375,8 @@ impl Admit {
         let parsed = InvitationToken::parse(token)?;
         let events = self.db.read_stream(&InvitationId(parsed.invitation_id).stream()).await?;
         let decoded = Codec::decode_all(&self.db, &events).await?;
-        let inv = Invitation::from_events(decoded.iter().filter_map(|e| e.event.as_invitation()))
-        .ok_or_else(invalid_link)?;
+        let inv =
+            Invitation::from_events(decoded.iter().filter_map(|e| e.event.as_invitation())).ok_or_else(invalid_link)?;
         invitation::check_token(&inv, &parsed, &self.secrets.link)?;
         Ok(inv)
     }
@@ -348,7 +389,8 @@ impl Admit {
         self.password_policy.check(password, &[email.local_part(), name.as_str()])?;
         let hash = crate::passwords::hash(password.to_string()).await?;
         let ctx_user = UserId(Uuid::now_v7());
-        let ctx = RequestContext::new(admit_domain::ids::Actor::User(ctx_user), admit_domain::invitation::Channel::Session);
+        let ctx =
+            RequestContext::new(admit_domain::ids::Actor::User(ctx_user), admit_domain::invitation::Channel::Session);
         in_transaction!(self, |tx| async {
             let now = self.now();
             let (account, av) = self.account(&mut tx, snapshot.account_id).await?;
@@ -360,10 +402,15 @@ impl Admit {
             // The link's own state speaks first (a used link says so, not
             // "email taken"), then the registration.
             let acceptor = Acceptor { user_id: ctx_user, email: email.clone() };
-            let (inv_events, account_events_) = invitation::accept(&account, &inv, &parsed, &self.secrets.link, &acceptor, now)?;
+            let (inv_events, account_events_) =
+                invitation::accept(&account, &inv, &parsed, &self.secrets.link, &acceptor, now)?;
             let registered = user::register(ctx_user, person, email.clone(), name.clone(), hash.clone(), taken)?;
             if !tx.reserve(USER_EMAIL, "", &email_hash, &ctx_user.to_string(), None).await? {
-                return Err(DomainError::refused("email_taken", "a user with this email already exists; sign in instead").into());
+                return Err(DomainError::refused(
+                    "email_taken",
+                    "a user with this email already exists; sign in instead",
+                )
+                .into());
             }
             tx.release(PENDING_INVITATION, &inv.id.to_string()).await?;
             let mut unit = Unit::default();
@@ -381,7 +428,8 @@ impl Admit {
     pub async fn accept_as_user(&self, user_id: UserId, token: &str) -> Result<AccountId, Error> {
         let parsed = InvitationToken::parse(token)?;
         let snapshot = self.invitation_for_token(token).await?;
-        let ctx = RequestContext::new(admit_domain::ids::Actor::User(user_id), admit_domain::invitation::Channel::Session);
+        let ctx =
+            RequestContext::new(admit_domain::ids::Actor::User(user_id), admit_domain::invitation::Channel::Session);
         in_transaction!(self, |tx| async {
             let now = self.now();
             let (account, av) = self.account(&mut tx, snapshot.account_id).await?;
@@ -389,7 +437,8 @@ impl Admit {
             let (user, _) = self.user(&mut tx, user_id).await?;
             let email = user.personal.email().cloned().ok_or(Error::InvalidCredentials)?;
             let acceptor = Acceptor { user_id, email };
-            let (inv_events, acc_events) = invitation::accept(&account, &inv, &parsed, &self.secrets.link, &acceptor, now)?;
+            let (inv_events, acc_events) =
+                invitation::accept(&account, &inv, &parsed, &self.secrets.link, &acceptor, now)?;
             tx.release(PENDING_INVITATION, &inv.id.to_string()).await?;
             let mut unit = Unit::default();
             unit.push(iv, invitation_events(inv.id, inv_events));

@@ -1,5 +1,6 @@
 //! Operator routes: opening accounts.
 
+use admit_domain::template::{MailKind, MailTemplate};
 use admit_domain::values::{AccountName, CustomerNumber, EmailAddress, PersonName};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -75,7 +76,8 @@ pub async fn open_account(
     }
     let mut errors = Vec::new();
     let name = AccountName::parse(&body.name).map_err(|e| errors.push(field_error("name", &e))).ok();
-    let number = CustomerNumber::parse(&body.customer_number).map_err(|e| errors.push(field_error("customer_number", &e))).ok();
+    let number =
+        CustomerNumber::parse(&body.customer_number).map_err(|e| errors.push(field_error("customer_number", &e))).ok();
     let email = EmailAddress::parse(&body.owner_email).map_err(|e| errors.push(field_error("owner_email", &e))).ok();
     let owner_name = match body.owner_name.as_deref() {
         Some(n) => PersonName::parse(n).map_err(|e| errors.push(field_error("owner_name", &e))).ok(),
@@ -88,7 +90,10 @@ pub async fn open_account(
     rctx.request_id = None;
     let opened = ctx
         .admit
-        .open_account(&rctx, OpenAccount { name, customer_number, seats: body.seats.unwrap_or(10), owner_email, owner_name })
+        .open_account(
+            &rctx,
+            OpenAccount { name, customer_number, seats: body.seats.unwrap_or(10), owner_email, owner_name },
+        )
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -122,6 +127,9 @@ pub struct AccountView {
     pub allowed_email_domains: Vec<String>,
     /// URLs invitations may redirect to after acceptance.
     pub allowed_redirect_urls: Vec<String>,
+    /// The account's own emails, by kind (`invitation`, `reminder`).
+    #[schema(value_type = Object)]
+    pub mail_templates: std::collections::BTreeMap<MailKind, MailTemplate>,
 }
 
 fn view(a: &admit_domain::account::Account) -> AccountView {
@@ -135,6 +143,7 @@ fn view(a: &admit_domain::account::Account) -> AccountView {
         daily_invitation_quota: a.settings.daily_invitation_quota,
         allowed_email_domains: a.settings.allowed_email_domains.iter().cloned().collect(),
         allowed_redirect_urls: a.settings.allowed_redirect_urls.iter().cloned().collect(),
+        mail_templates: a.settings.mail_templates.clone(),
     }
 }
 
@@ -146,7 +155,9 @@ pub async fn get_account(
     who: super::extract::Principal,
     super::extract::ApiPath(account): super::extract::ApiPath<Uuid>,
 ) -> Result<Json<AccountView>, Error> {
-    let (a, _) = ctx.authorize(&who, admit_domain::ids::AccountId(account), admit_domain::access::Permission::AccountRead).await?;
+    let (a, _) = ctx
+        .authorize(&who, admit_domain::ids::AccountId(account), admit_domain::access::Permission::AccountRead)
+        .await?;
     Ok(Json(view(&a)))
 }
 
@@ -162,6 +173,26 @@ pub struct SettingsBody {
     pub allowed_email_domains: Option<Vec<String>>,
     /// URLs invitations may redirect to (absolute http(s) URLs).
     pub allowed_redirect_urls: Option<Vec<String>>,
+    /// The account's own emails by kind (`invitation`, `reminder`); a kind
+    /// set to null goes back to Admit's email. Placeholders:
+    /// `{{account_name}}`, `{{customer_number}}`, `{{inviter}}`,
+    /// `{{invitee_name}}`, `{{roles}}`, `{{expires_at}}`, `{{accept_url}}`
+    /// (required).
+    #[schema(value_type = Option<Object>)]
+    pub mail_templates: Option<std::collections::BTreeMap<MailKind, Option<TemplateBody>>>,
+}
+
+/// One email template: subject and text body, optionally an HTML body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateBody {
+    /// One-line subject.
+    pub subject: String,
+    /// Plain-text body; must contain `{{accept_url}}`.
+    pub text: String,
+    /// HTML body (values are escaped); without it the text is sent as HTML paragraphs.
+    #[serde(default)]
+    pub html: Option<String>,
 }
 
 /// `PATCH /v1/accounts/{account}`: change settings (`account.manage`).
@@ -186,7 +217,10 @@ pub async fn change_settings(
         settings = settings.with_allowed_email_domains(domains.iter().map(String::as_str))?;
     }
     if let Some(urls) = body.allowed_redirect_urls {
-        if let Some(bad) = urls.iter().find(|u| !(u.starts_with("https://") || u.starts_with("http://")) || u.chars().any(|c| c.is_whitespace() || c.is_control())) {
+        if let Some(bad) = urls.iter().find(|u| {
+            !(u.starts_with("https://") || u.starts_with("http://"))
+                || u.chars().any(|c| c.is_whitespace() || c.is_control())
+        }) {
             return Err(Error::Validation(vec![crate::FieldError {
                 field: "allowed_redirect_urls".into(),
                 code: "invalid_url".into(),
@@ -194,6 +228,24 @@ pub async fn change_settings(
             }]));
         }
         settings.allowed_redirect_urls = urls.into_iter().collect();
+    }
+    for (kind, template) in body.mail_templates.into_iter().flatten() {
+        match template {
+            None => {
+                settings.mail_templates.remove(&kind);
+            }
+            Some(t) => {
+                let parsed = MailTemplate::parse(&t.subject, &t.text, t.html.as_deref()).map_err(|e| {
+                    let field = format!(
+                        "mail_templates.{}.{}",
+                        serde_json::to_value(kind).unwrap_or_default().as_str().unwrap_or(""),
+                        e.field().unwrap_or("")
+                    );
+                    Error::Validation(vec![field_error(&field, &e)])
+                })?;
+                settings.mail_templates.insert(kind, parsed);
+            }
+        }
     }
     ctx.admit.change_settings(&rctx, id, settings).await?;
     Ok(Json(view(&ctx.admit.account_snapshot(id).await?)))

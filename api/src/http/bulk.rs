@@ -3,7 +3,8 @@
 //!
 //! CSV format (README "Bulk invitations"): a header row naming the columns
 //! `email` (required), `name`, `roles` (several separated by `;`) and
-//! `expires_in` (hours: `48`, `48h`, or days: `2d`), in any order and any
+//! `expires_in` (`48` or `48h` hours, `2d` days, `90m` minutes, `3600s`
+//! seconds), in any order and any
 //! case; `,` or `;` between fields (detected from the header); fields may be
 //! quoted (`"..."`, quotes doubled inside); UTF-8 with or without a
 //! byte-order mark; LF or CRLF; blank lines ignored.
@@ -11,7 +12,7 @@
 use admit_domain::access::{Access, Permission};
 use admit_domain::ids::AccountId;
 use admit_domain::invitation::Channel;
-use admit_domain::values::{EmailAddress, PersonName, RoleName};
+use admit_domain::values::{EmailAddress, LinkLifetime, PersonName, RoleName};
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
@@ -279,36 +280,41 @@ fn csv_request(email: &str, name: &str, roles: &str, expires_in: &str) -> Result
             Err(e) => errors.push(field_error("roles", &e)),
         }
     }
-    let expires_in_hours = match parse_hours(expires_in) {
-        Ok(h) => h,
+    let expires_in = match parse_lifetime(expires_in) {
+        Ok(None) => None,
+        Ok(Some(seconds)) => LinkLifetime::from_seconds(seconds).map_err(|e| errors.push(field_error("expires_in", &e))).ok(),
         Err(()) => {
             errors.push(FieldError {
                 field: "expires_in".into(),
                 code: "invalid_expires_in".into(),
-                message: "a whole number of hours (48 or 48h) or days (2d)".into(),
+                message: "a whole number of hours (48 or 48h), days (2d), minutes (90m) or seconds (3600s)".into(),
             });
             None
         }
     };
     match email {
         Some(email) if errors.is_empty() => {
-            Ok(InviteRequest { email, name, access, expires_in_hours, metadata: None, redirect_url: None })
+            Ok(InviteRequest { email, name, access, expires_in, metadata: None, redirect_url: None })
         }
         _ => Err(Error::Validation(errors)),
     }
 }
 
-/// `""` → default; `48` or `48h` → 48 hours; `2d` → 48 hours.
-fn parse_hours(s: &str) -> Result<Option<u32>, ()> {
+/// The `expires_in` cell in seconds: `""` → default; `48` or `48h` → 48
+/// hours; `2d` → 2 days; `90m` → 90 minutes; `3600s` → 3600 seconds.
+fn parse_lifetime(s: &str) -> Result<Option<u64>, ()> {
     let s = s.trim().to_ascii_lowercase();
     if s.is_empty() {
         return Ok(None);
     }
-    let (digits, factor) = match s.strip_suffix('d') {
-        Some(d) => (d, 24),
-        None => (s.strip_suffix('h').unwrap_or(&s), 1),
+    let (digits, factor) = match s.char_indices().last() {
+        Some((i, 'd')) => (&s[..i], 86_400),
+        Some((i, 'h')) => (&s[..i], 3_600),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 's')) => (&s[..i], 1),
+        _ => (s.as_str(), 3_600),
     };
-    let n: u32 = digits.trim().parse().map_err(|_| ())?;
+    let n: u64 = digits.trim().parse().map_err(|_| ())?;
     n.checked_mul(factor).map(Some).ok_or(())
 }
 
@@ -342,12 +348,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lifetimes_in_hours_or_days() {
-        assert_eq!(parse_hours(""), Ok(None));
-        assert_eq!(parse_hours("48"), Ok(Some(48)));
-        assert_eq!(parse_hours("48h"), Ok(Some(48)));
-        assert_eq!(parse_hours("2d"), Ok(Some(48)));
-        assert_eq!(parse_hours("soon"), Err(()));
-        assert_eq!(parse_hours("-1"), Err(()));
+    fn lifetimes_in_hours_days_minutes_or_seconds() {
+        assert_eq!(parse_lifetime(""), Ok(None));
+        assert_eq!(parse_lifetime("48"), Ok(Some(48 * 3600)));
+        assert_eq!(parse_lifetime("48h"), Ok(Some(48 * 3600)));
+        assert_eq!(parse_lifetime("2D"), Ok(Some(48 * 3600)));
+        assert_eq!(parse_lifetime("90m"), Ok(Some(5400)));
+        assert_eq!(parse_lifetime("3600s"), Ok(Some(3600)));
+        assert_eq!(parse_lifetime("soon"), Err(()));
+        assert_eq!(parse_lifetime("-1"), Err(()));
+        assert_eq!(parse_lifetime("h"), Err(()));
     }
 }

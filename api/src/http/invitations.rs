@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use admit_domain::access::{Access, Level, Permission, SiteAccess};
 use admit_domain::ids::{AccountId, InvitationId};
-use admit_domain::values::{EmailAddress, FeatureName, PersonName, RoleName};
+use admit_domain::values::{EmailAddress, FeatureName, LinkLifetime, PersonName, RoleName};
 use admit_ledger::on_db;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -75,6 +75,27 @@ pub fn field_error(field: &str, e: &admit_domain::DomainError) -> FieldError {
     FieldError { field: field.to_string(), code: e.code().to_string(), message: e.to_string() }
 }
 
+/// The link lifetime a body asks for, in hours or in seconds (not both),
+/// noting what is wrong in `errors`.
+pub fn requested_lifetime(
+    hours: Option<u32>,
+    seconds: Option<u64>,
+    prefix: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<LinkLifetime> {
+    let parsed = match (hours, seconds) {
+        (None, None) => return None,
+        (Some(h), None) => LinkLifetime::from_hours(u64::from(h)),
+        (None, Some(s)) => LinkLifetime::from_seconds(s),
+        (Some(_), Some(_)) => Err(admit_domain::DomainError::invalid(
+            "expires_in_seconds",
+            "conflicting_expiry",
+            "give the lifetime in hours or in seconds, not both",
+        )),
+    };
+    parsed.map_err(|e| errors.push(field_error(&format!("{prefix}{}", e.field().unwrap_or("expires_in")), &e))).ok()
+}
+
 /// Body of `POST .../invitations` (and one item of a bulk request).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -90,6 +111,9 @@ pub struct InviteBody {
     /// Link lifetime in hours (1..=720; default: the account's).
     #[serde(default)]
     pub expires_in_hours: Option<u32>,
+    /// Link lifetime in seconds (1..=2592000), instead of `expires_in_hours`.
+    #[serde(default)]
+    pub expires_in_seconds: Option<u64>,
     /// Your own data for this invitation (a JSON object, at most 4 KiB).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
@@ -103,18 +127,20 @@ impl InviteBody {
     /// Parses into a command, collecting every field error.
     pub fn parse(&self, prefix: &str) -> Result<InviteRequest, Error> {
         let mut errors = Vec::new();
-        let email = EmailAddress::parse(&self.email).map_err(|e| errors.push(field_error(&format!("{prefix}email"), &e))).ok();
+        let email =
+            EmailAddress::parse(&self.email).map_err(|e| errors.push(field_error(&format!("{prefix}email"), &e))).ok();
         let name = match self.name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
             Some(n) => PersonName::parse(n).map_err(|e| errors.push(field_error(&format!("{prefix}name"), &e))).ok(),
             None => None,
         };
         let access = self.access.to_access(Access::default(), &mut errors);
+        let expires_in = requested_lifetime(self.expires_in_hours, self.expires_in_seconds, prefix, &mut errors);
         match (email, errors.is_empty()) {
             (Some(email), true) => Ok(InviteRequest {
                 email,
                 name,
                 access,
-                expires_in_hours: self.expires_in_hours,
+                expires_in,
                 metadata: self.metadata.clone(),
                 redirect_url: self.redirect_url.clone(),
             }),
@@ -168,6 +194,12 @@ pub struct InvitationView {
     pub delivery_state: Option<String>,
     /// When the delivery state last changed.
     pub delivery_updated_at: Option<DateTime<Utc>>,
+    /// Times the tracking pixel was loaded (the first one moves the state).
+    pub opens: i64,
+    /// Times the link was visited (the first one moves the state).
+    pub clicks: i64,
+    /// When the invitee was last reminded of the link.
+    pub reminded_at: Option<DateTime<Utc>>,
     /// Why it was revoked.
     pub revoke_reason: Option<String>,
     /// The inviter's own data.
@@ -200,13 +232,16 @@ struct InvitationRow {
     resend_count: i64,
     delivery_state: Option<String>,
     delivery_updated_at: Option<DateTime<Utc>>,
+    opens: i64,
+    clicks: i64,
+    reminded_at: Option<DateTime<Utc>>,
     revoke_reason: Option<String>,
     metadata: Option<String>,
     redirect_url: Option<String>,
 }
 
 const COLUMNS: &str = "invitation_id, account_id, email, name, status, access, invited_by, channel, created_at, \
-     expires_at, accepted_at, accepted_by, resend_count, delivery_state, delivery_updated_at, revoke_reason, metadata, redirect_url";
+     expires_at, accepted_at, accepted_by, resend_count, delivery_state, delivery_updated_at, opens, clicks, reminded_at, revoke_reason, metadata, redirect_url";
 
 impl From<InvitationRow> for InvitationView {
     fn from(r: InvitationRow) -> InvitationView {
@@ -226,6 +261,9 @@ impl From<InvitationRow> for InvitationView {
             resend_count: r.resend_count,
             delivery_state: r.delivery_state,
             delivery_updated_at: r.delivery_updated_at,
+            opens: r.opens,
+            clicks: r.clicks,
+            reminded_at: r.reminded_at,
             revoke_reason: r.revoke_reason,
             metadata: r.metadata.and_then(|m| serde_json::from_str(&m).ok()),
             redirect_url: r.redirect_url,
@@ -335,7 +373,10 @@ pub async fn list(
     let limit = page_size(q.limit)?;
     if let Some(s) = &q.status {
         if !STATUSES.contains(&s.as_str()) {
-            return Err(Error::BadRequest { code: "invalid_status", detail: format!("status is one of {}", STATUSES.join(", ")) });
+            return Err(Error::BadRequest {
+                code: "invalid_status",
+                detail: format!("status is one of {}", STATUSES.join(", ")),
+            });
         }
     }
     let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
@@ -401,6 +442,9 @@ pub struct UpdateBody {
     /// New lifetime in hours, counted from now.
     #[serde(default)]
     pub expires_in_hours: Option<u32>,
+    /// New lifetime in seconds, counted from now (instead of hours).
+    #[serde(default)]
+    pub expires_in_seconds: Option<u64>,
 }
 
 /// `PATCH /v1/accounts/{account}/invitations/{id}`: change a pending invitation.
@@ -415,18 +459,18 @@ pub async fn update(
     let account = AccountId(account);
     let (_, rctx) = ctx.authorize(&who, account, Permission::InvitationsRead).await?;
     let current = load_view(&ctx, account, id).await?;
+    let mut errors = Vec::new();
     let access = if body.access.is_empty() {
         None
     } else {
         let base: Access = serde_json::from_value(current.access).unwrap_or_default();
-        let mut errors = Vec::new();
-        let a = body.access.to_access(base, &mut errors);
-        if !errors.is_empty() {
-            return Err(Error::Validation(errors));
-        }
-        Some(a)
+        Some(body.access.to_access(base, &mut errors))
     };
-    ctx.admit.update_invitation(&rctx, account, InvitationId(id), access, body.expires_in_hours).await?;
+    let expires_in = requested_lifetime(body.expires_in_hours, body.expires_in_seconds, "", &mut errors);
+    if !errors.is_empty() {
+        return Err(Error::Validation(errors));
+    }
+    ctx.admit.update_invitation(&rctx, account, InvitationId(id), access, expires_in).await?;
     Ok(Json(load_view(&ctx, account, id).await?))
 }
 

@@ -3,6 +3,7 @@
 //! route definitions (a route cannot be served without being documented).
 
 pub mod accounts;
+pub mod analytics;
 pub mod api_keys;
 pub mod audit;
 pub mod bulk;
@@ -124,7 +125,10 @@ impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }
 
@@ -157,6 +161,7 @@ pub fn api_routes() -> (Router<ApiContext>, utoipa::openapi::OpenApi) {
         .routes(routes!(roles::list, roles::create))
         .routes(routes!(roles::patch, roles::delete))
         .routes(routes!(audit::events))
+        .routes(routes!(analytics::funnel))
         .split_for_parts()
 }
 

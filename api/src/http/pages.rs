@@ -2,8 +2,8 @@
 //! `POST /invite/{token}` acts on its forms. Server-rendered HTML without
 //! JavaScript, labelled for screen readers and readable on a phone.
 //!
-//! - Opening the page changes nothing but the invitation's first `clicked`
-//!   record (mail scanners open links first); only a form submission acts.
+//! - Opening the page changes nothing but the invitation's `clicked`
+//!   tracking (mail scanners open links first); only a form submission acts.
 //! - Forms carry a CSRF token: a random nonce in an HttpOnly, SameSite=Strict
 //!   cookie scoped to `/invite/`, and in the form the HMAC (server key) of
 //!   the link token and that nonce. A POST without the cookie, or whose
@@ -510,7 +510,7 @@ pub async fn show(State(ctx): State<ApiContext>, token: Result<Path<String>, Pat
 async fn render(ctx: &ApiContext, token: &str, csrf: &str, headers: &HeaderMap) -> Result<Page, Error> {
     let state = inspect(ctx, token).await?;
     let LinkState::Live(inv) = &state else { return Ok(dead_page(&state, ctx, token, csrf)) };
-    // Visiting the link is the `clicked` fact (the first time); nothing else.
+    // Visiting the link is a `clicked` fact; nothing else.
     ctx.admit.record_tracking(inv.id, DeliveryState::Clicked).await?;
     let summary = summarise(ctx, inv).await?;
     let visitor = visitor(ctx, headers).await?;

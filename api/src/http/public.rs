@@ -47,10 +47,13 @@ pub struct Preview {
 /// `GET /v1/invitations/preview?token=`: public; who invites whom to what, until when.
 #[utoipa::path(get, path = "/v1/invitations/preview", tag = "invitee", params(PreviewQuery),
     responses((status = 200, body = Preview), (status = 404, description = "invalid_token"), (status = 410, description = "invitation_expired, invitation_revoked")))]
-pub async fn preview(State(ctx): State<ApiContext>, ApiQuery(q): ApiQuery<PreviewQuery>) -> Result<Json<Preview>, Error> {
+pub async fn preview(
+    State(ctx): State<ApiContext>,
+    ApiQuery(q): ApiQuery<PreviewQuery>,
+) -> Result<Json<Preview>, Error> {
     let inv = ctx.admit.invitation_for_token(&q.token).await?;
     inv.require_live(ctx.admit.now())?;
-    // Visiting the link is the `clicked` fact (the first time); it accepts
+    // Visiting the link is a `clicked` fact (the first moves the state); it accepts
     // and consumes nothing.
     ctx.admit.record_tracking(inv.id, admit_domain::invitation::DeliveryState::Clicked).await?;
     let account = ctx.admit.account_snapshot(inv.account_id).await?;
@@ -141,15 +144,25 @@ pub async fn accept(
             let name = match body.name.as_deref() {
                 Some(n) => PersonName::parse(n).map_err(|e| errors.push(field_error("name", &e))).ok(),
                 None => {
-                    errors.push(crate::FieldError { field: "name".into(), code: "required".into(), message: "your name is required".into() });
+                    errors.push(crate::FieldError {
+                        field: "name".into(),
+                        code: "required".into(),
+                        message: "your name is required".into(),
+                    });
                     None
                 }
             };
             let Some(password) = body.password.as_deref() else {
-                errors.push(crate::FieldError { field: "password".into(), code: "required".into(), message: "a password is required".into() });
+                errors.push(crate::FieldError {
+                    field: "password".into(),
+                    code: "required".into(),
+                    message: "a password is required".into(),
+                });
                 return Err(Error::Validation(errors));
             };
-            let Some(name) = name else { return Err(Error::Validation(errors)) };
+            let Some(name) = name else {
+                return Err(Error::Validation(errors));
+            };
             let user = ctx.admit.accept_as_new_user(&body.token, name, password).await.map_err(|e| match e {
                 Error::Domain(d @ admit_domain::DomainError::Invalid { field: "password", .. }) => {
                     Error::Validation(vec![field_error("password", &d)])
@@ -157,7 +170,12 @@ pub async fn accept(
                 other => other,
             })?;
             let (token, _) = ctx.sessions.create(&ctx.admit.db, user).await?;
-            Ok(Json(Accepted { account_id: inv.account_id.0, user_id: user.0, redirect_url, session_token: Some(token) }))
+            Ok(Json(Accepted {
+                account_id: inv.account_id.0,
+                user_id: user.0,
+                redirect_url,
+                session_token: Some(token),
+            }))
         }
     }
 }
@@ -182,7 +200,10 @@ pub struct Declined {
 /// `POST /v1/invitations/decline`: the invitee says no.
 #[utoipa::path(post, path = "/v1/invitations/decline", tag = "invitee", request_body = DeclineBody,
     responses((status = 200, body = Declined), (status = 404), (status = 410)))]
-pub async fn decline(State(ctx): State<ApiContext>, ApiJson(body): ApiJson<DeclineBody>) -> Result<Json<Declined>, Error> {
+pub async fn decline(
+    State(ctx): State<ApiContext>,
+    ApiJson(body): ApiJson<DeclineBody>,
+) -> Result<Json<Declined>, Error> {
     let InvitationId(id) = ctx.admit.decline(&body.token).await?;
     Ok(Json(Declined { invitation_id: id, status: "declined".into() }))
 }
@@ -202,7 +223,7 @@ pub struct PixelQuery {
 }
 
 /// `GET /v1/invitations/{id}/pixel.gif?sig=`: the tracking pixel of the
-/// invitation email; records `opened` the first time. Always answers the
+/// invitation email; records `opened` (the first moves the state). Always answers the
 /// same image, so it tells nothing about invitations.
 #[utoipa::path(get, path = "/v1/invitations/{id}/pixel.gif", tag = "invitee", params(("id" = Uuid, Path), PixelQuery),
     responses((status = 200, description = "a 1x1 GIF", content_type = "image/gif")))]
@@ -213,9 +234,12 @@ pub async fn pixel(
 ) -> impl axum::response::IntoResponse {
     if let (Ok(id), Some(sig)) = (id.parse::<Uuid>(), q.sig) {
         let expected = ctx.admit.pixel_signature(InvitationId(id));
-        let same = expected.len() == sig.len() && expected.bytes().zip(sig.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
+        let same =
+            expected.len() == sig.len() && expected.bytes().zip(sig.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
         if same {
-            if let Err(e) = ctx.admit.record_tracking(InvitationId(id), admit_domain::invitation::DeliveryState::Opened).await {
+            if let Err(e) =
+                ctx.admit.record_tracking(InvitationId(id), admit_domain::invitation::DeliveryState::Opened).await
+            {
                 tracing::warn!(error = %e, "could not record an open");
             }
         }
