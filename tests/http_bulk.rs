@@ -129,6 +129,8 @@ async fn a_thousand_rows_with_37_planted_errors() {
         let item = &one.body["items"][0];
         assert_eq!((item["name"].as_str(), item["channel"].as_str()), (Some("Doe, Jane 7"), Some("bulk")), "{url}");
         assert_eq!(item["access"]["roles"], json!(["editor", "viewer"]), "{url}");
+        let at = |k: &str| chrono::DateTime::parse_from_rfc3339(item[k].as_str().unwrap()).unwrap();
+        assert_eq!((at("expires_at") - at("created_at")).num_hours(), 48, "{url}: expires_in 48h");
         assert_replay_matches(&app.admit, &url).await;
     }
 }
