@@ -18,17 +18,6 @@ use serde_json::json;
 
 const TOPIC: &str = "admit.events";
 
-/// A broker with the events topic (3 partitions).
-async fn broker_with_topic() -> Broker {
-    let broker = Broker::start().await;
-    let created = std::process::Command::new(tansu())
-        .args(["topic", "create", TOPIC, "--broker", &format!("tcp://{}", broker.addr), "--partitions", "3"])
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
-    broker
-}
-
 fn relay_config(broker: &Broker) -> RelayConfig {
     RelayConfig {
         brokers: broker.addr.clone(),
@@ -78,7 +67,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn invite_mail_click_accept_through_the_topic() {
-    let broker = broker_with_topic().await;
+    let broker = Broker::with_topic(TOPIC, 3).await;
     let sink = SmtpSink::start().await;
     let app = spawn_app(&admit_ledger::testing::fresh_postgres_url().await).await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -168,7 +157,7 @@ fn invitation_mails(dir: &std::path::Path) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_hundred_invitations_with_the_mailer_killed_twice_are_mailed_once_each() {
     const N: usize = 500;
-    let broker = broker_with_topic().await;
+    let broker = Broker::with_topic(TOPIC, 3).await;
     let sink = SmtpSink::start().await;
     let url = admit_ledger::testing::fresh_postgres_url().await;
     let app = spawn_app(&url).await;

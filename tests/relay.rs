@@ -18,13 +18,8 @@ const PARTITIONS: i32 = 3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_reaches_the_topic_once_in_stream_order() {
-    let broker = Broker::start().await;
     let topic = "admit.events";
-    let created = std::process::Command::new(tansu())
-        .args(["topic", "create", topic, "--broker", &format!("tcp://{}", broker.addr), "--partitions", &PARTITIONS.to_string()])
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let broker = Broker::with_topic(topic, PARTITIONS).await;
 
     let app = spawn_app(&admit_ledger::testing::fresh_postgres_url().await).await;
     let (account, owner_link) = app.open_account("K-1", "owner@kafka.example.com", 50).await;
@@ -110,13 +105,8 @@ fn signal(broker: &Broker, sig: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_gone_for_thirty_seconds_loses_and_reorders_nothing() {
-    let broker = Broker::start().await;
     let topic = "admit.events";
-    let created = std::process::Command::new(tansu())
-        .args(["topic", "create", topic, "--broker", &format!("tcp://{}", broker.addr), "--partitions", &PARTITIONS.to_string()])
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let broker = Broker::with_topic(topic, PARTITIONS).await;
     let app = spawn_app(&admit_ledger::testing::fresh_postgres_url().await).await;
     let (account, owner_link) = app.open_account("K-2", "owner@kafka2.example.com", 500).await;
     let (_, owner) = app.accept_new(&owner_link, "Olga Owner").await;

@@ -251,3 +251,28 @@ async fn read_model_rows(admit: &Admit) -> (Vec<(String, String, String)>, Vec<(
         }
     }
 }
+
+#[tokio::test]
+async fn read_models_of_an_older_shape_are_rebuilt_on_start() {
+    for (url, admit) in admits().await {
+        let (account, owner) = account_with_owner(&admit, "U-1", 10).await;
+        admit.invite(&as_user(owner), account, invite("old@example.com", &["viewer"])).await.unwrap();
+        // Make the live tables look like an older release's: a column
+        // missing and another description recorded.
+        admit_ledger::on_db_write!(&admit.db, p => {
+            sqlx::query("ALTER TABLE invitations DROP COLUMN reminded_at").execute(p).await.map(|_| ()).unwrap();
+            sqlx::query("UPDATE read_model_schema SET description = 'older'").execute(p).await.map(|_| ()).unwrap();
+        });
+        let restarted = admit_on(&url).await;
+        let reminded: Vec<Option<String>> = admit_ledger::on_db!(&restarted.db, p => sqlx::query_scalar(
+            "SELECT CAST(reminded_at AS TEXT) FROM invitations",
+        )
+        .fetch_all(p)
+        .await
+        .unwrap());
+        assert_eq!(reminded.len(), 2, "{url}: the owner's and the new invitation, rebuilt from the log");
+        assert_replay_matches(&restarted, &url).await;
+        // A second start with the same description rebuilds nothing.
+        restarted.prepare().await.unwrap();
+    }
+}

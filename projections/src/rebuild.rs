@@ -2,7 +2,7 @@
 //! live tables.
 
 use admit_ledger::personal::LookupKey;
-use admit_ledger::{on_db, Database, GlobalCursor};
+use admit_ledger::{on_db, on_db_write, on_tx, Database, GlobalCursor};
 use chrono::Utc;
 
 use crate::schema::{self, TABLES};
@@ -26,11 +26,43 @@ pub struct Rebuilt {
     pub cursor: GlobalCursor,
 }
 
-/// Creates the live read-model tables when missing.
-pub async fn ensure_live_tables(db: &Database) -> Result<()> {
+/// Creates the live read-model tables when missing, and rebuilds them from
+/// the log when their description (`schema::TABLES`) changed since they
+/// were built — an upgrade that adds a column needs no manual `admit
+/// replay`. The description in force is kept in `read_model_schema`.
+pub async fn ensure_live_tables(db: &Database, lookup: &LookupKey) -> Result<()> {
+    let description = schema::description(db.backend());
     let mut tx = db.begin().await?;
+    on_tx!(tx, c => sqlx::query(
+        "CREATE TABLE IF NOT EXISTS read_model_schema (id INTEGER PRIMARY KEY, description TEXT NOT NULL)",
+    )
+    .execute(&mut *c)
+    .await
+    .map(|_| ())?);
+    let built: Option<String> = on_tx!(tx, c => sqlx::query_scalar("SELECT description FROM read_model_schema WHERE id = 1")
+        .fetch_optional(&mut *c)
+        .await?);
+    let has_tables = on_tx!(tx, c => sqlx::query_scalar::<_, i64>(match db.backend() {
+        admit_ledger::Backend::Postgres => "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'invitations' AND table_schema = current_schema()",
+        admit_ledger::Backend::Sqlite => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'invitations'",
+    })
+    .fetch_one(&mut *c)
+    .await?) > 0;
     schema::create(&mut tx, "").await?;
     tx.commit().await?;
+    if built.as_deref() != Some(description.as_str()) {
+        if has_tables {
+            tracing::info!("the read-model description changed: rebuilding the read models from the log");
+            replay(db, lookup).await?;
+        }
+        on_db_write!(db, p => sqlx::query(
+            "INSERT INTO read_model_schema (id, description) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET description = excluded.description",
+        )
+        .bind(&description)
+        .execute(p)
+        .await
+        .map(|_| ())?);
+    }
     Ok(())
 }
 

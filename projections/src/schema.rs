@@ -213,6 +213,12 @@ impl Table {
     }
 }
 
+/// The whole read-model description as DDL text: when it differs from the
+/// one the live tables were built with, they are rebuilt.
+pub fn description(backend: Backend) -> String {
+    TABLES.iter().chain(std::iter::once(&CHECKPOINTS)).flat_map(|t| t.ddl(backend, "")).collect::<Vec<_>>().join(";\n")
+}
+
 /// Creates every read-model table (and the checkpoints) under `prefix`.
 pub async fn create(tx: &mut Tx, prefix: &str) -> crate::Result<()> {
     let backend = tx.backend();

@@ -406,6 +406,21 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// A broker with `topic` created with `partitions` partitions (with
+    /// tansu's own command: rdkafka's admin call times out against it).
+    pub async fn with_topic(topic: &str, partitions: i32) -> Broker {
+        let broker = Broker::start().await;
+        let created = std::process::Command::new(tansu())
+            .args(["topic", "create", topic, "--broker", &format!("tcp://{}", broker.addr)])
+            .args(["--partitions", &partitions.to_string()])
+            .output()
+            .unwrap();
+        assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+        broker
+    }
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -158,15 +158,16 @@ impl Expiry {
         Ok(())
     }
 
+    /// Invitations whose `column` (`remind_at` or `expires_at`) has passed.
+    async fn due(&self, column: &str) -> Result<Vec<Uuid>> {
+        let sql = format!("SELECT invitation_id FROM expiry_deadlines WHERE {column} <= $1 ORDER BY {column} LIMIT 1000");
+        let due: Vec<(Uuid,)> = on_db!(&self.admit.db, p => sqlx::query_as(&sql).bind(self.admit.now()).fetch_all(p).await?);
+        Ok(due.into_iter().map(|(id,)| id).collect())
+    }
+
     async fn remind_due(&self) -> Result<usize> {
-        let due: Vec<(Uuid,)> = on_db!(&self.admit.db, p => sqlx::query_as(
-            "SELECT invitation_id FROM expiry_deadlines WHERE remind_at <= $1 ORDER BY remind_at LIMIT 1000",
-        )
-        .bind(self.admit.now())
-        .fetch_all(p)
-        .await?);
         let mut reminded = 0;
-        for (id,) in due {
+        for id in self.due("remind_at").await? {
             // Closed, lapsed or already reminded: nothing is recorded.
             if self.admit.remind(InvitationId(id)).await? {
                 reminded += 1;
@@ -177,14 +178,8 @@ impl Expiry {
     }
 
     async fn expire_due(&self) -> Result<usize> {
-        let due: Vec<(Uuid,)> = on_db!(&self.admit.db, p => sqlx::query_as(
-            "SELECT invitation_id FROM expiry_deadlines WHERE expires_at <= $1 ORDER BY expires_at LIMIT 1000",
-        )
-        .bind(self.admit.now())
-        .fetch_all(p)
-        .await?);
         let mut expired = 0;
-        for (id,) in due {
+        for id in self.due("expires_at").await? {
             // Lost races (it was accepted or revoked meanwhile) expire nothing.
             if self.admit.expire(InvitationId(id)).await? {
                 expired += 1;

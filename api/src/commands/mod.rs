@@ -202,7 +202,7 @@ impl Admit {
     /// Migrates the log and creates the read-model tables.
     pub async fn prepare(&self) -> Result<(), Error> {
         self.db.migrate().await?;
-        admit_projections::rebuild::ensure_live_tables(&self.db).await?;
+        admit_projections::rebuild::ensure_live_tables(&self.db, &self.secrets.lookup).await?;
         Ok(())
     }
 
