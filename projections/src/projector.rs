@@ -221,6 +221,8 @@ impl Projector {
                 )
                 .await?;
             }
+            // A request for the inviter's attention: no read model changes.
+            InvitationRenewalRequested { .. } => {}
         }
         self.exec(
             tx,
