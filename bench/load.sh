@@ -3,12 +3,14 @@
 # on a fresh SQLite file and a fresh PostgreSQL database, runs the load
 # generator against each, and prints its table (requests/s, latencies,
 # errors, server memory).
-#   bench/load.sh [clients] [seconds] [--invites-only]
+#   bench/load.sh [clients] [seconds] [load options: --invites-only,
+#                 --list-only --seed-invitations 100000, ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clients=${1:-32}
 seconds=${2:-30}
-extra=${3:-}
+shift $(( $# < 2 ? $# : 2 ))
+extra=("$@")
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release --workspace --bin admit --bin load >&2
 work=$(mktemp -d)
@@ -25,7 +27,8 @@ run() {
   local pid=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
   echo "== $label ($(nproc) cores, $(date -u +%F))"
-  "$target/release/load" --url "http://127.0.0.1:$port" --clients "$clients" --seconds "$seconds" --server-pid "$pid" $extra
+  "$target/release/load" --url "http://127.0.0.1:$port" --clients "$clients" --seconds "$seconds" --server-pid "$pid" \
+    --database-url "$url" "${extra[@]}"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 

@@ -36,6 +36,47 @@ struct Args {
     /// Only invitations (for the comparison with the pgbench ceiling).
     #[arg(long)]
     invites_only: bool,
+    /// Only list requests: 50 pending invitations searched by an email
+    /// substring (for the list latency target; use with --seed-invitations).
+    #[arg(long)]
+    list_only: bool,
+    /// Before the load, add this many invitations to the account's read
+    /// model directly in the database (`--database-url`), so list requests
+    /// search a large account without hours of inviting.
+    #[arg(long, default_value_t = 0)]
+    seed_invitations: u64,
+    /// The server's database, for --seed-invitations.
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+/// Copies the account's one invitation row `n` times with new ids and
+/// emails `seed<i>@load.example.com`, four in five pending.
+async fn seed(url: &str, account: &str, n: u64) -> Result<()> {
+    let db = admit_ledger::Database::connect(url).await?;
+    let account = uuid::Uuid::parse_str(account)?;
+    let (id, email, status) = match db.backend() {
+        admit_ledger::Backend::Postgres => ("gen_random_uuid()", "'seed' || i || '@load.example.com'", "CASE WHEN i % 5 = 0 THEN 'accepted' ELSE 'pending' END"),
+        admit_ledger::Backend::Sqlite => ("randomblob(16)", "'seed' || i || '@load.example.com'", "CASE WHEN i % 5 = 0 THEN 'accepted' ELSE 'pending' END"),
+    };
+    let series = match db.backend() {
+        admit_ledger::Backend::Postgres => "generate_series(1, $2) AS s(i)".to_string(),
+        admit_ledger::Backend::Sqlite => "(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < $2) SELECT i FROM s) AS s".to_string(),
+    };
+    let sql = format!(
+        "INSERT INTO invitations (invitation_id, account_id, person_id, email, email_hash, name, status, access, roles, invited_by, channel, \
+         created_at, expires_at, resend_count, updated_at, version, opens, clicks) \
+         SELECT {id}, t.account_id, t.person_id, {email}, 'seed' || i, NULL, {status}, t.access, t.roles, t.invited_by, t.channel, \
+         t.created_at, t.expires_at, 0, t.updated_at, 1, 0, 0 \
+         FROM {series}, (SELECT * FROM invitations WHERE account_id = $1 LIMIT 1) AS t"
+    );
+    let started = Instant::now();
+    admit_ledger::on_db_write!(&db, p => sqlx::query(&sql).bind(account).bind(n as i64).execute(p).await.map(|_| ())?);
+    if db.backend() == admit_ledger::Backend::Postgres {
+        admit_ledger::on_db_write!(&db, p => sqlx::query("ANALYZE invitations").execute(p).await.map(|_| ())?);
+    }
+    println!("seeded {n} invitations in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 /// The kinds of request the mix makes.
@@ -105,7 +146,18 @@ fn token_of(url: &Value) -> Result<String> {
     Ok(url.as_str().context("accept_url")?.rsplit_once("/invite/").context("an accept link")?.1.to_string())
 }
 
-async fn client(n: usize, http: reqwest::Client, account: std::sync::Arc<Account>, until: Instant, invites_only: bool) -> Tally {
+/// Which requests a client makes.
+#[derive(Clone, Copy)]
+enum Mix {
+    /// invite 60%, list/search 25%, accept 10%, resend/revoke 5%.
+    Realistic,
+    /// Only invitations.
+    Invites,
+    /// Only searches of seeded invitations.
+    Lists { seeded: u64 },
+}
+
+async fn client(n: usize, http: reqwest::Client, account: std::sync::Arc<Account>, until: Instant, mix: Mix) -> Tally {
     let mut tally = Tally::default();
     let mut dice = Dice(0x9E37_79B9_7F4A_7C15 ^ (n as u64 + 1));
     let mut links: Vec<String> = Vec::new();
@@ -114,7 +166,11 @@ async fn client(n: usize, http: reqwest::Client, account: std::sync::Arc<Account
     let a = &*account;
     let invitations = format!("{}/v1/accounts/{}/invitations", a.base, a.id);
     while Instant::now() < until {
-        let roll = if invites_only { 0 } else { dice.roll() % 100 };
+        let roll = match mix {
+            Mix::Realistic => dice.roll() % 100,
+            Mix::Invites => 0,
+            Mix::Lists { .. } => 60,
+        };
         let kind = match roll {
             0..=59 => "invite",
             60..=84 => "list",
@@ -137,7 +193,10 @@ async fn client(n: usize, http: reqwest::Client, account: std::sync::Arc<Account
                     .json(&json!({ "email": format!("c{n}-{sent}@load.example.com"), "roles": ["viewer"] }))
             }
             "list" => {
-                let needle = format!("c{n}-{}", dice.roll() % sent.max(1));
+                let needle = match mix {
+                    Mix::Lists { seeded } => format!("seed{}@", 1 + dice.roll() % seeded.max(1)),
+                    _ => format!("c{n}-{}", dice.roll() % sent.max(1)),
+                };
                 http.get(format!("{invitations}?status=pending&q={needle}&limit=50")).bearer_auth(&a.owner)
             }
             "accept" => {
@@ -201,10 +260,19 @@ async fn main() -> Result<()> {
     let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_uppercase();
     let idle = args.server_pid.and_then(rss_mib);
     let account = std::sync::Arc::new(open_account(&http, &args, &run).await?);
+    if args.seed_invitations > 0 {
+        let url = args.database_url.as_deref().context("--seed-invitations needs --database-url")?;
+        seed(url, &account.id, args.seed_invitations).await?;
+    }
+    let mix = match (args.invites_only, args.list_only) {
+        (true, _) => Mix::Invites,
+        (_, true) => Mix::Lists { seeded: args.seed_invitations },
+        _ => Mix::Realistic,
+    };
     let started = Instant::now();
     let until = started + Duration::from_secs(args.seconds);
     let clients: Vec<_> = (0..args.clients)
-        .map(|n| tokio::spawn(client(n, http.clone(), account.clone(), until, args.invites_only)))
+        .map(|n| tokio::spawn(client(n, http.clone(), account.clone(), until, mix)))
         .collect();
     let mut all = Tally::default();
     for c in clients {
