@@ -39,7 +39,7 @@ async fn malformed_requests_get_problem_json() {
             ("POST", inv_path.clone(), o, "application/json", br#"{"email": "x7@example.com", "redirect_url": "https://evil.example"}"#.to_vec(), 422, "validation_failed"),
             ("POST", inv_path.clone(), o, "application/json", br#"{"email": "x8@example.com", "features": {"reports": "godlike"}}"#.to_vec(), 400, "invalid_body"),
             ("POST", inv_path.clone(), o, "application/json", big.clone(), 413, "payload_too_large"),
-            ("POST", format!("{inv_path}/bulk"), o, "application/json", serde_json::to_vec(&json!({ "items": many })).unwrap(), 400, "too_many_rows"),
+            ("POST", format!("{inv_path}/bulk"), o, "application/json", serde_json::to_vec(&json!({ "items": many })).unwrap(), 413, "too_many_rows"),
             ("GET", format!("{inv_path}?limit=0"), o, "application/json", vec![], 400, "invalid_limit"),
             ("GET", format!("{inv_path}?limit=abc"), o, "application/json", vec![], 400, "invalid_query"),
             ("GET", format!("{inv_path}?cursor=garbage!"), o, "application/json", vec![], 400, "invalid_cursor"),

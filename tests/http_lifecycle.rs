@@ -219,7 +219,7 @@ async fn leaving_auditing_bulk_and_role_changes() {
             .await;
         assert_eq!(bulk.status, 200, "{url}: {bulk:?}");
         let codes: Vec<&str> = bulk.body["rows"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap()).collect();
-        assert_eq!(codes, ["ok", "invalid_email", "already_invited", "unknown_role", "ok"], "{url}");
+        assert_eq!(codes, ["ok", "invalid_email", "duplicate_in_file", "unknown_role", "ok"], "{url}");
         assert_eq!((bulk.body["ok"].as_u64(), bulk.body["failed"].as_u64()), (Some(2), Some(3)));
         let dry = app
             .post(&format!("/v1/accounts/{a}/invitations/bulk?dry_run=true"), Some(&owner), json!({ "items": [{ "email": "b9@example.com" }] }))

@@ -7,8 +7,8 @@ mod common;
 use common::*;
 use serde_json::json;
 
-/// The routes of DESIGN.md's table that this server serves over JSON
-/// (the HTML page and CSV routes come with the web-flow issue).
+/// The routes of DESIGN.md's table that this server serves over JSON and
+/// CSV (the HTML accept page, `GET /invite/{token}`, is not an API route).
 const CONTRACT: &[(&str, &str)] = &[
     ("post", "/v1/accounts"),
     ("post", "/v1/sessions"),
@@ -16,6 +16,9 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/v1/me"),
     ("post", "/v1/accounts/{account}/invitations"),
     ("post", "/v1/accounts/{account}/invitations/bulk"),
+    ("get", "/v1/accounts/{account}/invitations/bulk/template.csv"),
+    ("get", "/v1/accounts/{account}/invitations.csv"),
+    ("get", "/v1/accounts/{account}/members.csv"),
     ("get", "/v1/accounts/{account}/invitations"),
     ("get", "/v1/accounts/{account}/invitations/{id}"),
     ("patch", "/v1/accounts/{account}/invitations/{id}"),

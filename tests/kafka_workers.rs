@@ -90,6 +90,13 @@ async fn invite_mail_click_accept_through_the_topic() {
     })
     .await;
     let token = link_in(&mail);
+    // The server keeps the message before its answer reaches the mailer:
+    // wait for `delivered` before the invitee clicks.
+    until(30, "delivered", || async {
+        let inv = app.get(&format!("/v1/accounts/{account}/invitations/{id}"), Some(&owner)).await;
+        (inv.body["delivery_state"] == "delivered").then_some(())
+    })
+    .await;
     assert_eq!(app.get(&format!("/v1/invitations/preview?token={token}"), None).await.status, 200);
     let accepted = app.post("/v1/invitations/accept", None, json!({ "token": token, "name": "Ivy", "password": PASSWORD })).await;
     assert_eq!(accepted.status, 200, "{accepted:?}");

@@ -527,3 +527,28 @@ async fn the_funnel_of_a_scripted_day_matches_the_counts_by_hand() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_renewal_request_is_mailed_to_the_inviter() {
+    for (url, app) in apps().await {
+        let (account, owner_link) = app.open_account("N-1", "owner@renew.example.com", 10).await;
+        let (_, owner) = app.accept_new(&owner_link, "Olga Owner").await;
+        let (id, token) = app.invite(&owner, &account, "late@example.com", &["viewer"]).await;
+        app.admit.clock.advance(chrono::Duration::hours(25));
+        assert!(app.admit.expire(admit_domain::ids::InvitationId(id.parse().unwrap())).await.unwrap(), "{url}");
+        app.admit.request_renewal(&token).await.unwrap();
+
+        let dir = temp_dir("renew");
+        let mailer = Mailer::new(app.admit.clone(), config(Transport::folder(&dir).unwrap(), 1)).unwrap();
+        let notice = {
+            let dir = dir.clone();
+            move || to(&messages(&dir), "owner@renew.example.com").into_iter().find(|m| m.contains("asks for a new invitation"))
+        };
+        rounds_until("the renewal notice", || async { mailer.run_once().await.unwrap(); }, || notice().is_some()).await;
+        let mail = notice().unwrap();
+        assert!(mail.contains("Subject: late@example.com asks for a new invitation to Account N-1 (N-1)"), "{url}: {mail}");
+        while mailer.run_once().await.unwrap() > 0 {}
+        let notices = to(&messages(&dir), "owner@renew.example.com").into_iter().filter(|m| m.contains("asks for a new")).count();
+        assert_eq!(notices, 1, "{url}: once");
+    }
+}

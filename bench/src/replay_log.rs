@@ -6,7 +6,8 @@
 //! invitations through their lifecycle — delivery records, opens and
 //! clicks, updates, resends, reminders, then accepted (a new user
 //! registers, or an existing user of another account signs in and joins),
-//! declined, revoked or expired at their deadline — and each member
+//! declined, revoked or expired at their deadline (and sometimes a request
+//! for a new invitation through the expired link) — and each member
 //! through sign-ins, access changes, deactivation, removal and
 //! cancellation, while admins define roles, change settings and manage API
 //! keys. Events of different accounts interleave in the global order as
@@ -232,6 +233,8 @@ enum Step {
     Member(u32, u32),
     /// An admin changes the account's roles, settings or API keys.
     Administer(u32),
+    /// The invitee of expired invitation n asks for a new one.
+    RequestRenewal(u32),
 }
 
 /// The next thing that happens to an invitation.
@@ -290,6 +293,7 @@ struct UserState {
 
 struct InvitationState {
     id: InvitationId,
+    invited_by: Actor,
     account: u32,
     person: u32,
     version: i64,
@@ -368,6 +372,7 @@ impl Simulation {
             Step::Invitation(i) => self.advance(w, i).await,
             Step::Member(a, u) => self.member(w, a, u).await,
             Step::Administer(a) => self.administer(w, a).await,
+            Step::RequestRenewal(i) => self.request_renewal(w, i).await,
         }
     }
 
@@ -449,7 +454,7 @@ impl Simulation {
         let key = person.key.clone();
         let plan = self.plan(lifetime, owner);
         let index = self.invitations.len() as u32;
-        self.invitations.push(InvitationState { id, account: a, person: p, version: 1, access, expires_at, owner, plan });
+        self.invitations.push(InvitationState { id, invited_by: by, account: a, person: p, version: 1, access, expires_at, owner, plan });
         self.accounts[a as usize].pending.insert(p);
         self.next_move(index);
         ((id.stream(), 0, vec![Event::Invitation(id, event)]), key)
@@ -687,6 +692,10 @@ impl Simulation {
             Move::Expire => {
                 w.step(&system, self.now, one(InvitationEvent::InvitationExpired {}), None).await?;
                 self.close(i);
+                if self.chance(0.15) {
+                    let at = self.after(6.0 * 3600.0);
+                    self.schedule(at, Step::RequestRenewal(i));
+                }
                 return Ok(());
             }
         }
@@ -770,6 +779,19 @@ impl Simulation {
         }
         let at = self.after(86_400.0);
         self.schedule(at, Step::Member(a, u));
+        Ok(())
+    }
+
+    /// Through the expired link's page, the invitee asks the inviter for a
+    /// new invitation (recorded on the account's stream).
+    async fn request_renewal(&mut self, w: &mut Writer, i: u32) -> Result<(), GenerateError> {
+        let inv = &self.invitations[i as usize];
+        let (invitation_id, invited_by, a) = (inv.id, inv.invited_by, inv.account);
+        let acc = &self.accounts[a as usize];
+        let (account, av) = (acc.id, acc.version);
+        let e = AccountEvent::InvitationRenewalRequested { invitation_id, invited_by };
+        w.step(&Actor::System, self.now, vec![(account.stream(), av, vec![Event::Account(account, e)])], None).await?;
+        self.accounts[a as usize].version += 1;
         Ok(())
     }
 

@@ -213,6 +213,14 @@ pub enum AccountEvent {
         /// The former member.
         user_id: UserId,
     },
+    /// An invitee whose link expired asked for a new invitation from the
+    /// accept page; the mailer tells the inviter (or the account's admins).
+    InvitationRenewalRequested {
+        /// The expired invitation.
+        invitation_id: InvitationId,
+        /// Who sent it: the person asked to invite again.
+        invited_by: Actor,
+    },
 }
 
 impl AccountEvent {
@@ -234,6 +242,7 @@ impl AccountEvent {
             AccountEvent::MemberReactivated { .. } => "MemberReactivated",
             AccountEvent::MemberRemoved { .. } => "MemberRemoved",
             AccountEvent::MembershipCancelled { .. } => "MembershipCancelled",
+            AccountEvent::InvitationRenewalRequested { .. } => "InvitationRenewalRequested",
         }
     }
 }
@@ -287,6 +296,7 @@ impl Account {
             MemberRemoved { user_id } | MembershipCancelled { user_id } => {
                 a.members.remove(user_id);
             }
+            InvitationRenewalRequested { .. } => {}
         }
         Some(a)
     }

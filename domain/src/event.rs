@@ -39,6 +39,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "MemberReactivated",
     "MemberRemoved",
     "MembershipCancelled",
+    "InvitationRenewalRequested",
     "InvitationSent",
     "InvitationUpdated",
     "InvitationResent",

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod invitation;
 pub mod password;
 pub mod personal;
+pub mod renewal;
 pub mod template;
 pub mod token;
 pub mod user;

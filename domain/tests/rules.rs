@@ -2210,6 +2210,7 @@ fn account_variant(e: &AccountEvent) -> &'static str {
         AccountEvent::MemberReactivated { .. } => "MemberReactivated",
         AccountEvent::MemberRemoved { .. } => "MemberRemoved",
         AccountEvent::MembershipCancelled { .. } => "MembershipCancelled",
+        AccountEvent::InvitationRenewalRequested { .. } => "InvitationRenewalRequested",
     }
 }
 
@@ -2291,6 +2292,7 @@ fn every_event() -> Vec<Event> {
         AccountEvent::MemberReactivated { user_id: BOB },
         AccountEvent::MemberRemoved { user_id: BOB },
         AccountEvent::MembershipCancelled { user_id: BOB },
+        AccountEvent::InvitationRenewalRequested { invitation_id: INV, invited_by: Actor::User(OWNER) },
     ];
     let mut erased = sent_by(Actor::Operator, &["owner"]);
     if let InvitationEvent::InvitationSent { personal, channel, .. } = &mut erased {
@@ -2385,7 +2387,7 @@ fn given_every_event_variant_when_encoded_and_decoded_then_equal() {
         assert_eq!(back.as_ref(), Ok(e), "{e:?}");
     }
     // Every variant of the three enums is exercised.
-    assert_eq!(seen.len(), 15 + 9 + 4, "{seen:?}");
+    assert_eq!(seen.len(), 16 + 9 + 4, "{seen:?}");
 }
 
 #[test]

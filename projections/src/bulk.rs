@@ -296,7 +296,11 @@ impl BulkProjector {
                         | MembershipCancelled { user_id } => {
                             keys[T::Members as usize].insert(vec![a.clone(), Cell::Uuid(user_id.0)]);
                         }
-                        AccountOpened { .. } | AccountSettingsChanged { .. } | AccountDeactivated {} | AccountReactivated {} => {}
+                        AccountOpened { .. }
+                        | AccountSettingsChanged { .. }
+                        | AccountDeactivated {}
+                        | AccountReactivated {}
+                        | InvitationRenewalRequested { .. } => {}
                     }
                 }
                 Event::Invitation(id, _) => {
@@ -674,6 +678,8 @@ impl BulkProjector {
             MemberRemoved { user_id } | MembershipCancelled { user_id } => {
                 self.t(T::Members).delete(&[a.clone(), Cell::Uuid(user_id.0)]);
             }
+            // A request for the inviter's attention: no read model changes.
+            InvitationRenewalRequested { .. } => {}
         }
         self.t(T::Accounts).update(&[a], None, |r| {
             r.set("version", Cell::Int(v));

@@ -221,6 +221,8 @@ impl Projector {
                 )
                 .await?;
             }
+            // A request for the inviter's attention: no read model changes.
+            InvitationRenewalRequested { .. } => {}
         }
         self.exec(
             tx,
@@ -356,6 +358,16 @@ impl Projector {
                              delivery_state = CASE WHEN {c} = 0 THEN $1 ELSE delivery_state END, \
                              delivery_updated_at = CASE WHEN {c} = 0 THEN $2 ELSE delivery_updated_at END"
                         ),
+                        vec![state_name, Bind::Time(at)],
+                    ),
+                    // `processed` and `delivered` never move the state back
+                    // from what the invitee already did (the mailer may note
+                    // the server's answer after the invitee clicked).
+                    None if matches!(state, DeliveryState::Processed | DeliveryState::Delivered) => (
+                        "UPDATE {p}invitations SET \
+                         delivery_state = CASE WHEN delivery_state IN ('opened', 'clicked') THEN delivery_state ELSE $1 END, \
+                         delivery_updated_at = CASE WHEN delivery_state IN ('opened', 'clicked') THEN delivery_updated_at ELSE $2 END"
+                            .into(),
                         vec![state_name, Bind::Time(at)],
                     ),
                     None => ("UPDATE {p}invitations SET delivery_state = $1, delivery_updated_at = $2".into(), vec![state_name, Bind::Time(at)]),

@@ -216,7 +216,44 @@ impl Table {
 /// The whole read-model description as DDL text: when it differs from the
 /// one the live tables were built with, they are rebuilt.
 pub fn description(backend: Backend) -> String {
-    TABLES.iter().chain(std::iter::once(&CHECKPOINTS)).flat_map(|t| t.ddl(backend, "")).collect::<Vec<_>>().join(";\n")
+    let mut ddl: Vec<String> = TABLES.iter().chain(std::iter::once(&CHECKPOINTS)).flat_map(|t| t.ddl(backend, "")).collect();
+    if backend == Backend::Postgres {
+        ddl.extend(search_indexes(""));
+    }
+    ddl.join(";\n")
+}
+
+/// PostgreSQL trigram indexes behind the invitation list's email and name
+/// search (`?q=`, a substring match): without them a rare substring scans
+/// every invitation of the account. Needs the `pg_trgm` extension (trusted:
+/// a database owner may create it); without it the search still works,
+/// only slower.
+fn search_indexes(prefix: &str) -> Vec<String> {
+    vec![
+        format!("CREATE INDEX IF NOT EXISTS {prefix}invitations_email_trgm ON {prefix}invitations USING gin (email gin_trgm_ops)"),
+        format!(
+            "CREATE INDEX IF NOT EXISTS {prefix}invitations_name_trgm ON {prefix}invitations USING gin (lower(name) gin_trgm_ops)"
+        ),
+    ]
+}
+
+/// Creates the search indexes when `pg_trgm` is (or can be made) available.
+async fn create_search_indexes(tx: &mut Tx, prefix: &str) -> crate::Result<()> {
+    on_tx!(tx, c => sqlx::query("SAVEPOINT search_indexes").execute(&mut *c).await.map(|_| ())?);
+    let made = on_tx!(tx, c => sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_trgm").execute(&mut *c).await.map(|_| ()));
+    match made {
+        Ok(()) => {
+            for stmt in search_indexes(prefix) {
+                on_tx!(tx, c => sqlx::query(&stmt).execute(&mut *c).await.map(|_| ())?);
+            }
+            on_tx!(tx, c => sqlx::query("RELEASE SAVEPOINT search_indexes").execute(&mut *c).await.map(|_| ())?);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "pg_trgm is not available: the invitation search runs without its index");
+            on_tx!(tx, c => sqlx::query("ROLLBACK TO SAVEPOINT search_indexes").execute(&mut *c).await.map(|_| ())?);
+        }
+    }
+    Ok(())
 }
 
 /// Creates every read-model table (and the checkpoints) under `prefix`.
@@ -226,6 +263,9 @@ pub async fn create(tx: &mut Tx, prefix: &str) -> crate::Result<()> {
         for stmt in table.ddl(backend, prefix) {
             on_tx!(tx, c => sqlx::query(&stmt).execute(&mut *c).await.map(|_| ())?);
         }
+    }
+    if backend == Backend::Postgres {
+        create_search_indexes(tx, prefix).await?;
     }
     Ok(())
 }

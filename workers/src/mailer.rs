@@ -125,40 +125,73 @@ impl Mailer {
             Event::Account(account, AccountEvent::MembershipCancelled { user_id }) => {
                 self.departure_notices(env.event_id, *account, *user_id).await?
             }
+            Event::Account(account, AccountEvent::InvitationRenewalRequested { invitation_id, invited_by }) => {
+                self.renewal_request(env.event_id, *account, *invitation_id, *invited_by).await?
+            }
             _ => vec![],
         })
     }
 
-    /// Tells the account's admins (active members who manage members) that
-    /// someone cancelled their own access.
+    /// One short notice (`<kind>:<user>`) to each of `users` who has an email.
+    async fn notices(&self, event_id: Uuid, kind: &str, users: Vec<UserId>, subject: String, text: String) -> Result<Vec<Outgoing>> {
+        let html = format!("<!doctype html><html><body><p>{}</p></body></html>", html_escape(&text));
+        let mut out = Vec::new();
+        for user in users {
+            if let (_, Some(email)) = self.user_name_and_email(user).await? {
+                let letter = Letter { subject: subject.clone(), text: text.clone(), html: html.clone() };
+                out.push(Outgoing { event_id, kind: format!("{kind}:{user}"), invitation: None, to: email, letter });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The account's admins: active members who manage members.
+    fn admins(account: &admit_domain::account::Account) -> Vec<UserId> {
+        account
+            .members
+            .iter()
+            .filter(|(_, m)| {
+                m.status == MemberStatus::Active
+                    && account.roles.permissions_of(&m.access).contains(&Permission::MembersManage)
+            })
+            .map(|(u, _)| *u)
+            .collect()
+    }
+
+    /// Tells the account's admins that someone cancelled their own access.
     async fn departure_notices(&self, event_id: Uuid, account_id: AccountId, leaver: UserId) -> Result<Vec<Outgoing>> {
         let account = self.admit.account_snapshot(account_id).await?;
         let (leaver_name, leaver_email) = self.user_name_and_email(leaver).await?;
         let who = leaver_name.or(leaver_email).unwrap_or_else(|| "A member".into());
-        let mut out = Vec::new();
-        for (user, member) in &account.members {
-            let manages = member.status == MemberStatus::Active
-                && account.roles.permissions_of(&member.access).contains(&Permission::MembersManage);
-            if !manages || *user == leaver {
-                continue;
-            }
-            if let (_, Some(email)) = self.user_name_and_email(*user).await? {
-                let subject = format!("{who} left {} ({})", account.name, account.customer_number);
-                let text = format!(
-                    "{who} cancelled their access to {} (customer number {}).\n",
-                    account.name, account.customer_number
-                );
-                let html = format!("<!doctype html><html><body><p>{}</p></body></html>", html_escape(&text));
-                out.push(Outgoing {
-                    event_id,
-                    kind: format!("left:{user}"),
-                    invitation: None,
-                    to: email,
-                    letter: Letter { subject, text, html },
-                });
-            }
-        }
-        Ok(out)
+        let admins = Self::admins(&account).into_iter().filter(|u| *u != leaver).collect();
+        let subject = format!("{who} left {} ({})", account.name, account.customer_number);
+        let text = format!("{who} cancelled their access to {} (customer number {}).\n", account.name, account.customer_number);
+        self.notices(event_id, "left", admins, subject, text).await
+    }
+
+    /// Tells the inviter (when still an active member; otherwise the
+    /// account's admins) that an invitee whose link expired asks for a new
+    /// invitation.
+    async fn renewal_request(&self, event_id: Uuid, account_id: AccountId, id: InvitationId, invited_by: Actor) -> Result<Vec<Outgoing>> {
+        let account = self.admit.account_snapshot(account_id).await?;
+        let inv = self.admit.invitation_snapshot(id).await?;
+        let Some(invitee) = inv.personal.email().map(|e| e.to_string()) else { return Ok(vec![]) };
+        let inviter = invited_by
+            .user()
+            .filter(|u| account.members.get(u).is_some_and(|m| m.status == MemberStatus::Active));
+        let to = match inviter {
+            Some(u) => vec![u],
+            None => Self::admins(&account),
+        };
+        let subject = format!("{invitee} asks for a new invitation to {} ({})", account.name, account.customer_number);
+        let text = format!(
+            "The invitation of {invitee} to {} (customer number {}) expired on {}. They asked for a new one: \
+             resend it from the account's invitations if they should still join.\n",
+            account.name,
+            account.customer_number,
+            inv.expires_at.format("%Y-%m-%d %H:%M UTC")
+        );
+        self.notices(event_id, "renewal", to, subject, text).await
     }
 
     /// The invitation (or reminder) email for the invitation's current

@@ -1,18 +1,20 @@
 //! The Kafka side of the feed: a consumer in a consumer group reading the
 //! topic the relay fills, turning each message back into the event it
-//! carries. Offsets are committed only after the worker handled a batch
-//! (`enable.auto.commit=false`), so a crash or a rebalance redelivers at
-//! most the unfinished batch; workers dedupe on the event id.
+//! carries. An offset is stored only after the worker handled its batch
+//! (`enable.auto.offset.store=false`); librdkafka commits the stored offsets
+//! in the background every second and when the consumer closes, so a
+//! commit never blocks a worker, and a crash or a rebalance redelivers at
+//! most the last second of handled events: workers dedupe on the event id.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use admit_ledger::{Database, Metadata, RecordedEvent};
 use admit_projections::{Codec, Envelope};
 use chrono::{DateTime, Utc};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -54,7 +56,7 @@ impl TopicConfig {
 /// A worker's consumer of the topic.
 pub struct TopicFeed {
     db: Database,
-    consumer: Arc<StreamConsumer<LogContext>>,
+    consumer: StreamConsumer<LogContext>,
     config: TopicConfig,
     /// Highest offset polled per partition, not yet committed.
     polled: Mutex<BTreeMap<i32, i64>>,
@@ -108,7 +110,9 @@ impl TopicFeed {
         let consumer: StreamConsumer<LogContext> = ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
             .set("group.id", &config.group)
-            .set("enable.auto.commit", "false")
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.commit.interval.ms", "1000")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", session.to_string())
             .set("heartbeat.interval.ms", (session / 4).max(100).to_string())
@@ -116,7 +120,7 @@ impl TopicFeed {
             .create_with_context(LogContext)
             .map_err(|e| WorkerError::Kafka(format!("consumer: {e}")))?;
         consumer.subscribe(&[config.topic.as_str()]).map_err(|e| WorkerError::Kafka(format!("subscribe: {e}")))?;
-        Ok(TopicFeed { db, consumer: Arc::new(consumer), config, polled: Mutex::new(BTreeMap::new()) })
+        Ok(TopicFeed { db, consumer, config, polled: Mutex::new(BTreeMap::new()) })
     }
 
     /// Up to `limit` events: waits up to the configured time for the first,
@@ -149,8 +153,8 @@ impl TopicFeed {
         Ok(Codec::decode_all(&self.db, &events).await?)
     }
 
-    /// Commits the offsets after everything polled so far (synchronously:
-    /// it returns once the group coordinator stored them).
+    /// Stores the offsets after everything polled so far, for the next
+    /// background commit (never blocks).
     pub async fn commit(&self) -> Result<()> {
         let polled = std::mem::take(&mut *self.polled.lock().expect("feed lock"));
         if polled.is_empty() {
@@ -161,10 +165,14 @@ impl TopicFeed {
             list.add_partition_offset(&self.config.topic, partition, Offset::Offset(offset + 1))
                 .map_err(|e| WorkerError::Kafka(format!("offsets: {e}")))?;
         }
-        let consumer = self.consumer.clone();
-        tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync))
-            .await
-            .map_err(|e| WorkerError::Kafka(format!("commit task: {e}")))?
-            .map_err(|e| WorkerError::Kafka(format!("commit: {e}")))
+        match self.consumer.store_offsets(&list) {
+            Ok(()) => Ok(()),
+            // A partition taken away by a rebalance: its new owner
+            // redelivers from the last commit, and handlers dedupe.
+            Err(e) => {
+                tracing::warn!(error = %e, "offsets not stored (rebalance?)");
+                Ok(())
+            }
+        }
     }
 }

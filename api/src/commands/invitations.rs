@@ -88,6 +88,21 @@ impl Admit {
         req: &InviteRequest,
         now: DateTime<Utc>,
     ) -> Result<IssuedInvitation, Error> {
+        self.invite_counting(tx, ctx, account_id, req, now, 0).await
+    }
+
+    /// [`Admit::invite_in`], counting `extra_seats` more seats as taken
+    /// (bulk rows refused only by the daily quota still hold a seat for
+    /// the rows after them; see `commands::bulk`).
+    pub(crate) async fn invite_counting(
+        &self,
+        tx: &mut Tx,
+        ctx: &RequestContext,
+        account_id: AccountId,
+        req: &InviteRequest,
+        now: DateTime<Utc>,
+        extra_seats: u32,
+    ) -> Result<IssuedInvitation, Error> {
         let (account, _) = self.account(tx, account_id).await?;
         let caller = ctx.caller(&account);
         let email_hash = self.secrets.lookup.email_hash(req.email.as_str());
@@ -106,7 +121,7 @@ impl Admit {
                 self.expire_in(tx, &mut unit, holder, now).await?;
             }
         }
-        facts.pending_in_account = count_live(tx, &scope, now).await?;
+        facts.pending_in_account = count_live(tx, &scope, now).await? + extra_seats;
         facts.sent_by_inviter_today =
             tx.sends_since(account_id.0, &ctx.actor.to_string(), quota_window_start(now)).await? as u32;
 
@@ -143,44 +158,6 @@ impl Admit {
             token: InvitationToken::issue(&self.secrets.link, invitation_id.0, &nonce),
             expires_at,
         })
-    }
-
-    /// Invites many people in one transaction, each row decided on its own
-    /// (rows see the seats and quota the earlier rows used). Rows that were
-    /// already refused at parsing stay refused. With `dry_run` nothing is
-    /// written; with `all_or_nothing` nothing is written unless every row
-    /// succeeds.
-    pub async fn invite_many(
-        &self,
-        ctx: &RequestContext,
-        account: AccountId,
-        rows: Vec<Result<InviteRequest, Error>>,
-        dry_run: bool,
-        all_or_nothing: bool,
-    ) -> Result<Vec<Result<IssuedInvitation, Error>>, Error> {
-        let now = self.now();
-        let mut tx = self.db.begin().await?;
-        let mut results = Vec::with_capacity(rows.len());
-        for row in rows {
-            results.push(match row {
-                Ok(req) => match self.invite_in(&mut tx, ctx, account, &req, now).await {
-                    Err(e @ (Error::Ledger(_) | Error::Projection(_) | Error::Database(_) | Error::Internal(_))) => {
-                        let _ = tx.rollback().await;
-                        return Err(e);
-                    }
-                    other => other,
-                },
-                Err(e) => Err(e),
-            });
-        }
-        if dry_run || (all_or_nothing && results.iter().any(Result::is_err)) {
-            tx.rollback().await?;
-        } else {
-            let appended = tx.appended();
-            tx.commit().await?;
-            crate::http::telemetry::record_events_appended(appended);
-        }
-        Ok(results)
     }
 
     /// Changes a pending invitation's grant and/or lifetime.

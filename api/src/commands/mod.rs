@@ -6,9 +6,11 @@
 //! commits together with any reservations the handler claimed.
 
 mod accounts;
+mod bulk;
 mod erasure;
 mod invitations;
 mod members;
+mod renewal;
 mod roles;
 mod users;
 
@@ -28,6 +30,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use accounts::{OpenAccount, OpenedAccount};
+pub use bulk::{BulkOptions, BulkOutcome};
+pub use renewal::{RENEWAL_INTERVAL_HOURS, RENEWAL_REQUEST};
 pub use invitations::{InviteRequest, IssuedInvitation};
 pub use roles::{secret_hash, API_KEY_PREFIX};
 

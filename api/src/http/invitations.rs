@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use admit_domain::access::{Access, Level, Permission, SiteAccess};
 use admit_domain::ids::{AccountId, InvitationId};
-use admit_domain::invitation::Channel;
 use admit_domain::values::{EmailAddress, FeatureName, LinkLifetime, PersonName, RoleName};
 use admit_ledger::on_db;
 use axum::extract::State;
@@ -303,104 +302,6 @@ pub async fn invite(
     let issued = ctx.admit.invite(&rctx, account, req).await?;
     let view = load_view(&ctx, account, issued.invitation_id.0).await?;
     Ok((StatusCode::CREATED, Json(with_link(&ctx, view, &issued))))
-}
-
-/// Query of `POST .../invitations/bulk`.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct BulkQuery {
-    /// Check every row, write nothing.
-    #[serde(default)]
-    pub dry_run: bool,
-    /// Write nothing unless every row succeeds.
-    #[serde(default)]
-    pub all_or_nothing: bool,
-}
-
-/// Body of a JSON bulk request.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BulkBody {
-    /// One invitation per row (at most 10,000).
-    pub items: Vec<InviteBody>,
-}
-
-/// Outcome of one bulk row.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct BulkRow {
-    /// Row number, from 1.
-    pub row: usize,
-    /// `ok` or the error's code.
-    pub code: String,
-    /// Error explanation.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// The invitation made (not on dry runs).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub invitation_id: Option<Uuid>,
-}
-
-/// Outcome of a bulk request.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct BulkResponse {
-    /// Rows that succeeded (or would, on a dry run).
-    pub ok: usize,
-    /// Rows refused.
-    pub failed: usize,
-    /// Whether anything was written.
-    pub written: bool,
-    /// One result per row.
-    pub rows: Vec<BulkRow>,
-}
-
-/// Most rows one bulk request may carry.
-pub const MAX_BULK_ROWS: usize = 10_000;
-
-/// `POST /v1/accounts/{account}/invitations/bulk`: invite many (JSON list).
-#[utoipa::path(post, path = "/v1/accounts/{account}/invitations/bulk", tag = "invitations", request_body = BulkBody,
-    params(("account" = Uuid, Path), BulkQuery), security(("bearer" = [])), responses((status = 200, body = BulkResponse)))]
-pub async fn bulk(
-    State(ctx): State<ApiContext>,
-    who: Principal,
-    ApiPath(account): ApiPath<Uuid>,
-    ApiQuery(q): ApiQuery<BulkQuery>,
-    ApiJson(body): ApiJson<BulkBody>,
-) -> Result<Json<BulkResponse>, Error> {
-    let account = AccountId(account);
-    let (_, mut rctx) = ctx.authorize(&who, account, Permission::InvitationsBulk).await?;
-    rctx.channel = Channel::Bulk;
-    if body.items.len() > MAX_BULK_ROWS {
-        return Err(Error::BadRequest {
-            code: "too_many_rows",
-            detail: format!("at most {MAX_BULK_ROWS} rows per request"),
-        });
-    }
-    let rows: Vec<_> = body.items.iter().enumerate().map(|(i, item)| item.parse(&format!("items/{i}/"))).collect();
-    let results = ctx.admit.invite_many(&rctx, account, rows, q.dry_run, q.all_or_nothing).await?;
-    let failed = results.iter().filter(|r| r.is_err()).count();
-    let written = !(q.dry_run || (q.all_or_nothing && failed > 0));
-    let rows = results
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| match r {
-            Ok(issued) => BulkRow {
-                row: i + 1,
-                code: "ok".into(),
-                message: None,
-                invitation_id: written.then_some(issued.invitation_id.0),
-            },
-            Err(e) => BulkRow {
-                row: i + 1,
-                code: match &e {
-                    Error::Validation(errors) => errors.first().map(|f| f.code.clone()).unwrap_or_default(),
-                    other => other.code().to_string(),
-                },
-                message: Some(e.to_string()),
-                invitation_id: None,
-            },
-        })
-        .collect::<Vec<_>>();
-    Ok(Json(BulkResponse { ok: rows.len() - failed, failed, written, rows }))
 }
 
 /// Query of the invitation and member lists.

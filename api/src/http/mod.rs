@@ -6,11 +6,15 @@ pub mod accounts;
 pub mod analytics;
 pub mod api_keys;
 pub mod audit;
+pub mod bulk;
+pub mod csv;
+pub mod exports;
 pub mod extract;
 pub mod idempotency;
 pub mod invitations;
 pub mod me;
 pub mod members;
+pub mod pages;
 pub mod problem;
 pub mod public;
 pub mod roles;
@@ -140,7 +144,10 @@ pub fn api_routes() -> (Router<ApiContext>, utoipa::openapi::OpenApi) {
         .routes(routes!(me::me))
         .routes(routes!(me::cancel_membership))
         .routes(routes!(invitations::invite, invitations::list))
-        .routes(routes!(invitations::bulk))
+        .routes(routes!(bulk::bulk))
+        .routes(routes!(bulk::template))
+        .routes(routes!(exports::invitations_csv))
+        .routes(routes!(exports::members_csv))
         .routes(routes!(invitations::get_one, invitations::update, invitations::revoke))
         .routes(routes!(invitations::resend))
         .routes(routes!(public::preview))
@@ -164,6 +171,7 @@ pub fn router(ctx: ApiContext) -> Router {
     let openapi = Arc::new(openapi);
     Router::new()
         .merge(api)
+        .route("/invite/{token}", get(pages::show).post(pages::submit))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(telemetry::metrics))

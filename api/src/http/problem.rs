@@ -34,7 +34,7 @@ impl Error {
             Error::InvalidCredentials | Error::Unauthenticated => StatusCode::UNAUTHORIZED,
             Error::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             Error::ConfirmationRequired { .. } | Error::Contention => StatusCode::CONFLICT,
-            Error::BadRequest { code: "payload_too_large", .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BadRequest { code: "payload_too_large" | "too_many_rows", .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::BadRequest { code: "unsupported_media_type", .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Error::Ledger(_) | Error::Projection(_) | Error::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
