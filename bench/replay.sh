@@ -12,10 +12,13 @@
 #   BACKENDS          "sqlite postgres" (default both)
 #   ADMIT_BENCH_POSTGRES_URL  server where the benchmark database is created
 #                     (default postgres://postgres@127.0.0.1:5432/postgres)
+#   PG_DATABASE       name of the benchmark database (default admit_replay_bench;
+#                     recreated by every run that generates, so give concurrent
+#                     or kept runs their own)
 #   WORK_DIR          where the SQLite file and the data dir go (default: a new temp dir)
 #   SKIP_BUILD=1      use the binaries already built
 #   KEEP=1            keep the databases afterwards (the SQLite file in WORK_DIR,
-#                     the PostgreSQL database admit_replay_bench)
+#                     the PostgreSQL database PG_DATABASE)
 #   SKIP_GENERATE=1   time the replay of logs kept by an earlier KEEP=1 run
 #                     (same WORK_DIR) instead of generating new ones
 #   CARGO_TARGET_DIR  where the release binaries are (default: <repo>/target)
@@ -28,6 +31,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET/release
 PG_ADMIN_URL=${ADMIT_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+PG_DATABASE=${PG_DATABASE:-admit_replay_bench}
 # The master secret the generator seals with and `admit replay` opens with
 # ("2a" x 32 = Secrets::from_master([42; 32]) of the tests).
 SECRET=$(printf '2a%.0s' $(seq 32))
@@ -60,7 +64,7 @@ run_backend() {
             fi
             ;;
         postgres)
-            local name="admit_replay_bench"
+            local name=$PG_DATABASE
             url="${PG_ADMIN_URL%/*}/$name"
             if [[ "${SKIP_GENERATE:-0}" != 1 ]]; then
                 psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name"
@@ -102,7 +106,7 @@ run_backend() {
         "$backend" "$events" "$secs" "$rate" "$target" "$verdict" "$rss_mib" "$TARGET_RSS_MIB" "$rss_verdict" "${verify%%:*}")")
 
     if [[ "${KEEP:-0}" != 1 && $backend == postgres ]]; then
-        psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS admit_replay_bench"
+        psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $PG_DATABASE"
     fi
 }
 
