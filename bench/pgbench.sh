@@ -5,11 +5,12 @@
 # invitations through HTTP (`--invites-only`) against `admit serve` on the
 # same server, so the report can state Admit's rate as a share of the
 # ceiling measured in the same run.
-#   bench/pgbench.sh [clients] [seconds]
+#   bench/pgbench.sh [clients] [seconds] [load options, e.g. --accounts 16]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clients=${1:-32}
 seconds=${2:-30}
+shift $(( $# < 2 ? $# : 2 ))
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release --workspace --bin admit --bin load >&2
 pgbench=$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench | tail -1)
@@ -20,4 +21,4 @@ ADMIT_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" ADMIT_DATA_DIR=$(mkt
 echo "== pgbench: the rows of one invitation, $clients clients, ${seconds}s ($(nproc) cores, $(date -u +%F))"
 "$pgbench" -h 127.0.0.1 -U postgres -n -c "$clients" -j 2 -T "$seconds" -f bench/invite.pgbench "$db" | grep -E "tps|latency"
 echo "== Admit over HTTP, invitations only"
-bench/load.sh "$clients" "$seconds" --invites-only 2>&1 | sed -n '/== postgres/,$p'
+bench/load.sh "$clients" "$seconds" --invites-only "$@" 2>&1 | sed -n '/== postgres/,$p'

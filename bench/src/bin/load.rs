@@ -27,6 +27,9 @@ struct Args {
     /// Concurrent clients.
     #[arg(long, default_value_t = 32)]
     clients: usize,
+    /// Accounts the clients share out (client n works in account n % accounts).
+    #[arg(long, default_value_t = 1)]
+    accounts: usize,
     /// Seconds of load.
     #[arg(long, default_value_t = 30)]
     seconds: u64,
@@ -259,10 +262,13 @@ async fn main() -> Result<()> {
     let http = reqwest::Client::builder().pool_max_idle_per_host(args.clients).build()?;
     let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_uppercase();
     let idle = args.server_pid.and_then(rss_mib);
-    let account = std::sync::Arc::new(open_account(&http, &args, &run).await?);
+    let mut accounts = Vec::new();
+    for a in 0..args.accounts.max(1) {
+        accounts.push(std::sync::Arc::new(open_account(&http, &args, &format!("{run}-{a}")).await?));
+    }
     if args.seed_invitations > 0 {
         let url = args.database_url.as_deref().context("--seed-invitations needs --database-url")?;
-        seed(url, &account.id, args.seed_invitations).await?;
+        seed(url, &accounts[0].id, args.seed_invitations).await?;
     }
     let mix = match (args.invites_only, args.list_only) {
         (true, _) => Mix::Invites,
@@ -272,7 +278,7 @@ async fn main() -> Result<()> {
     let started = Instant::now();
     let until = started + Duration::from_secs(args.seconds);
     let clients: Vec<_> = (0..args.clients)
-        .map(|n| tokio::spawn(client(n, http.clone(), account.clone(), until, mix)))
+        .map(|n| tokio::spawn(client(n, http.clone(), accounts[n % accounts.len()].clone(), until, mix)))
         .collect();
     let mut all = Tally::default();
     for c in clients {
@@ -288,7 +294,7 @@ async fn main() -> Result<()> {
         }
     }
     let wall = started.elapsed().as_secs_f64();
-    println!("{} clients, {:.1} s, account {}", args.clients, wall, account.id);
+    println!("{} clients, {} account(s), {:.1} s", args.clients, accounts.len(), wall);
     println!("{:<8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}", "kind", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "ok", "errors");
     let mut total_ok = 0;
     for kind in KINDS {
