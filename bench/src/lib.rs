@@ -1,7 +1,10 @@
 //! Shared pieces of Admit's benchmark programs (`src/bin/*`): latency
-//! summaries and reading a process's memory high-water mark.
+//! summaries, reading a process's memory high-water mark, and the
+//! simulated event log the replay benchmark replays ([`replay_log`]).
 
 use std::time::Duration;
+
+pub mod replay_log;
 
 /// p50/p95/p99/max of a set of latencies.
 #[derive(Debug, Clone, Copy, Default)]

@@ -431,7 +431,7 @@ impl Tx {
             Conn::Postgres(t) => {
                 let sql = format!(
                     "SELECT {PG_COLUMNS} FROM events WHERE (transaction_id, position) > ($1::text::xid8, $2) \
-                     ORDER BY transaction_id, position LIMIT $3"
+                     ORDER BY events.transaction_id, events.position LIMIT $3"
                 );
                 sqlx::query_as(&sql)
                     .bind(after.transaction_id.to_string())
@@ -501,7 +501,7 @@ impl Database {
                     "SELECT {PG_COLUMNS} FROM events \
                      WHERE (transaction_id, position) > ($1::text::xid8, $2) \
                        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-                     ORDER BY transaction_id, position LIMIT $3"
+                     ORDER BY events.transaction_id, events.position LIMIT $3"
                 );
                 sqlx::query_as(&sql)
                     .bind(after.transaction_id.to_string())
@@ -527,7 +527,7 @@ impl Database {
                 sqlx::query_as(
                     "SELECT transaction_id::text, position FROM events \
                      WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-                     ORDER BY transaction_id DESC, position DESC LIMIT 1",
+                     ORDER BY events.transaction_id DESC, events.position DESC LIMIT 1",
                 )
                 .fetch_optional(pool)
                 .await?

@@ -11,6 +11,7 @@
 //! (the live tables have none; a rebuild writes `rebuild_*` and swaps).
 
 pub mod as_of;
+mod bulk;
 pub mod codec;
 pub mod error;
 pub mod projector;

@@ -270,6 +270,20 @@ pub async fn create(tx: &mut Tx, prefix: &str) -> crate::Result<()> {
     Ok(())
 }
 
+/// Creates every read-model table (and the checkpoints) under `prefix`
+/// without their secondary indexes: a rebuild fills the tables first and
+/// indexes them once at the end ([`create`] adds the indexes), instead of
+/// updating every index row by row.
+pub async fn create_tables(tx: &mut Tx, prefix: &str) -> crate::Result<()> {
+    let backend = tx.backend();
+    for table in TABLES.iter().chain(std::iter::once(&CHECKPOINTS)) {
+        if let Some(stmt) = table.ddl(backend, prefix).first() {
+            on_tx!(tx, c => sqlx::query(stmt).execute(&mut *c).await.map(|_| ())?);
+        }
+    }
+    Ok(())
+}
+
 /// Drops every read-model table under `prefix`.
 pub async fn drop(tx: &mut Tx, prefix: &str) -> crate::Result<()> {
     for table in TABLES.iter().chain(std::iter::once(&CHECKPOINTS)) {
