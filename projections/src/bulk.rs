@@ -774,9 +774,15 @@ impl BulkProjector {
                             }
                             r.set(c, Cell::Int(n + 1));
                         }
+                        // `processed` and `delivered` never move the state
+                        // back from what the invitee already did (as the
+                        // inline projector).
                         None => {
-                            r.set("delivery_state", Cell::Text(json_name(state)));
-                            r.set("delivery_updated_at", Cell::Time(at));
+                            let acted = matches!(r.get("delivery_state"), Cell::Text(t) if t == "opened" || t == "clicked");
+                            if !(acted && matches!(state, DeliveryState::Processed | DeliveryState::Delivered)) {
+                                r.set("delivery_state", Cell::Text(json_name(state)));
+                                r.set("delivery_updated_at", Cell::Time(at));
+                            }
                         }
                     }
                 }

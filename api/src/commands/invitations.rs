@@ -296,16 +296,27 @@ impl Admit {
     /// command); true when a reminder was recorded, false when the
     /// invitation is closed, lapsed or already reminded.
     pub async fn remind(&self, id: InvitationId) -> Result<bool, Error> {
+        self.decide_as_system(id, invitation::remind).await
+    }
+
+    /// Runs a decision the system makes about one invitation (no caller's
+    /// rights involved) and writes what it decided; true when it decided
+    /// anything.
+    async fn decide_as_system(
+        &self,
+        id: InvitationId,
+        decide: impl Fn(&Invitation, DateTime<Utc>) -> Vec<InvitationEvent>,
+    ) -> Result<bool, Error> {
         let ctx = RequestContext::system();
         in_transaction!(self, |tx| async {
             let now = self.now();
             let (inv, version) = self.invitation(&mut tx, id).await?;
-            let events = invitation::remind(&inv, now);
-            let reminded = !events.is_empty();
+            let events = decide(&inv, now);
+            let decided = !events.is_empty();
             let mut unit = Unit::default();
             unit.push(version, invitation_events(id, events));
             self.write(&mut tx, &ctx, unit, now).await?;
-            Ok(reminded)
+            Ok(decided)
         }
         .await)
     }
@@ -350,18 +361,7 @@ impl Admit {
     /// an invitation: the first changes its delivery state, later ones are
     /// counted.
     pub async fn record_tracking(&self, id: InvitationId, state: DeliveryState) -> Result<bool, Error> {
-        let ctx = RequestContext::system();
-        in_transaction!(self, |tx| async {
-            let now = self.now();
-            let (inv, version) = self.invitation(&mut tx, id).await?;
-            let events = invitation::record_tracking(&inv, state);
-            let recorded = !events.is_empty();
-            let mut unit = Unit::default();
-            unit.push(version, invitation_events(id, events));
-            self.write(&mut tx, &ctx, unit, now).await?;
-            Ok(recorded)
-        }
-        .await)
+        self.decide_as_system(id, |inv, _| invitation::record_tracking(inv, state)).await
     }
 
     /// The signature that makes a tracking-pixel URL valid for one
