@@ -71,6 +71,30 @@ macro_rules! bind_cell {
     };
 }
 
+/// Pushes the primary keys of `$chunk` (each a row of cells of `$kinds`)
+/// and the closing parenthesis after a `... IN (` or `... IN (VALUES ` head:
+/// plain values for one key column, tuples for several.
+macro_rules! push_keys {
+    ($q:expr, $chunk:expr, $kinds:expr) => {
+        for (n, key) in $chunk.iter().enumerate() {
+            if n > 0 {
+                $q.push(", ");
+            }
+            if $kinds.len() > 1 {
+                $q.push("(");
+            }
+            let mut sep = $q.separated(", ");
+            for (cell, kind) in key.iter().zip(&$kinds) {
+                bind_cell!(sep, cell, *kind);
+            }
+            if $kinds.len() > 1 {
+                $q.push(")");
+            }
+        }
+        $q.push(")");
+    };
+}
+
 /// One cell of a read-model row.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Cell {
@@ -375,24 +399,7 @@ impl BulkProjector {
             };
             let found = on_tx!(tx, c => {
                 let mut q = sqlx::QueryBuilder::new(head);
-                let mut first = true;
-                for key in chunk {
-                    if !first {
-                        q.push(", ");
-                    }
-                    first = false;
-                    if key_kinds.len() > 1 {
-                        q.push("(");
-                    }
-                    let mut sep = q.separated(", ");
-                    for (cell, kind) in key.iter().zip(&key_kinds) {
-                        bind_cell!(sep, cell, *kind);
-                    }
-                    if key_kinds.len() > 1 {
-                        q.push(")");
-                    }
-                }
-                q.push(")");
+                push_keys!(q, chunk, key_kinds);
                 let rows = q.build().fetch_all(&mut *c).await?;
                 rows.iter().map(|r| decode_row(r, table)).collect::<std::result::Result<Vec<_>, sqlx::Error>>()?
             });
@@ -499,24 +506,7 @@ impl BulkProjector {
             };
             on_tx!(tx, c => {
                 let mut q = sqlx::QueryBuilder::new(head);
-                let mut first = true;
-                for key in chunk {
-                    if !first {
-                        q.push(", ");
-                    }
-                    first = false;
-                    if kinds.len() > 1 {
-                        q.push("(");
-                    }
-                    let mut sep = q.separated(", ");
-                    for (cell, kind) in key.iter().zip(&kinds) {
-                        bind_cell!(sep, cell, *kind);
-                    }
-                    if kinds.len() > 1 {
-                        q.push(")");
-                    }
-                }
-                q.push(")");
+                push_keys!(q, chunk, kinds);
                 q.build().execute(&mut *c).await.map(|_| ())?
             });
         }
