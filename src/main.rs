@@ -28,6 +28,10 @@ struct Cli {
     /// Database: `sqlite://path` (embedded default) or `postgres://...`.
     #[arg(long, env = "ADMIT_DATABASE_URL", default_value = "sqlite://data/admit.db", global = true)]
     database_url: String,
+    /// Longest wait for a PostgreSQL connection, in milliseconds: while the
+    /// database is down, requests fail with 503 after this, never hang.
+    #[arg(long, env = "ADMIT_DATABASE_TIMEOUT_MS", default_value_t = 5000, global = true)]
+    database_timeout_ms: u64,
     /// Folder for local state (the generated secret key, mail in embedded mode).
     #[arg(long, env = "ADMIT_DATA_DIR", default_value = "data", global = true)]
     data_dir: PathBuf,
@@ -235,8 +239,9 @@ async fn main() -> Result<()> {
         logs.with_ansi(std::io::stderr().is_terminal()).init();
     }
     let cli = Cli::parse();
-    let db =
-        Database::connect(&cli.database_url).await.with_context(|| format!("connecting to {}", cli.database_url))?;
+    let db = Database::connect_with_timeout(&cli.database_url, Duration::from_millis(cli.database_timeout_ms))
+        .await
+        .with_context(|| format!("connecting to {}", cli.database_url))?;
     let secrets = Secrets::load(cli.secret_key.as_deref(), &cli.data_dir)?;
     let admit = Admit::new(db.clone(), secrets.clone(), cli.password_policy);
     match cli.command.clone() {

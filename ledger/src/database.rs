@@ -119,15 +119,36 @@ macro_rules! on_tx {
     };
 }
 
+/// The advisory lock key of [`Database::lock_preparation`] ("admitprp").
+const PREPARATION_LOCK: i64 = 0x61646d6974707270;
+
+/// Held while this process prepares the database; dropping it closes its
+/// connection, which releases the lock.
+#[derive(Debug)]
+pub struct PreparationLock(#[allow(dead_code)] Option<sqlx::PgConnection>);
+
 impl Database {
+    /// How long a request waits for a PostgreSQL connection by default
+    /// before it fails (503 `database_unavailable`), e.g. while the server
+    /// restarts.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
     /// Connects to `url`: `postgres://...` or `sqlite://path` (the file and
     /// its folder are created when missing).
     pub async fn connect(url: &str) -> Result<Database> {
+        Database::connect_with_timeout(url, Database::DEFAULT_TIMEOUT).await
+    }
+
+    /// Like [`connect`](Database::connect), waiting at most `timeout` for a
+    /// PostgreSQL connection (to connect, or to get one from the pool)
+    /// before an operation fails; the bound on how long a request can hang
+    /// while the database is down.
+    pub async fn connect_with_timeout(url: &str, timeout: Duration) -> Result<Database> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
                 .max_connections(32)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(timeout)
                 .connect_with(options)
                 .await?;
             Ok(Database::Postgres(pool))
@@ -165,6 +186,22 @@ impl Database {
         match self {
             Database::Postgres(_) => Backend::Postgres,
             Database::Sqlite { .. } => Backend::Sqlite,
+        }
+    }
+
+    /// Waits until no other process is preparing this database, then holds
+    /// it until the returned lock is dropped. Processes that start together
+    /// (`serve` and a worker) would otherwise race to create and rebuild the
+    /// read-model tables. On PostgreSQL a session advisory lock on a
+    /// connection of its own; SQLite's single writer already serialises.
+    pub async fn lock_preparation(&self) -> Result<PreparationLock> {
+        match self {
+            Database::Postgres(pool) => {
+                let mut conn = pool.acquire().await?.detach();
+                sqlx::query("SELECT pg_advisory_lock($1)").bind(PREPARATION_LOCK).execute(&mut conn).await?;
+                Ok(PreparationLock(Some(conn)))
+            }
+            Database::Sqlite { .. } => Ok(PreparationLock(None)),
         }
     }
 

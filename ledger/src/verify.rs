@@ -49,32 +49,42 @@ impl VerifyReport {
 
 const KEPT: usize = 100;
 
+/// Every stream head: its last version and hash.
+const HEADS: &str = "SELECT stream_id, version, last_hash FROM streams";
+
 impl Database {
     /// Walks every stream in version order, recomputing each hash from the
     /// stored bytes and the previous hash, and checks the stream heads.
     /// Streams the log: memory does not grow with its size.
     pub async fn verify(&self) -> Result<VerifyReport> {
+        // One snapshot for the events and the heads: a live service keeps
+        // appending, and heads read later than the events would look
+        // tampered.
         let mut walk = ChainWalk::default();
-        match self {
+        let heads: Vec<(String, i64, Vec<u8>)> = match self {
             Database::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
                 let sql = format!("SELECT {PG_COLUMNS} FROM events ORDER BY stream_id, stream_version");
-                let mut rows = sqlx::query_as::<_, EventRow>(&sql).fetch(pool);
+                let mut rows = sqlx::query_as::<_, EventRow>(&sql).fetch(&mut *tx);
                 while let Some(row) = rows.try_next().await? {
                     walk.check(RecordedEvent::try_from(row)?);
                 }
+                drop(rows);
+                sqlx::query_as(HEADS).fetch_all(&mut *tx).await?
             }
             Database::Sqlite { reader, .. } => {
-                let sql =
-                    format!("SELECT {SQLITE_COLUMNS} FROM events ORDER BY stream_id, stream_version");
-                let mut rows = sqlx::query_as::<_, EventRow>(&sql).fetch(reader);
+                // A read transaction in WAL mode sees one snapshot throughout.
+                let mut tx = reader.begin().await?;
+                let sql = format!("SELECT {SQLITE_COLUMNS} FROM events ORDER BY stream_id, stream_version");
+                let mut rows = sqlx::query_as::<_, EventRow>(&sql).fetch(&mut *tx);
                 while let Some(row) = rows.try_next().await? {
                     walk.check(RecordedEvent::try_from(row)?);
                 }
+                drop(rows);
+                sqlx::query_as(HEADS).fetch_all(&mut *tx).await?
             }
-        }
-        let heads: Vec<(String, i64, Vec<u8>)> = crate::on_db!(self, p => {
-            sqlx::query_as("SELECT stream_id, version, last_hash FROM streams").fetch_all(p).await?
-        });
+        };
         let mut report = walk.report;
         for (stream, version, last_hash) in heads {
             match walk.tails.get(&stream) {

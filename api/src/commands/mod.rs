@@ -201,6 +201,7 @@ impl Admit {
 
     /// Migrates the log and creates the read-model tables.
     pub async fn prepare(&self) -> Result<(), Error> {
+        let _only_us = self.db.lock_preparation().await?;
         self.db.migrate().await?;
         admit_projections::rebuild::ensure_live_tables(&self.db, &self.secrets.lookup).await?;
         Ok(())

@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod analytics;
+pub mod attempts;
 pub mod api_keys;
 pub mod audit;
 pub mod bulk;
@@ -61,7 +62,9 @@ pub struct ApiContext {
     /// Session store.
     pub sessions: sessions::Sessions,
     /// Failed sign-in throttle.
-    pub throttle: Arc<sessions::Throttle>,
+    pub throttle: Arc<attempts::Throttle>,
+    /// Failed link-token throttle.
+    pub link_throttle: Arc<attempts::LinkThrottle>,
 }
 
 impl ApiContext {
@@ -71,7 +74,8 @@ impl ApiContext {
             admit,
             config: Arc::new(config),
             sessions: sessions::Sessions { ttl: chrono::Duration::hours(12) },
-            throttle: Arc::new(sessions::Throttle::default()),
+            throttle: Arc::new(attempts::Throttle::default()),
+            link_throttle: Arc::new(attempts::LinkThrottle::default()),
         }
     }
 

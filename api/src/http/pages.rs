@@ -15,6 +15,8 @@
 //!   per-response nonce; `frame-ancestors 'none'`), `Referrer-Policy:
 //!   no-referrer` (the token is in the URL) and `Cache-Control: no-store`.
 
+use std::net::IpAddr;
+
 use admit_domain::ids::{Actor, UserId};
 use admit_domain::invitation::{DeliveryState, Invitation};
 use admit_domain::values::{EmailAddress, PersonName};
@@ -184,7 +186,19 @@ enum LinkState {
     Invalid,
 }
 
-async fn inspect(ctx: &ApiContext, token: &str) -> Result<LinkState, Error> {
+/// What the link stands for. Links that are not valid count against the
+/// visitor's address (the link throttle); a blocked address learns nothing
+/// about any link (`too_many_attempts`).
+async fn inspect(ctx: &ApiContext, address: IpAddr, token: &str) -> Result<LinkState, Error> {
+    ctx.link_throttle.check(address)?;
+    let state = link_state(ctx, token).await?;
+    if matches!(state, LinkState::Invalid) {
+        ctx.link_throttle.fail(address);
+    }
+    Ok(state)
+}
+
+async fn link_state(ctx: &ApiContext, token: &str) -> Result<LinkState, Error> {
     let inv = match ctx.admit.invitation_for_token(token).await {
         Ok(inv) => inv,
         Err(Error::Domain(_)) | Err(Error::NotFound(_)) => return Ok(LinkState::Invalid),
@@ -486,6 +500,15 @@ fn csrf_nonce(ctx: &ApiContext, headers: &HeaderMap) -> (String, Option<String>)
 }
 
 fn trouble_page(e: &Error) -> Page {
+    if matches!(e, Error::TooManyAttempts) {
+        return Page::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many attempts",
+            "<h1>Too many attempts</h1><p>Too many links that do not work were opened from your network. \
+             Wait 15 minutes, then open the link from your email again.</p>"
+                .into(),
+        );
+    }
     tracing::warn!(error = %e, "accept page failed");
     Page::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -495,11 +518,16 @@ fn trouble_page(e: &Error) -> Page {
 }
 
 /// `GET /invite/{token}`: the accept page.
-pub async fn show(State(ctx): State<ApiContext>, token: Result<Path<String>, PathRejection>, headers: HeaderMap) -> Response {
+pub async fn show(
+    State(ctx): State<ApiContext>,
+    token: Result<Path<String>, PathRejection>,
+    ConnectInfo(addr): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
     let Ok(Path(token)) = token else { return dead_page(&LinkState::Invalid, &ctx, "", "").into_response() };
     let (nonce, set_cookie) = csrf_nonce(&ctx, &headers);
     let csrf = csrf_field(&ctx, &token, &nonce);
-    let mut page = match render(&ctx, &token, &csrf, &headers).await {
+    let mut page = match render(&ctx, addr.ip(), &token, &csrf, &headers).await {
         Ok(page) => page,
         Err(e) => trouble_page(&e),
     };
@@ -507,8 +535,8 @@ pub async fn show(State(ctx): State<ApiContext>, token: Result<Path<String>, Pat
     page.into_response()
 }
 
-async fn render(ctx: &ApiContext, token: &str, csrf: &str, headers: &HeaderMap) -> Result<Page, Error> {
-    let state = inspect(ctx, token).await?;
+async fn render(ctx: &ApiContext, address: IpAddr, token: &str, csrf: &str, headers: &HeaderMap) -> Result<Page, Error> {
+    let state = inspect(ctx, address, token).await?;
     let LinkState::Live(inv) = &state else { return Ok(dead_page(&state, ctx, token, csrf)) };
     // Visiting the link is a `clicked` fact; nothing else.
     ctx.admit.record_tracking(inv.id, DeliveryState::Clicked).await?;
@@ -584,7 +612,7 @@ async fn act(
     headers: &HeaderMap,
     form: AcceptForm,
 ) -> Result<Response, Error> {
-    let state = inspect(ctx, token).await?;
+    let state = inspect(ctx, addr.ip(), token).await?;
     if form.action == "request_renewal" {
         return Ok(renewal(ctx, token, &state).await?.into_response());
     }
@@ -719,7 +747,7 @@ fn reason(e: &DomainError) -> String {
 /// meanwhile, else the refusal's explanation.
 async fn outcome_error(ctx: &ApiContext, token: &str, csrf: &str, e: Error) -> Result<Response, Error> {
     let Error::Domain(d) = &e else { return Err(e) };
-    let state = inspect(ctx, token).await?;
+    let state = link_state(ctx, token).await?;
     if !matches!(state, LinkState::Live(_)) {
         return Ok(dead_page(&state, ctx, token, csrf).into_response());
     }

@@ -1,10 +1,14 @@
 //! Invitee routes, reached through the emailed link's token: preview,
 //! accept, decline. Opening a link changes nothing; only these POSTs act.
+//! Links that are not valid count against the client address (see
+//! `attempts::LinkThrottle`).
+
+use std::net::SocketAddr;
 
 use admit_domain::ids::{Actor, InvitationId, UserId};
 use admit_domain::values::PersonName;
 use admit_ledger::on_db;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -46,12 +50,13 @@ pub struct Preview {
 
 /// `GET /v1/invitations/preview?token=`: public; who invites whom to what, until when.
 #[utoipa::path(get, path = "/v1/invitations/preview", tag = "invitee", params(PreviewQuery),
-    responses((status = 200, body = Preview), (status = 404, description = "invalid_token"), (status = 410, description = "invitation_expired, invitation_revoked")))]
+    responses((status = 200, body = Preview), (status = 404, description = "invalid_token"), (status = 410, description = "invitation_expired, invitation_revoked"), (status = 429, description = "too_many_attempts: too many links that are not valid from this address")))]
 pub async fn preview(
     State(ctx): State<ApiContext>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     ApiQuery(q): ApiQuery<PreviewQuery>,
 ) -> Result<Json<Preview>, Error> {
-    let inv = ctx.admit.invitation_for_token(&q.token).await?;
+    let inv = ctx.link_throttle.guard(addr.ip(), ctx.admit.invitation_for_token(&q.token)).await?;
     inv.require_live(ctx.admit.now())?;
     // Visiting the link is a `clicked` fact (the first moves the state); it accepts
     // and consumes nothing.
@@ -126,13 +131,14 @@ pub struct Accepted {
 /// `POST /v1/invitations/accept`: a new user sends token, name and
 /// password; an existing user sends the token with their bearer session.
 #[utoipa::path(post, path = "/v1/invitations/accept", tag = "invitee", request_body = AcceptBody,
-    responses((status = 200, body = Accepted), (status = 403, description = "email_mismatch"), (status = 409, description = "invitation_used, email_taken"), (status = 410, description = "invitation_expired")))]
+    responses((status = 200, body = Accepted), (status = 403, description = "email_mismatch"), (status = 409, description = "invitation_used, email_taken"), (status = 410, description = "invitation_expired"), (status = 429, description = "too_many_attempts")))]
 pub async fn accept(
     State(ctx): State<ApiContext>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     MaybeSignedIn(who): MaybeSignedIn,
     ApiJson(body): ApiJson<AcceptBody>,
 ) -> Result<Json<Accepted>, Error> {
-    let inv = ctx.admit.invitation_for_token(&body.token).await?;
+    let inv = ctx.link_throttle.guard(addr.ip(), ctx.admit.invitation_for_token(&body.token)).await?;
     let redirect_url = inv.redirect_url.clone().or_else(|| ctx.config.app_url.clone());
     match who {
         Some(who) => {
@@ -199,12 +205,13 @@ pub struct Declined {
 
 /// `POST /v1/invitations/decline`: the invitee says no.
 #[utoipa::path(post, path = "/v1/invitations/decline", tag = "invitee", request_body = DeclineBody,
-    responses((status = 200, body = Declined), (status = 404), (status = 410)))]
+    responses((status = 200, body = Declined), (status = 404), (status = 410), (status = 429, description = "too_many_attempts")))]
 pub async fn decline(
     State(ctx): State<ApiContext>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     ApiJson(body): ApiJson<DeclineBody>,
 ) -> Result<Json<Declined>, Error> {
-    let InvitationId(id) = ctx.admit.decline(&body.token).await?;
+    let InvitationId(id) = ctx.link_throttle.guard(addr.ip(), ctx.admit.decline(&body.token)).await?;
     Ok(Json(Declined { invitation_id: id, status: "declined".into() }))
 }
 

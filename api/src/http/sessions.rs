@@ -1,9 +1,5 @@
 //! Sign-in sessions (`POST /v1/sessions`, `DELETE /v1/sessions/current`)
-//! and the throttle on failed sign-ins.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+//! (the throttle on failed sign-ins is in `attempts`).
 
 use admit_domain::ids::UserId;
 use admit_domain::values::EmailAddress;
@@ -83,54 +79,6 @@ impl Sessions {
     pub async fn end(&self, db: &Database, hash: &str) -> Result<(), Error> {
         admit_ledger::on_db_write!(db, p => sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(hash).execute(p).await.map(|_| ())?);
         Ok(())
-    }
-}
-
-/// Counts failed sign-ins per email and per client address over a window.
-#[derive(Debug)]
-pub struct Throttle {
-    window: Duration,
-    per_email: usize,
-    per_address: usize,
-    failures: Mutex<HashMap<String, Vec<Instant>>>,
-}
-
-impl Default for Throttle {
-    /// 5 failures per email and 20 per address in 15 minutes.
-    fn default() -> Self {
-        Throttle { window: Duration::from_secs(900), per_email: 5, per_address: 20, failures: Mutex::default() }
-    }
-}
-
-impl Throttle {
-    fn count(&self, key: &str) -> usize {
-        let mut map = self.failures.lock().expect("throttle lock");
-        let now = Instant::now();
-        let Some(entry) = map.get_mut(key) else { return 0 };
-        entry.retain(|t| now.duration_since(*t) < self.window);
-        let n = entry.len();
-        if n == 0 {
-            // Forget keys whose failures all aged out, so the map stays small.
-            map.remove(key);
-        }
-        n
-    }
-
-    /// Refuses (`too_many_attempts`) when either key is over its limit.
-    pub fn check(&self, email_key: &str, address_key: &str) -> Result<(), Error> {
-        if self.count(email_key) >= self.per_email || self.count(address_key) >= self.per_address {
-            return Err(Error::TooManyAttempts);
-        }
-        Ok(())
-    }
-
-    /// Records a failure against both keys.
-    pub fn fail(&self, email_key: &str, address_key: &str) {
-        let mut map = self.failures.lock().expect("throttle lock");
-        let now = Instant::now();
-        for k in [email_key, address_key] {
-            map.entry(k.to_string()).or_default().push(now);
-        }
     }
 }
 
