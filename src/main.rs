@@ -65,6 +65,11 @@ struct Cli {
     /// Reply-To of every email.
     #[arg(long, env = "ADMIT_MAIL_REPLY_TO", global = true)]
     mail_reply_to: Option<String>,
+    /// Longest time one SMTP attempt may take (connecting, each command, the
+    /// message and the server's answer), in milliseconds; a server that
+    /// stalls longer counts as a failed attempt and is retried.
+    #[arg(long, env = "ADMIT_SMTP_TIMEOUT_MS", default_value_t = 30_000, global = true)]
+    smtp_timeout_ms: u64,
     /// Attempts per email before it is recorded as failed.
     #[arg(long, env = "ADMIT_MAIL_ATTEMPTS", default_value_t = 5, global = true)]
     mail_attempts: u32,
@@ -99,7 +104,7 @@ struct Cli {
 impl Cli {
     fn mailer_config(&self) -> Result<MailerConfig> {
         let transport = match &self.smtp_url {
-            Some(url) => Transport::smtp(url, Duration::from_secs(30))?,
+            Some(url) => Transport::smtp(url, Duration::from_millis(self.smtp_timeout_ms))?,
             None => Transport::folder(&self.mail_dir.clone().unwrap_or_else(|| self.data_dir.join("mail")))?,
         };
         Ok(MailerConfig {

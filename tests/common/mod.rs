@@ -2,6 +2,10 @@
 //! and the steps that open an account with a signed-in owner.
 #![allow(dead_code)]
 
+mod faulty_smtp;
+#[allow(unused_imports)]
+pub use faulty_smtp::*;
+
 use admit_api::commands::{InviteRequest, OpenAccount};
 use admit_api::{Admit, RequestContext, Secrets};
 use admit_domain::access::Access;

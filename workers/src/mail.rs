@@ -10,8 +10,9 @@ use crate::{Result, WorkerError};
 /// Where mail goes.
 #[derive(Clone)]
 pub enum Transport {
-    /// An SMTP server.
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// An SMTP server, and how long one attempt (connect, every command, the
+    /// message and the server's answer to it) may take.
+    Smtp(AsyncSmtpTransport<Tokio1Executor>, std::time::Duration),
     /// A folder of `.eml` files.
     Folder(AsyncFileTransport<Tokio1Executor>, std::path::PathBuf),
 }
@@ -19,7 +20,7 @@ pub enum Transport {
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Transport::Smtp(_) => f.write_str("Transport::Smtp"),
+            Transport::Smtp(_, timeout) => write!(f, "Transport::Smtp(timeout {timeout:?})"),
             Transport::Folder(_, p) => write!(f, "Transport::Folder({})", p.display()),
         }
     }
@@ -28,11 +29,13 @@ impl std::fmt::Debug for Transport {
 impl Transport {
     /// SMTP from a URL such as `smtp://user:pass@host:587?tls=required`
     /// (STARTTLS), `smtps://host:465` (TLS) or `smtp://127.0.0.1:2525`
-    /// (plain, for local servers), with a per-attempt timeout.
+    /// (plain, for local servers), with a per-attempt timeout: a server
+    /// that stalls anywhere in the conversation (after DATA, typically)
+    /// costs at most `timeout` before the attempt counts as failed.
     pub fn smtp(url: &str, timeout: std::time::Duration) -> Result<Transport> {
         let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
             .map_err(|e| WorkerError::MailConfig(format!("SMTP URL: {e}")))?;
-        Ok(Transport::Smtp(builder.timeout(Some(timeout)).build()))
+        Ok(Transport::Smtp(builder.timeout(Some(timeout)).build(), timeout))
     }
 
     /// `.eml` files in `dir` (created when missing).
@@ -42,19 +45,39 @@ impl Transport {
     }
 
     /// Sends one message; the server's (or folder's) answer on success.
-    pub async fn send(&self, message: Message) -> std::result::Result<String, String> {
+    /// Each attempt opens its own connection (lettre's pool is off), so an
+    /// attempt cut by the timeout leaves no half-used connection behind.
+    pub async fn send(&self, message: Message) -> std::result::Result<String, SendFailure> {
         match self {
-            Transport::Smtp(t) => t
-                .send(message)
-                .await
-                .map(|r| format!("{} {}", r.code(), r.message().collect::<Vec<_>>().join(" ")))
-                .map_err(|e| e.to_string()),
+            Transport::Smtp(t, timeout) => match tokio::time::timeout(*timeout, t.send(message)).await {
+                Ok(Ok(r)) => Ok(format!("{} {}", r.code(), r.message().collect::<Vec<_>>().join(" "))),
+                Ok(Err(e)) => Err(SendFailure { reason: e.to_string(), permanent: e.is_permanent() }),
+                Err(_) => Err(SendFailure::transient(format!("no answer from the SMTP server within {timeout:?}"))),
+            },
             Transport::Folder(t, dir) => t
                 .send(message)
                 .await
                 .map(|id| format!("written to {}/{id}.eml", dir.display()))
-                .map_err(|e| e.to_string()),
+                .map_err(|e| SendFailure::transient(e.to_string())),
         }
+    }
+}
+
+/// Why one sending attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendFailure {
+    /// The server's answer or what went wrong, for the `failed` delivery state.
+    pub reason: String,
+    /// The server refused for good (an SMTP 5xx answer): retrying cannot
+    /// help, so the email fails at once. Everything else (4xx answers, a
+    /// dropped connection, a timeout) is retried.
+    pub permanent: bool,
+}
+
+impl SendFailure {
+    /// A failure worth retrying.
+    pub fn transient(reason: String) -> SendFailure {
+        SendFailure { reason, permanent: false }
     }
 }
 
@@ -99,7 +122,11 @@ pub fn html_escape(s: &str) -> String {
 /// can drop the duplicate.
 pub fn message(sender: &Sender, to: &str, letter: &Letter, message_id: &str) -> std::result::Result<Message, String> {
     let to: Mailbox = to.parse().map_err(|e| format!("recipient: {e}"))?;
-    let mut b = Message::builder().from(sender.from.clone()).to(to).subject(&letter.subject).message_id(Some(message_id.to_string()));
+    let mut b = Message::builder()
+        .from(sender.from.clone())
+        .to(to)
+        .subject(&letter.subject)
+        .message_id(Some(message_id.to_string()));
     if let Some(r) = &sender.reply_to {
         b = b.reply_to(r.clone());
     }

@@ -7,7 +7,14 @@
 //! claim left `sending` by a crash is retried on restart: the one window SMTP
 //! cannot close is a crash after the server accepted the message and before
 //! the claim was marked sent. Such a duplicate carries the same Message-ID
-//! (derived from the event), so receiving systems can drop it.
+//! (derived from the event), so receiving systems can drop it. The same
+//! holds for an attempt whose answer never came (a server that stalls after
+//! DATA until the SMTP timeout, or drops the connection): the server may
+//! have kept the message, and the retry carries the same Message-ID.
+//!
+//! Retries: a 4xx answer, a dropped connection or a timeout is retried after
+//! the backoff (doubling up to the maximum) until the configured attempts
+//! are used; a 5xx answer is permanent and fails the email at once.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -133,7 +140,14 @@ impl Mailer {
     }
 
     /// One short notice (`<kind>:<user>`) to each of `users` who has an email.
-    async fn notices(&self, event_id: Uuid, kind: &str, users: Vec<UserId>, subject: String, text: String) -> Result<Vec<Outgoing>> {
+    async fn notices(
+        &self,
+        event_id: Uuid,
+        kind: &str,
+        users: Vec<UserId>,
+        subject: String,
+        text: String,
+    ) -> Result<Vec<Outgoing>> {
         let html = format!("<!doctype html><html><body><p>{}</p></body></html>", html_escape(&text));
         let mut out = Vec::new();
         for user in users {
@@ -165,20 +179,28 @@ impl Mailer {
         let who = leaver_name.or(leaver_email).unwrap_or_else(|| "A member".into());
         let admins = Self::admins(&account).into_iter().filter(|u| *u != leaver).collect();
         let subject = format!("{who} left {} ({})", account.name, account.customer_number);
-        let text = format!("{who} cancelled their access to {} (customer number {}).\n", account.name, account.customer_number);
+        let text = format!(
+            "{who} cancelled their access to {} (customer number {}).\n",
+            account.name, account.customer_number
+        );
         self.notices(event_id, "left", admins, subject, text).await
     }
 
     /// Tells the inviter (when still an active member; otherwise the
     /// account's admins) that an invitee whose link expired asks for a new
     /// invitation.
-    async fn renewal_request(&self, event_id: Uuid, account_id: AccountId, id: InvitationId, invited_by: Actor) -> Result<Vec<Outgoing>> {
+    async fn renewal_request(
+        &self,
+        event_id: Uuid,
+        account_id: AccountId,
+        id: InvitationId,
+        invited_by: Actor,
+    ) -> Result<Vec<Outgoing>> {
         let account = self.admit.account_snapshot(account_id).await?;
         let inv = self.admit.invitation_snapshot(id).await?;
         let Some(invitee) = inv.personal.email().map(|e| e.to_string()) else { return Ok(vec![]) };
-        let inviter = invited_by
-            .user()
-            .filter(|u| account.members.get(u).is_some_and(|m| m.status == MemberStatus::Active));
+        let inviter =
+            invited_by.user().filter(|u| account.members.get(u).is_some_and(|m| m.status == MemberStatus::Active));
         let to = match inviter {
             Some(u) => vec![u],
             None => Self::admins(&account),
@@ -330,9 +352,12 @@ impl Mailer {
                     return Ok(());
                 }
                 Err(e) => {
-                    tracing::warn!(attempt, error = %e, kind = %out.kind, "sending failed");
-                    last_error = e;
+                    tracing::warn!(attempt, error = %e.reason, permanent = e.permanent, kind = %out.kind, "sending failed");
+                    last_error = e.reason;
                     self.note_attempt(&out, attempt, &last_error).await?;
+                    if e.permanent {
+                        break;
+                    }
                     if attempt < self.config.attempts {
                         tokio::time::sleep(wait).await;
                         wait = (wait * 2).min(self.config.max_backoff);
