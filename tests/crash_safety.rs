@@ -206,17 +206,7 @@ async fn serve_killed_five_times_under_load_keeps_every_acknowledged_write() {
     ready(&http, &base, &mut server).await;
 
     let app = TestApp { base: base.clone(), http: http.clone(), admit: admit_on(&url).await };
-    let (account, owner_link) = app.open_account("CR-1", "owner@crash.example.com", 100_000).await;
-    let (_, owner) = app.accept_new(&owner_link, "Olga Owner").await;
-    let raised = app
-        .call(
-            "PATCH",
-            &format!("/v1/accounts/{account}"),
-            Some(&owner),
-            Some(json!({ "daily_invitation_quota": 100_000 })),
-        )
-        .await;
-    assert_eq!(raised.status, 200, "{raised:?}");
+    let (account, owner) = app.account_without_limits("CR-1", "owner@crash.example.com").await;
 
     let acked = Arc::new(Acknowledged::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -391,17 +381,7 @@ async fn the_relay_killed_four_times_publishes_every_event_and_only_republishes_
     let url = admit_ledger::testing::fresh_postgres_url().await;
     let data = temp_dir("relay-crash");
     let app = spawn_app(&url).await;
-    let (account, owner_link) = app.open_account("CR-2", "owner@relay-crash.example.com", 100_000).await;
-    let (_, owner) = app.accept_new(&owner_link, "Olga Owner").await;
-    let raised = app
-        .call(
-            "PATCH",
-            &format!("/v1/accounts/{account}"),
-            Some(&owner),
-            Some(json!({ "daily_invitation_quota": 100_000 })),
-        )
-        .await;
-    assert_eq!(raised.status, 200, "{raised:?}");
+    let (account, owner) = app.account_without_limits("CR-2", "owner@relay-crash.example.com").await;
 
     // Events keep being appended the whole time.
     let stop = Arc::new(AtomicBool::new(false));

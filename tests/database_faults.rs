@@ -136,7 +136,7 @@ async fn postgres_restarted_under_load_gives_503_then_recovers() {
             .env("ADMIT_DATABASE_TIMEOUT_MS", TIMEOUT_MS.to_string())
             .env("ADMIT_BIND", format!("127.0.0.1:{port}"))
             .env("ADMIT_PUBLIC_URL", "http://admit.test")
-            .env("ADMIT_OPERATOR_TOKEN", "op")
+            .env("ADMIT_OPERATOR_TOKEN", common::OPERATOR)
             .env("ADMIT_LOG", "warn")
             .env("ADMIT_MAIL_DIR", data.join("mail"))
             .stdout(Stdio::null())
@@ -150,39 +150,8 @@ async fn postgres_restarted_under_load_gives_503_then_recovers() {
         assert!(Instant::now() < deadline, "admit serve did not become ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let opened: serde_json::Value = http
-        .post(format!("{base}/v1/accounts"))
-        .bearer_auth("op")
-        .json(&json!({ "name": "Outage Ltd", "customer_number": "O-1", "owner_email": "owner@outage.example.com", "seats": 100000 }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let account = opened["account_id"].as_str().unwrap().to_string();
-    let token = common::token_of(&opened["accept_url"]);
-    let accepted: serde_json::Value = http
-        .post(format!("{base}/v1/invitations/accept"))
-        .json(&json!({ "token": token, "name": "Olga Owner", "password": common::PASSWORD }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let owner = accepted["session_token"].as_str().unwrap().to_string();
-    // The quota does not bite here: the owner sends at most a few hundred.
-    let quota = http
-        .patch(format!("{base}/v1/accounts/{account}"))
-        .bearer_auth(&owner)
-        .json(&json!({ "daily_invitation_quota": 10000 }))
-        .send()
-        .await
-        .unwrap();
-    let quota_status = quota.status().as_u16();
-    let quota_body = quota.text().await.unwrap();
-    assert_eq!(quota_status, 200, "{quota_body}");
+    let app = common::TestApp { base: base.clone(), http: http.clone(), admit: common::admit_on(&postgres.url()).await };
+    let (account, owner) = app.account_without_limits("O-1", "owner@outage.example.com").await;
 
     // Eight clients invite until told to stop, recording every answer.
     let outage = Arc::new(AtomicBool::new(false));

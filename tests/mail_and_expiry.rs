@@ -11,29 +11,6 @@ use admit_workers::mailer::{Mailer, MailerConfig};
 use common::*;
 use serde_json::json;
 
-/// Runs `mailer` until the invitation's delivery reached `state`. Workers
-/// read the gap-safe order, which waits for transactions in flight anywhere
-/// on the PostgreSQL server (other tests'), so this polls, bounded.
-async fn mail_until(
-    app: &TestApp,
-    mailer: &Mailer,
-    owner: &str,
-    account: &str,
-    id: &str,
-    state: &str,
-) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        mailer.run_once().await.unwrap();
-        let inv = app.get(&format!("/v1/accounts/{account}/invitations/{id}"), Some(owner)).await;
-        if inv.body["delivery_state"] == state {
-            return inv.body;
-        }
-        assert!(std::time::Instant::now() < deadline, "delivery never reached {state}: {}", inv.body);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn config(transport: Transport, attempts: u32) -> MailerConfig {
     MailerConfig {
         transport,

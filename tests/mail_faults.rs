@@ -42,27 +42,6 @@ async fn invitation(app: &TestApp, owner: &str, account: &str, id: &str) -> serd
     app.get(&format!("/v1/accounts/{account}/invitations/{id}"), Some(owner)).await.body
 }
 
-/// Runs `mailer` until the invitation's delivery state is `state` (bounded).
-async fn mail_until(
-    app: &TestApp,
-    mailer: &Mailer,
-    owner: &str,
-    account: &str,
-    id: &str,
-    state: &str,
-) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        mailer.run_once().await.unwrap();
-        let inv = invitation(app, owner, account, id).await;
-        if inv["delivery_state"] == state {
-            return inv;
-        }
-        assert!(Instant::now() < deadline, "delivery never reached {state}: {inv}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The Message-ID the mailer derives for the invitation email of
 /// `invitation`: `<event id of its InvitationSent>.invitation@admit`.
 async fn expected_message_id(app: &TestApp, invitation: &str) -> String {

@@ -259,6 +259,18 @@ impl TestApp {
         (a.body["account_id"].as_str().unwrap().to_string(), token_of(&a.body["accept_url"]))
     }
 
+    /// Opens an account whose seats and daily quota never bite (for load
+    /// and fault tests); returns the account id and the owner's session.
+    pub async fn account_without_limits(&self, number: &str, owner_email: &str) -> (String, String) {
+        let (account, owner_link) = self.open_account(number, owner_email, 100_000).await;
+        let (_, owner) = self.accept_new(&owner_link, "Olga Owner").await;
+        let raised = self
+            .call("PATCH", &format!("/v1/accounts/{account}"), Some(&owner), Some(serde_json::json!({ "daily_invitation_quota": 100_000 })))
+            .await;
+        assert_eq!(raised.status, 200, "{raised:?}");
+        (account, owner)
+    }
+
     /// Accepts as a new user; returns (user id, session token).
     pub async fn accept_new(&self, token: &str, name: &str) -> (String, String) {
         let a = self
@@ -309,6 +321,29 @@ impl TestApp {
         sessions.insert("owner".into(), owner);
         ids.insert("owner".into(), owner_id);
         Team { account, sessions, ids }
+    }
+}
+
+/// Runs `mailer` until the invitation's delivery state is `state`. Workers
+/// read the gap-safe order, which waits for transactions in flight anywhere
+/// on the PostgreSQL server (other tests'), so this polls, bounded.
+pub async fn mail_until(
+    app: &TestApp,
+    mailer: &admit_workers::mailer::Mailer,
+    owner: &str,
+    account: &str,
+    id: &str,
+    state: &str,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        mailer.run_once().await.unwrap();
+        let inv = app.get(&format!("/v1/accounts/{account}/invitations/{id}"), Some(owner)).await.body;
+        if inv["delivery_state"] == state {
+            return inv;
+        }
+        assert!(Instant::now() < deadline, "delivery never reached {state}: {inv}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
