@@ -76,6 +76,10 @@ struct Cli {
     /// First wait between attempts in milliseconds (doubles, at most 60 s).
     #[arg(long, env = "ADMIT_MAIL_BACKOFF_MS", default_value_t = 1000, global = true)]
     mail_backoff_ms: u64,
+    /// Emails one mailer sends at the same time (1: one by one, which keeps
+    /// a crash's resends to one email).
+    #[arg(long, env = "ADMIT_MAIL_AT_ONCE", default_value_t = admit_workers::mailer::SENDING_AT_ONCE, global = true)]
+    mail_at_once: usize,
     /// How often the expiry worker checks deadlines, in milliseconds.
     #[arg(long, env = "ADMIT_EXPIRY_TICK_MS", default_value_t = 1000, global = true)]
     expiry_tick_ms: u64,
@@ -116,6 +120,7 @@ impl Cli {
             backoff: Duration::from_millis(self.mail_backoff_ms),
             max_backoff: Duration::from_secs(60),
             poll: Duration::from_millis(500),
+            at_once: self.mail_at_once.max(1),
         })
     }
 

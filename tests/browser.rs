@@ -234,6 +234,7 @@ async fn invitees_accept_in_a_real_browser() {
                 backoff: Duration::from_millis(5),
                 max_backoff: Duration::from_millis(20),
                 poll: Duration::from_millis(50),
+                at_once: admit_workers::mailer::SENDING_AT_ONCE,
             },
         )
         .unwrap();

@@ -21,6 +21,7 @@ fn config(transport: Transport, attempts: u32) -> MailerConfig {
         backoff: Duration::from_millis(5),
         max_backoff: Duration::from_millis(20),
         poll: Duration::from_millis(50),
+        at_once: admit_workers::mailer::SENDING_AT_ONCE,
     }
 }
 

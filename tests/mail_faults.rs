@@ -23,6 +23,7 @@ fn config(smtp: &FaultySmtp, timeout: Duration, attempts: u32, backoff: Duration
         backoff,
         max_backoff: Duration::from_secs(30),
         poll: Duration::from_millis(20),
+        at_once: admit_workers::mailer::SENDING_AT_ONCE,
     }
 }
 
@@ -244,10 +245,11 @@ async fn invitations_through_mixed_faults_are_each_delivered_once_with_one_messa
     for id in &ids {
         mail_until(&app, &mailer, &owner, &account, id, "delivered").await;
     }
+    // The mailer sends several at once, so which invitation meets which
+    // fault varies; each is taken exactly once all the same.
     for (i, id) in ids.iter().enumerate() {
         let tries = smtp.messages_to(&format!("mixed-{i}@"));
         assert_eq!(tries.iter().filter(|t| t.accepted).count(), 1, "mixed-{i}: taken once: {tries:#?}");
-        assert_eq!(tries.len(), if i < fault_count { 2 } else { 1 }, "mixed-{i}: one fault, one delivery");
         let expected = expected_message_id(&app, id).await;
         assert!(
             tries.iter().all(|t| t.message_id().as_deref() == Some(expected.as_str())),
