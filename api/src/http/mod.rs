@@ -16,6 +16,7 @@ pub mod idempotency;
 pub mod invitations;
 pub mod me;
 pub mod members;
+pub mod openapi;
 pub mod pages;
 pub mod problem;
 pub mod public;
@@ -135,43 +136,11 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// Documents on every operation what any of them may answer besides its
-/// own responses: a problem+json 4xx (malformed request, authentication,
-/// authorization, refusal) and 503 `database_unavailable`; the 4xx
-/// responses an operation names get the problem+json body too.
-struct ProblemResponses;
-
-impl utoipa::Modify for ProblemResponses {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
-        let problem = |description: &str| {
-            let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();
-            ResponseBuilder::new().description(description).content("application/problem+json", content).build()
-        };
-        for item in openapi.paths.paths.values_mut() {
-            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
-            for operation in operations.into_iter().flatten() {
-                let responses = &mut operation.responses.responses;
-                for (status, response) in responses.iter_mut() {
-                    if let utoipa::openapi::RefOr::T(response) = response {
-                        if status.starts_with(['4', '5']) && response.content.is_empty() {
-                            *response = problem(&response.description);
-                        }
-                    }
-                }
-                responses
-                    .entry("4XX".into())
-                    .or_insert_with(|| problem("the request was refused; `code` says why").into());
-                responses.entry("503".into()).or_insert_with(|| problem("database_unavailable: try again").into());
-            }
-        }
-    }
-}
-
 /// The documented routes, and the OpenAPI document they make.
 pub fn api_routes() -> (Router<ApiContext>, utoipa::openapi::OpenApi) {
     let (router, mut openapi) = documented_routes();
-    utoipa::Modify::modify(&ProblemResponses, &mut openapi);
+    utoipa::Modify::modify(&openapi::FlattenedBodies, &mut openapi);
+    utoipa::Modify::modify(&openapi::ProblemResponses, &mut openapi);
     (router, openapi)
 }
 
