@@ -49,8 +49,8 @@ async fn seed(app: &TestApp) -> (Team, String, String) {
 }
 
 /// The configuration file: every generated request is signed in as the
-/// owner and aimed at the seeded account (other ids stay generated, so
-/// unknown ones are exercised too, through the examples phase).
+/// owner (the operator route with the operator token) and aimed at the
+/// seeded account, invitation, member and role.
 fn config(dir: &std::path::Path, owner: &str, account: &str, invitation: &str, member: &str) -> std::path::PathBuf {
     let path = dir.join("schemathesis.toml");
     let text = format!(
@@ -64,6 +64,11 @@ fn config(dir: &std::path::Path, owner: &str, account: &str, invitation: &str, m
 
 [generation]
 allow-x00 = true
+
+# The operator route takes the operator token, not a session.
+[[operations]]
+include-name = "POST /v1/accounts"
+headers = {{ Authorization = "Bearer {OPERATOR}" }}
 "#
     );
     std::fs::write(&path, text).unwrap();
@@ -77,7 +82,7 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     let dir = temp_dir("schemathesis");
     let owner = team.sessions["owner"].clone();
     let config = config(&dir, &owner, &team.account, &invitation, &member);
-    let base = app.base.clone();
+    let (base, work) = (app.base.clone(), dir.clone());
     let run = tokio::task::spawn_blocking(move || {
         Command::new(schemathesis())
             .arg("--config-file")
@@ -96,8 +101,8 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
             .args(["--seed", &setting("ADMIT_SCHEMATHESIS_SEED", "20261123")])
             .args(["--request-timeout", "10", "--workers", "1", "--no-color", "--generation-database", "none"])
             .args(["--report", "junit", "--report-dir"])
-            .arg(dir.join("report"))
-            .current_dir(&dir)
+            .arg(work.join("report"))
+            .current_dir(&work)
             .output()
     })
     .await
@@ -105,9 +110,15 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     .expect("the schemathesis CLI (scripts/test installs it)");
     let output = format!("{}\n{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
     assert!(run.status.success(), "schemathesis failed ({}):\n{output}", run.status);
-    // The summary (phases, operations, test cases) stays in the test's log.
+    // The warnings and the summary (phases, operations, test cases) stay
+    // in the test's log; the whole output next to the report.
+    std::fs::write(dir.join("output.txt"), &output).unwrap();
     let lines: Vec<&str> = output.lines().collect();
-    eprintln!("{}", lines[lines.len().saturating_sub(40)..].join("\n"));
+    eprintln!(
+        "{}\n(all of it: {})",
+        lines[lines.len().saturating_sub(80)..].join("\n"),
+        dir.join("output.txt").display()
+    );
     // A run that tested nothing would pass too: make sure it exercised the API.
     assert!(output.contains("passed") || output.contains("Passed"), "{output}");
 }
