@@ -43,6 +43,9 @@ async fn malformed_requests_get_problem_json() {
             ("GET", format!("{inv_path}?limit=0"), o, "application/json", vec![], 400, "invalid_limit"),
             ("GET", format!("{inv_path}?limit=abc"), o, "application/json", vec![], 400, "invalid_query"),
             ("GET", format!("{inv_path}?cursor=garbage!"), o, "application/json", vec![], 400, "invalid_cursor"),
+            // A well-formed cursor of 5000 BC: PostgreSQL refused the time (was a 503).
+            ("GET", format!("{inv_path}?cursor=LTIyMDAwMDAwMDAwMDAwMDAwMHwwMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDA"), o, "application/json", vec![], 400, "invalid_cursor"),
+            ("GET", format!("/v1/accounts/{a}/members?cursor=LTIyMDAwMDAwMDAwMDAwMDAwMHwwMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDA"), o, "application/json", vec![], 400, "invalid_cursor"),
             ("GET", format!("{inv_path}?status=bogus"), o, "application/json", vec![], 400, "invalid_status"),
             ("GET", format!("{inv_path}?colour=red"), o, "application/json", vec![], 400, "invalid_query"),
             ("GET", "/v1/accounts/not-a-uuid/invitations".into(), o, "application/json", vec![], 404, "not_found"),

@@ -3,7 +3,7 @@
 use admit_domain::DomainError;
 
 /// One invalid field of a request.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// The field (JSON pointer-ish name, e.g. `email` or `items/3/email`).
     pub field: String,
@@ -90,7 +90,8 @@ impl Error {
         match self {
             Error::Ledger(e) => e.is_retryable(),
             Error::Projection(admit_projections::ProjectionError::Ledger(e)) => e.is_retryable(),
-            Error::Database(sqlx::Error::Database(e)) | Error::Projection(admit_projections::ProjectionError::Database(sqlx::Error::Database(e))) => {
+            Error::Database(sqlx::Error::Database(e))
+            | Error::Projection(admit_projections::ProjectionError::Database(sqlx::Error::Database(e))) => {
                 matches!(e.code().as_deref(), Some("40001") | Some("40P01")) || e.is_unique_violation()
             }
             _ => false,

@@ -67,6 +67,20 @@ pub struct EventPage {
     pub next_cursor: Option<String>,
 }
 
+/// The cursor of the event list: the position of the last event shown.
+pub fn encode_position_cursor(position: i64) -> String {
+    format!("p{position}")
+}
+
+/// Decodes a cursor made by [`encode_position_cursor`]; anything else is
+/// 400 `invalid_cursor`.
+pub fn decode_position_cursor(cursor: &str) -> Result<i64, Error> {
+    cursor.strip_prefix('p').and_then(|n| n.parse().ok()).filter(|n: &i64| *n >= 0).ok_or_else(|| Error::BadRequest {
+        code: "invalid_cursor",
+        detail: "the cursor is not one this API issued".into(),
+    })
+}
+
 /// `GET /v1/accounts/{account}/events`: raw events (auditors and owners).
 #[utoipa::path(get, path = "/v1/accounts/{account}/events", tag = "audit", params(("account" = Uuid, Path), EventsQuery),
     security(("bearer" = [])), responses((status = 200, body = EventPage)))]
@@ -78,15 +92,11 @@ pub async fn events(
 ) -> Result<Json<EventPage>, Error> {
     ctx.authorize(&who, AccountId(account), Permission::AuditRead).await?;
     let limit = page_size(q.limit)?;
-    let after: i64 = match &q.cursor {
-        None => 0,
-        Some(c) => c
-            .strip_prefix("p")
-            .and_then(|n| n.parse().ok())
-            .filter(|n: &i64| *n >= 0)
-            .ok_or(Error::BadRequest { code: "invalid_cursor", detail: "the cursor is not one this API issued".into() })?,
-    };
-    let events = ctx.admit.account_events(AccountId(account), after, limit + 1, q.stream.as_deref(), q.event_type.as_deref()).await?;
+    let after = q.cursor.as_deref().map(decode_position_cursor).transpose()?.unwrap_or(0);
+    let events = ctx
+        .admit
+        .account_events(AccountId(account), after, limit + 1, q.stream.as_deref(), q.event_type.as_deref())
+        .await?;
     let decoded = admit_projections::Codec::decode_all(&ctx.admit.db, &events).await?;
     let mut items: Vec<EventView> = events
         .iter()
@@ -106,7 +116,7 @@ pub async fn events(
         .collect();
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);
-        items.last().map(|e| format!("p{}", e.position))
+        items.last().map(|e| encode_position_cursor(e.position))
     } else {
         None
     };

@@ -87,10 +87,13 @@ pub struct BulkResponse {
 }
 
 /// A row as read from the request, before the ledger judged it.
-struct ParsedRow {
-    line: Option<usize>,
-    email: Option<String>,
-    request: Result<InviteRequest, Error>,
+pub(super) struct ParsedRow {
+    /// CSV only: the line of the file the row starts on.
+    pub(super) line: Option<usize>,
+    /// The row's email as given.
+    pub(super) email: Option<String>,
+    /// The invitation the row asks for, or why it cannot be one.
+    pub(super) request: Result<InviteRequest, Error>,
 }
 
 /// `POST /v1/accounts/{account}/invitations/bulk`: invite many, from a JSON
@@ -171,12 +174,15 @@ pub async fn bulk(
 }
 
 fn too_many_rows() -> Error {
-    Error::BadRequest { code: "too_many_rows", detail: format!("at most {MAX_BULK_ROWS} rows per request; split the file") }
+    Error::BadRequest {
+        code: "too_many_rows",
+        detail: format!("at most {MAX_BULK_ROWS} rows per request; split the file"),
+    }
 }
 
 fn json_rows(body: &[u8]) -> Result<Vec<ParsedRow>, Error> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| Error::BadRequest { code: "malformed_json", detail: e.to_string() })?;
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| Error::BadRequest { code: "malformed_json", detail: e.to_string() })?;
     let items = match value {
         serde_json::Value::Array(items) => items,
         serde_json::Value::Object(mut o) if o.len() == 1 && o.contains_key("items") => match o.remove("items") {
@@ -199,7 +205,11 @@ fn json_rows(body: &[u8]) -> Result<Vec<ParsedRow>, Error> {
         .map(|(i, item)| {
             let body: InviteBody = serde_json::from_value(item)
                 .map_err(|e| Error::BadRequest { code: "invalid_body", detail: format!("items/{i}: {e}") })?;
-            Ok(ParsedRow { line: None, email: Some(body.email.trim().to_string()), request: body.parse(&format!("items/{i}/")) })
+            Ok(ParsedRow {
+                line: None,
+                email: Some(body.email.trim().to_string()),
+                request: body.parse(&format!("items/{i}/")),
+            })
         })
         .collect()
 }
@@ -211,14 +221,20 @@ fn malformed(detail: String) -> Error {
     Error::BadRequest { code: "malformed_csv", detail }
 }
 
-fn csv_rows(body: &[u8]) -> Result<Vec<ParsedRow>, Error> {
+/// Reads a CSV upload into rows: the whole file refused with
+/// `malformed_csv` (naming the line) or `too_many_rows`, else one row per
+/// record, each a request or its field errors.
+pub(super) fn csv_rows(body: &[u8]) -> Result<Vec<ParsedRow>, Error> {
     let text = std::str::from_utf8(body).map_err(|e| {
         let line = body[..e.valid_up_to()].iter().filter(|b| **b == b'\n').count() + 1;
         malformed(format!("line {line}: the file is not UTF-8 text (save it as CSV UTF-8)"))
     })?;
-    let (_, records) = csv::read(text, MAX_BULK_ROWS + 1).map_err(|e| malformed(e.to_string()))?.ok_or_else(too_many_rows)?;
+    let (_, records) =
+        csv::read(text, MAX_BULK_ROWS + 1).map_err(|e| malformed(e.to_string()))?.ok_or_else(too_many_rows)?;
     let mut records = records.into_iter();
-    let header = records.next().ok_or_else(|| malformed("line 1: the file is empty; start with the header row email,name,roles,expires_in".into()))?;
+    let header = records.next().ok_or_else(|| {
+        malformed("line 1: the file is empty; start with the header row email,name,roles,expires_in".into())
+    })?;
     let mut index = [None; 4];
     for (i, name) in header.fields.iter().enumerate() {
         let name = name.trim().to_ascii_lowercase();
@@ -282,7 +298,9 @@ fn csv_request(email: &str, name: &str, roles: &str, expires_in: &str) -> Result
     }
     let expires_in = match parse_lifetime(expires_in) {
         Ok(None) => None,
-        Ok(Some(seconds)) => LinkLifetime::from_seconds(seconds).map_err(|e| errors.push(field_error("expires_in", &e))).ok(),
+        Ok(Some(seconds)) => {
+            LinkLifetime::from_seconds(seconds).map_err(|e| errors.push(field_error("expires_in", &e))).ok()
+        }
         Err(()) => {
             errors.push(FieldError {
                 field: "expires_in".into(),

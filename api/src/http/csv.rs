@@ -76,10 +76,7 @@ pub fn read(text: &str, max_records: usize) -> Result<Option<(char, Vec<CsvRecor
                 loop {
                     match chars.next() {
                         None => {
-                            return Err(CsvError {
-                                line: quote_line,
-                                message: "a quoted field is never closed".into(),
-                            })
+                            return Err(CsvError { line: quote_line, message: "a quoted field is never closed".into() })
                         }
                         Some('"') if chars.peek() == Some(&'"') => {
                             chars.next();
@@ -117,19 +114,21 @@ pub fn read(text: &str, max_records: usize) -> Result<Option<(char, Vec<CsvRecor
                     None => break,
                     Some(c) if c == sep => {
                         chars.next();
-                                fields.push(std::mem::take(&mut field));
+                        fields.push(std::mem::take(&mut field));
                         break;
                     }
                     Some('\r') | Some('\n') => break,
                     Some('"') => {
                         return Err(CsvError {
                             line,
-                            message: "a quote inside an unquoted field (quote the whole field and double quotes inside it)".into(),
+                            message:
+                                "a quote inside an unquoted field (quote the whole field and double quotes inside it)"
+                                    .into(),
                         })
                     }
                     Some(c) => {
                         chars.next();
-                                field.push(c);
+                        field.push(c);
                     }
                 }
             }
@@ -179,7 +178,8 @@ pub fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// One CSV line (with CRLF, as RFC 4180 says) of neutralised cells, quoted
-/// when they hold a comma, quote or line break.
+/// when they hold a comma, quote or line break, or start with a byte-order
+/// mark (which [`read`] would take for the file's own at its start).
 pub fn write_row<S: AsRef<str>>(cells: &[S]) -> String {
     let mut out = String::new();
     for (i, cell) in cells.iter().enumerate() {
@@ -187,7 +187,7 @@ pub fn write_row<S: AsRef<str>>(cells: &[S]) -> String {
             out.push(',');
         }
         let cell = neutralise(cell.as_ref());
-        if cell.contains([',', '"', '\n', '\r']) {
+        if cell.contains([',', '"', '\n', '\r']) || cell.starts_with('\u{feff}') {
             out.push('"');
             out.push_str(&cell.replace('"', "\"\""));
             out.push('"');
@@ -243,6 +243,9 @@ mod tests {
 
     #[test]
     fn writes_neutralised_quoted_cells() {
-        assert_eq!(write_row(&["=1+2", "a,b", "say \"x\"", "@home", "-5", "+1", "plain"]), "'=1+2,\"a,b\",\"say \"\"x\"\"\",'@home,'-5,'+1,plain\r\n");
+        assert_eq!(
+            write_row(&["=1+2", "a,b", "say \"x\"", "@home", "-5", "+1", "plain"]),
+            "'=1+2,\"a,b\",\"say \"\"x\"\"\",'@home,'-5,'+1,plain\r\n"
+        );
     }
 }

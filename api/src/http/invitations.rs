@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -333,12 +333,16 @@ pub fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}|{id}", at.timestamp_micros()))
 }
 
-/// Decodes a cursor made by [`encode_cursor`]; anything else is 400.
+/// Decodes a cursor made by [`encode_cursor`]; anything else is 400,
+/// including times outside the years 1 to 9999 that no row carries (and
+/// that PostgreSQL could not even be sent: a 503 instead of a 400).
 pub fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), Error> {
     let bad = || Error::BadRequest { code: "invalid_cursor", detail: "the cursor is not one this API issued".into() };
     let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?).map_err(|_| bad())?;
     let (micros, id) = text.split_once('|').ok_or_else(bad)?;
-    let at = DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?).ok_or_else(bad)?;
+    let at = DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?)
+        .filter(|at| (1..=9999).contains(&at.year()))
+        .ok_or_else(bad)?;
     Ok((at, id.parse().map_err(|_| bad())?))
 }
 

@@ -36,6 +36,7 @@ pub struct MemberView {
     pub access: String,
     /// No rights at all yet.
     #[serde(serialize_with = "as_bool")]
+    #[schema(value_type = bool)]
     pub restricted: i64,
     /// When they joined.
     pub joined_at: DateTime<Utc>,

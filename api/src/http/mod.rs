@@ -11,10 +11,13 @@ pub mod bulk;
 pub mod csv;
 pub mod exports;
 pub mod extract;
+#[cfg(test)]
+mod fuzz;
 pub mod idempotency;
 pub mod invitations;
 pub mod me;
 pub mod members;
+pub mod openapi;
 pub mod pages;
 pub mod problem;
 pub mod public;
@@ -119,6 +122,7 @@ pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Admit", description = "An event-sourced invitation ledger", version = "1"),
+    components(schemas(problem::Problem)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
@@ -138,6 +142,13 @@ impl utoipa::Modify for BearerAuth {
 
 /// The documented routes, and the OpenAPI document they make.
 pub fn api_routes() -> (Router<ApiContext>, utoipa::openapi::OpenApi) {
+    let (router, mut openapi) = documented_routes();
+    utoipa::Modify::modify(&openapi::FlattenedBodies, &mut openapi);
+    utoipa::Modify::modify(&openapi::ProblemResponses, &mut openapi);
+    (router, openapi)
+}
+
+fn documented_routes() -> (Router<ApiContext>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(accounts::open_account))
         .routes(routes!(accounts::get_account, accounts::change_settings))

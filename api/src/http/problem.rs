@@ -3,9 +3,35 @@
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 
-use crate::Error;
+use crate::{Error, FieldError};
+
+/// The body of every error answer (RFC 9457 problem+json); the OpenAPI
+/// document describes each operation's 4xx and 503 answers with it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// `https://admit.dev/problems/{code}`.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    /// The reason phrase of the status.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// Stable code to branch on, e.g. `validation_failed`, `not_found`.
+    pub code: String,
+    /// What went wrong, for people.
+    pub detail: String,
+    /// `validation_failed`: each invalid field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+    /// `confirmation_required`: pending invitations the change would touch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub affected_invitations: Option<u64>,
+    /// `confirmation_required`: members the change would touch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub affected_members: Option<u64>,
+}
 
 /// The HTTP status for a domain refusal code.
 fn status_for_code(code: &str) -> StatusCode {
@@ -58,22 +84,25 @@ impl IntoResponse for Error {
             }
             other => other.to_string(),
         };
-        let mut body = json!({
-            "type": format!("https://admit.dev/problems/{code}"),
-            "title": status.canonical_reason().unwrap_or("Error"),
-            "status": status.as_u16(),
-            "code": code,
-            "detail": detail,
-        });
-        match &self {
-            Error::Validation(errors) => body["errors"] = json!(errors),
+        let mut body = Problem {
+            problem_type: format!("https://admit.dev/problems/{code}"),
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
+            code: code.to_string(),
+            detail,
+            errors: None,
+            affected_invitations: None,
+            affected_members: None,
+        };
+        match self {
+            Error::Validation(errors) => body.errors = Some(errors),
             Error::Domain(admit_domain::DomainError::Invalid { field, code, reason }) => {
-                body["code"] = json!("validation_failed");
-                body["errors"] = json!([{ "field": field, "code": code, "message": reason }]);
+                body.code = "validation_failed".into();
+                body.errors = Some(vec![FieldError { field: field.into(), code: code.into(), message: reason }]);
             }
             Error::ConfirmationRequired { affected_invitations, affected_members } => {
-                body["affected_invitations"] = json!(affected_invitations);
-                body["affected_members"] = json!(affected_members);
+                body.affected_invitations = Some(affected_invitations);
+                body.affected_members = Some(affected_members);
             }
             _ => {}
         }
