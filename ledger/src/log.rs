@@ -251,6 +251,33 @@ impl Tx {
         Ok(row)
     }
 
+    /// PostgreSQL's global order is by transaction id. A transaction that
+    /// took its id before the stream's last writer (it held another lock,
+    /// then waited for this stream) would sort before that writer's events
+    /// while following them in the stream, and readers of the global order
+    /// (the relay, a rebuild) would see the stream out of order. Such a
+    /// transaction gives way with a retryable `Conflict`; the command runs
+    /// again under a new, later id. (Found by the crash-safety test: a
+    /// rebuild disagreed with the live read model.)
+    async fn ensure_after_the_streams_last_writer(&mut self, stream: &str, current: i64) -> Result<()> {
+        let Conn::Postgres(t) = &mut self.conn else { return Ok(()) };
+        let behind: Option<bool> = sqlx::query_scalar(
+            "SELECT transaction_id > pg_current_xact_id() FROM events WHERE stream_id = $1 \
+             ORDER BY stream_version DESC LIMIT 1",
+        )
+        .bind(stream)
+        .fetch_optional(&mut **t)
+        .await?;
+        if behind == Some(true) {
+            return Err(LedgerError::Conflict {
+                stream: stream.to_string(),
+                expected: "a transaction after the stream's last writer".into(),
+                actual: current,
+            });
+        }
+        Ok(())
+    }
+
     /// Reads every event of `stream` in version order, inside this
     /// transaction (sees its own uncommitted appends).
     pub async fn read_stream(&mut self, stream: &str) -> Result<Vec<RecordedEvent>> {
@@ -289,6 +316,9 @@ impl Tx {
 
         let head = self.stream_head(stream, true).await?;
         let (current, previous_hash) = head.clone().unwrap_or((0, GENESIS.to_vec()));
+        if head.is_some() {
+            self.ensure_after_the_streams_last_writer(stream, current).await?;
+        }
         if let ExpectedVersion::Exact(v) = expected {
             if v != current {
                 return Err(LedgerError::Conflict {

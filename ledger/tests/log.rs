@@ -187,3 +187,29 @@ async fn a_late_committing_transaction_is_not_skipped() {
     assert_eq!(streams, ["slow", "fast"]);
     assert!(seen[0].position < seen[1].position);
 }
+
+/// A transaction that took its id before a stream's last writer gives way
+/// (retryable `Conflict`), so the global order by transaction id never puts
+/// a stream's later version before an earlier one (PostgreSQL; SQLite has
+/// one writer and orders by position).
+#[tokio::test]
+async fn an_older_transaction_never_appends_after_a_newer_writer_of_the_stream() {
+    let (_, db) = fresh_postgres().await;
+    db.append("shared", ExpectedVersion::Exact(0), &[event(0)], &meta()).await.unwrap();
+    let mut older = db.begin().await.unwrap();
+    older.append("own", ExpectedVersion::Exact(0), &[event(1)], &meta(), Utc::now()).await.unwrap();
+    // A newer transaction writes the shared stream and commits first.
+    db.append("shared", ExpectedVersion::Exact(1), &[event(2)], &meta()).await.unwrap();
+    let err = older.append("shared", ExpectedVersion::Any, &[event(3)], &meta(), Utc::now()).await.unwrap_err();
+    assert!(matches!(err, LedgerError::Conflict { .. }) && err.is_retryable(), "{err}");
+    older.rollback().await.unwrap();
+    // Run again (a new transaction, a new id), it appends.
+    let mut again = db.begin().await.unwrap();
+    again.append("own", ExpectedVersion::Exact(0), &[event(1)], &meta(), Utc::now()).await.unwrap();
+    let out = again.append("shared", ExpectedVersion::Any, &[event(3)], &meta(), Utc::now()).await.unwrap();
+    again.commit().await.unwrap();
+    assert_eq!(out.version, 3);
+    let global = read_everything(&db, 4).await;
+    let shared: Vec<i64> = global.iter().filter(|e| e.stream_id == "shared").map(|e| e.stream_version).collect();
+    assert_eq!(shared, [1, 2, 3], "the global order keeps the stream's order");
+}

@@ -145,7 +145,15 @@ pub async fn assert_replay_matches(admit: &Admit, label: &str) {
     let live = admit_projections::rebuild::dump(&admit.db, "").await.unwrap();
     let rebuilt = admit_projections::rebuild::dump(&admit.db, prefix).await.unwrap();
     for ((table, a), (_, b)) in live.iter().zip(&rebuilt) {
-        assert_eq!(a, b, "{label}: table {table} differs after replay");
+        // Only the rows that differ, so a failure reads.
+        let only_live: Vec<_> = a.iter().filter(|r| !b.contains(r)).collect();
+        let only_rebuilt: Vec<_> = b.iter().filter(|r| !a.contains(r)).collect();
+        assert!(
+            only_live.is_empty() && only_rebuilt.is_empty() && a.len() == b.len(),
+            "{label}: table {table} differs after replay ({} live rows, {} rebuilt)\nonly live: {only_live:?}\nonly rebuilt: {only_rebuilt:?}",
+            a.len(),
+            b.len()
+        );
     }
     admit_projections::rebuild::discard(&admit.db, prefix).await.unwrap();
 }
