@@ -239,3 +239,53 @@ async fn five_hundred_invitations_with_the_mailer_killed_twice_are_mailed_once_e
     stop.send(true).unwrap();
     relaying.await.unwrap().unwrap();
 }
+
+/// The broker frozen for 15 s (longer than the consumers' session) while
+/// the relay and the consumers run and invitations keep coming: once it
+/// thaws every invitee gets the invitation exactly once (the consumer group
+/// re-forms, nothing is skipped, nothing is sent twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_frozen_under_the_consumers_loses_and_doubles_no_email() {
+    const BEFORE: usize = 10;
+    const DURING: usize = 20;
+    let broker = Broker::with_topic(TOPIC, 3).await;
+    let sink = SmtpSink::start().await;
+    let app = spawn_app(&admit_ledger::testing::fresh_postgres_url().await).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let relay = Relay::new(app.admit.db.clone(), relay_config(&broker)).unwrap();
+    let relaying = tokio::spawn({
+        let stopped = stopped.clone();
+        async move { relay.run(stopped).await }
+    });
+    let consumers =
+        Consumers::on_topic(app.admit.clone(), mailer_config(sink.port), ExpiryConfig::default(), &topic_config(&broker))
+            .unwrap();
+    let consuming = tokio::spawn(consumers.run(stopped));
+    let (account, owner) = app.account_without_limits("KW-3", "owner@kw3.example.com").await;
+    let mailed = |n: usize| {
+        let dir = sink.dir.clone();
+        async move { (invitation_mails(&dir).len() >= n).then_some(()) }
+    };
+    for i in 0..BEFORE {
+        app.invite(&owner, &account, &format!("bulk-{i}@example.com"), &["viewer"]).await;
+    }
+    until(90, "the emails before the freeze", || mailed(BEFORE)).await;
+
+    broker.freeze();
+    for i in BEFORE..BEFORE + DURING {
+        app.invite(&owner, &account, &format!("bulk-{i}@example.com"), &["viewer"]).await;
+    }
+    // The outage itself (not a wait for something): past the 3 s session.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert_eq!(invitation_mails(&sink.dir).len(), BEFORE, "nothing moves while the broker is frozen");
+    broker.thaw();
+
+    until(120, "every email after the thaw", || mailed(BEFORE + DURING)).await;
+    let mails = invitation_mails(&sink.dir);
+    let people: std::collections::BTreeSet<&String> = mails.iter().map(|(to, _)| to).collect();
+    let ids: std::collections::BTreeSet<&String> = mails.iter().map(|(_, id)| id).collect();
+    assert_eq!((mails.len(), people.len(), ids.len()), (BEFORE + DURING, BEFORE + DURING, BEFORE + DURING), "{mails:#?}");
+    stop.send(true).unwrap();
+    relaying.await.unwrap().unwrap();
+    consuming.await.unwrap().unwrap();
+}

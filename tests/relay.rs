@@ -98,11 +98,6 @@ async fn every_event_reaches_the_topic_once_in_stream_order() {
 }
 
 /// Sends a signal to the broker process (`STOP` freezes it, `CONT` resumes).
-fn signal(broker: &Broker, sig: &str) {
-    let status = std::process::Command::new("kill").args([&format!("-{sig}"), &broker.child.id().to_string()]).status().unwrap();
-    assert!(status.success(), "kill -{sig}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_gone_for_thirty_seconds_loses_and_reorders_nothing() {
     let topic = "admit.events";
@@ -126,7 +121,7 @@ async fn a_broker_gone_for_thirty_seconds_loses_and_reorders_nothing() {
 
     // Invitations keep coming while the broker is frozen for 30 s.
     app.invite(&owner, &account, "before@example.com", &["viewer"]).await;
-    signal(&broker, "STOP");
+    broker.freeze();
     let outage = Instant::now();
     let mut n = 0;
     while outage.elapsed() < Duration::from_secs(30) {
@@ -137,7 +132,7 @@ async fn a_broker_gone_for_thirty_seconds_loses_and_reorders_nothing() {
         n += 1;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    signal(&broker, "CONT");
+    broker.thaw();
     app.invite(&owner, &account, "after@example.com", &["viewer"]).await;
 
     let admit_ledger::Database::Postgres(pool) = &app.admit.db else { unreachable!() };

@@ -468,6 +468,25 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// Freezes the broker (SIGSTOP): connections stay open but nothing
+    /// answers, as a broker that hangs or a partition that cuts it off.
+    /// (A restart would lose tansu's in-memory topic.)
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a frozen broker go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = std::process::Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success(), "kill -{sig}");
+    }
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
