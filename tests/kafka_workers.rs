@@ -66,21 +66,52 @@ where
     }
 }
 
+/// A Kafka deployment in this process: a broker with the topic, an SMTP
+/// server, the app on a fresh PostgreSQL database, the relay and every
+/// consumer running in their groups.
+struct Deployment {
+    broker: Broker,
+    sink: SmtpSink,
+    app: TestApp,
+    stop: tokio::sync::watch::Sender<bool>,
+    relaying: tokio::task::JoinHandle<admit_workers::Result<()>>,
+    consuming: tokio::task::JoinHandle<admit_workers::Result<()>>,
+}
+
+impl Deployment {
+    async fn start() -> Deployment {
+        let broker = Broker::with_topic(TOPIC, 3).await;
+        let sink = SmtpSink::start().await;
+        let app = spawn_app(&admit_ledger::testing::fresh_postgres_url().await).await;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let relay = Relay::new(app.admit.db.clone(), relay_config(&broker)).unwrap();
+        let relaying = tokio::spawn({
+            let stopped = stopped.clone();
+            async move { relay.run(stopped).await }
+        });
+        let consumers = Consumers::on_topic(
+            app.admit.clone(),
+            mailer_config(sink.port),
+            ExpiryConfig::default(),
+            &topic_config(&broker),
+        )
+        .unwrap();
+        let consuming = tokio::spawn(consumers.run(stopped));
+        Deployment { broker, sink, app, stop, relaying, consuming }
+    }
+
+    /// Stops the relay and the consumers; both must end without an error.
+    async fn shut_down(self) {
+        self.stop.send(true).unwrap();
+        self.relaying.await.unwrap().unwrap();
+        self.consuming.await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn invite_mail_click_accept_through_the_topic() {
-    let broker = Broker::with_topic(TOPIC, 3).await;
-    let sink = SmtpSink::start().await;
-    let app = spawn_app(&admit_ledger::testing::fresh_postgres_url().await).await;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let relay = Relay::new(app.admit.db.clone(), relay_config(&broker)).unwrap();
-    let relaying = tokio::spawn({
-        let stopped = stopped.clone();
-        async move { relay.run(stopped).await }
-    });
-    let consumers =
-        Consumers::on_topic(app.admit.clone(), mailer_config(sink.port), ExpiryConfig::default(), &topic_config(&broker))
-            .unwrap();
-    let consuming = tokio::spawn(consumers.run(stopped));
+    let deployment = Deployment::start().await;
+    let (sink, app) = (&deployment.sink, &deployment.app);
 
     let (account, owner_link) = app.open_account("KW-1", "owner@kw.example.com", 10).await;
     let (_, owner) = app.accept_new(&owner_link, "Olga Owner").await;
@@ -127,9 +158,7 @@ async fn invite_mail_click_accept_through_the_topic() {
     assert_eq!(funnel["total"]["invited"], 2, "{funnel}");
     assert_eq!(funnel["total"]["clicked"], 1, "{funnel}");
 
-    stop.send(true).unwrap();
-    relaying.await.unwrap().unwrap();
-    consuming.await.unwrap().unwrap();
+    deployment.shut_down().await;
 }
 
 /// `admit worker mailer` as its own process, consuming the topic.
@@ -248,19 +277,8 @@ async fn five_hundred_invitations_with_the_mailer_killed_twice_are_mailed_once_e
 async fn a_broker_frozen_under_the_consumers_loses_and_doubles_no_email() {
     const BEFORE: usize = 10;
     const DURING: usize = 20;
-    let broker = Broker::with_topic(TOPIC, 3).await;
-    let sink = SmtpSink::start().await;
-    let app = spawn_app(&admit_ledger::testing::fresh_postgres_url().await).await;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let relay = Relay::new(app.admit.db.clone(), relay_config(&broker)).unwrap();
-    let relaying = tokio::spawn({
-        let stopped = stopped.clone();
-        async move { relay.run(stopped).await }
-    });
-    let consumers =
-        Consumers::on_topic(app.admit.clone(), mailer_config(sink.port), ExpiryConfig::default(), &topic_config(&broker))
-            .unwrap();
-    let consuming = tokio::spawn(consumers.run(stopped));
+    let deployment = Deployment::start().await;
+    let (broker, sink, app) = (&deployment.broker, &deployment.sink, &deployment.app);
     let (account, owner) = app.account_without_limits("KW-3", "owner@kw3.example.com").await;
     let mailed = |n: usize| {
         let dir = sink.dir.clone();
@@ -285,7 +303,5 @@ async fn a_broker_frozen_under_the_consumers_loses_and_doubles_no_email() {
     let people: std::collections::BTreeSet<&String> = mails.iter().map(|(to, _)| to).collect();
     let ids: std::collections::BTreeSet<&String> = mails.iter().map(|(_, id)| id).collect();
     assert_eq!((mails.len(), people.len(), ids.len()), (BEFORE + DURING, BEFORE + DURING, BEFORE + DURING), "{mails:#?}");
-    stop.send(true).unwrap();
-    relaying.await.unwrap().unwrap();
-    consuming.await.unwrap().unwrap();
+    deployment.shut_down().await;
 }

@@ -9,10 +9,7 @@ use std::time::{Duration, Instant};
 
 use admit_workers::relay::{Relay, RelayConfig};
 use common::*;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 
 const PARTITIONS: i32 = 3;
 
@@ -42,17 +39,7 @@ async fn every_event_reaches_the_topic_once_in_stream_order() {
         poll: Duration::from_millis(50),
     };
     let relay = Relay::new(app.admit.db.clone(), config.clone()).unwrap();
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .set("group.id", "admit-test-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
+    let consumer = broker.reader(topic, PARTITIONS);
 
     let mut seen: Vec<(String, String, i64, BTreeMap<String, String>)> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -141,13 +128,7 @@ async fn a_broker_gone_for_thirty_seconds_loses_and_reorders_nothing() {
             .fetch_all(pool)
             .await
             .unwrap();
-    let consumer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", &broker.addr).set("group.id", "admit-test-reader").create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
+    let consumer = broker.reader(topic, PARTITIONS);
     let mut seen: Vec<(String, String, i64, i64)> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut quiet_since = Instant::now();

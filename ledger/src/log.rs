@@ -259,6 +259,10 @@ impl Tx {
     /// transaction gives way with a retryable `Conflict`; the command runs
     /// again under a new, later id. (Found by the crash-safety test: a
     /// rebuild disagreed with the live read model.)
+    ///
+    /// A statement of its own, after the head is locked: a subquery in the
+    /// locking statement would read with that statement's snapshot, taken
+    /// before the writer we waited for committed, and miss its events.
     async fn ensure_after_the_streams_last_writer(&mut self, stream: &str, current: i64) -> Result<()> {
         let Conn::Postgres(t) = &mut self.conn else { return Ok(()) };
         let behind: Option<bool> = sqlx::query_scalar(

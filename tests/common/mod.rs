@@ -476,6 +476,24 @@ impl Broker {
         self.signal("STOP");
     }
 
+    /// A consumer of every partition of `topic` from its beginning (no
+    /// group to join, nothing committed): what the tests read the topic with.
+    pub fn reader(&self, topic: &str, partitions: i32) -> rdkafka::consumer::BaseConsumer {
+        use rdkafka::consumer::Consumer;
+        let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.addr)
+            .set("group.id", "admit-test-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning).unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        consumer
+    }
+
     /// Lets a frozen broker go on (SIGCONT).
     pub fn thaw(&self) {
         self.signal("CONT");

@@ -109,8 +109,14 @@ async fn main() -> Result<()> {
     let sent: Vec<&(uuid::Uuid, String, DateTime<Utc>)> = events.iter().filter(|e| e.1 == "InvitationSent").collect();
     let drain_by = tokio::time::Instant::now() + Duration::from_secs(30);
     while tokio::time::Instant::now() < drain_by {
-        let on_topic = events.iter().filter(|e| topic.lock().unwrap().contains_key(&e.0.to_string())).count();
-        let mailed = sent.iter().filter(|e| mail.lock().unwrap().contains_key(&format!("<{}.invitation@admit>", e.0))).count();
+        let on_topic = {
+            let arrived = topic.lock().unwrap();
+            events.iter().filter(|e| arrived.contains_key(&e.0.to_string())).count()
+        };
+        let mailed = {
+            let arrived = mail.lock().unwrap();
+            sent.iter().filter(|e| arrived.contains_key(&format!("<{}.invitation@admit>", e.0))).count()
+        };
         if on_topic == events.len() && mailed == sent.len() {
             break;
         }
