@@ -188,6 +188,11 @@ enum Command {
         /// Output format for --as-of.
         #[arg(long, default_value = "json")]
         format: String,
+        /// Rows per read model kept in memory while rebuilding: bounds the
+        /// replay's memory (about 1.3 KiB a row at most); beyond it rows
+        /// are written out and read back when needed.
+        #[arg(long, env = "ADMIT_REPLAY_ROWS_IN_MEMORY", default_value_t = admit_projections::rebuild::RebuildOptions::default().resident_rows)]
+        rows_in_memory: usize,
     },
     /// Recompute the hash chain of every stream; exit 1 on the first mismatch.
     Verify,
@@ -314,17 +319,18 @@ async fn main() -> Result<()> {
                 }
             }
         }
-        Command::Replay { as_of: Some(moment), format } => {
+        Command::Replay { as_of: Some(moment), format, .. } => {
             if format != "json" {
                 bail!("only --format json is supported");
             }
             let accounts = accounts_as_of(&db, moment).await?;
             println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "accounts": accounts }))?);
         }
-        Command::Replay { as_of: None, .. } => {
+        Command::Replay { as_of: None, rows_in_memory, .. } => {
             admit.prepare().await?;
             let started = std::time::Instant::now();
-            let rebuilt = admit_projections::rebuild::replay(&db, &secrets.lookup).await?;
+            let options = admit_projections::rebuild::RebuildOptions { resident_rows: rows_in_memory, ..Default::default() };
+            let rebuilt = admit_projections::rebuild::replay_with(&db, &secrets.lookup, options).await?;
             let secs = started.elapsed().as_secs_f64();
             println!(
                 "replayed {} events in {:.2}s ({:.0} events/s)",

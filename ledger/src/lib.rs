@@ -16,6 +16,7 @@ pub mod hash;
 pub mod log;
 pub mod personal;
 pub mod reservations;
+pub mod scan;
 pub mod testing;
 pub mod verify;
 

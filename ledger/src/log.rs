@@ -529,10 +529,29 @@ impl Database {
     /// always sorts after the returned ones. Page by passing
     /// [`GlobalCursor::after`] of the last event returned.
     pub async fn read_all(&self, after: GlobalCursor, limit: i64) -> Result<Vec<RecordedEvent>> {
+        self.read_all_columns(after, limit, PG_COLUMNS, SQLITE_COLUMNS).await
+    }
+
+    /// [`read_all`](Database::read_all) without the metadata and the hash
+    /// (left empty): what a rebuild reads, a third less to send and no
+    /// metadata to parse per event.
+    pub async fn read_all_payloads(&self, after: GlobalCursor, limit: i64) -> Result<Vec<RecordedEvent>> {
+        const PG: &str = "position, transaction_id::text AS transaction_id, event_id, stream_id, stream_version, \
+             event_type, schema_version, payload, '{}' AS metadata, recorded_at, ''::bytea AS hash";
+        const SQLITE: &str = "position, CAST(transaction_id AS TEXT) AS transaction_id, event_id, stream_id, \
+             stream_version, event_type, schema_version, payload, '{}' AS metadata, recorded_at, X'' AS hash";
+        let mut events = self.read_all_columns(after, limit, PG, SQLITE).await?;
+        for e in &mut events {
+            e.metadata_text.clear();
+        }
+        Ok(events)
+    }
+
+    async fn read_all_columns(&self, after: GlobalCursor, limit: i64, pg: &str, sqlite: &str) -> Result<Vec<RecordedEvent>> {
         let rows: Vec<EventRow> = match self {
             Database::Postgres(pool) => {
                 let sql = format!(
-                    "SELECT {PG_COLUMNS} FROM events \
+                    "SELECT {pg} FROM events \
                      WHERE (transaction_id, position) > ($1::text::xid8, $2) \
                        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
                      ORDER BY events.transaction_id, events.position LIMIT $3"
@@ -546,7 +565,7 @@ impl Database {
             }
             Database::Sqlite { reader, .. } => {
                 let sql = format!(
-                    "SELECT {SQLITE_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+                    "SELECT {sqlite} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
                 );
                 sqlx::query_as(&sql).bind(after.position).bind(limit).fetch_all(reader).await?
             }

@@ -14,6 +14,7 @@ pub mod as_of;
 mod bulk;
 pub mod codec;
 pub mod error;
+mod feed;
 pub mod projector;
 pub mod rebuild;
 pub mod schema;

@@ -9,7 +9,8 @@ use chrono::Utc;
 
 use crate::schema::{self, TABLES};
 use crate::bulk::BulkProjector;
-use crate::{Codec, Envelope, Result};
+use crate::feed;
+use crate::{Codec, Result};
 
 /// Name of the projector that writes every read model.
 pub const PROJECTOR: &str = "read_models";
@@ -17,7 +18,7 @@ pub const PROJECTOR: &str = "read_models";
 /// Prefix of the tables a rebuild writes before it swaps them in.
 pub const REBUILD_PREFIX: &str = "rebuild_";
 
-/// Events projected per transaction during a rebuild.
+/// Events projected per transaction during a rebuild, by default.
 const BATCH: i64 = 10_000;
 
 /// What a rebuild did.
@@ -69,77 +70,92 @@ pub async fn ensure_live_tables(db: &Database, lookup: &LookupKey) -> Result<()>
     Ok(())
 }
 
+/// How a rebuild runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebuildOptions {
+    /// Rows per read model held in memory while rebuilding (see the bulk
+    /// projector): memory is bounded by this, not by the log; a larger
+    /// bound writes each row fewer times.
+    pub resident_rows: usize,
+    /// Events read, decoded and applied at a time.
+    pub batch: usize,
+}
+
+impl Default for RebuildOptions {
+    fn default() -> RebuildOptions {
+        RebuildOptions { resident_rows: crate::bulk::DEFAULT_RESIDENT_ROWS, batch: BATCH as usize }
+    }
+}
+
 /// Projects the whole log into fresh tables under `prefix`, streaming it in
-/// batches (memory does not grow with the log), recording the projector's
-/// checkpoint with each batch's writes. The last stretch runs with writers
-/// held off, so the result reflects every event committed when it returns.
+/// batches. The last stretch runs with writers held off, so the result
+/// reflects every event committed when it returns.
 pub async fn rebuild_into(db: &Database, lookup: &LookupKey, prefix: &str) -> Result<Rebuilt> {
-    rebuild(db, lookup, prefix, false).await
+    rebuild(db, lookup, prefix, false, RebuildOptions::default()).await
+}
+
+/// [`rebuild_into`] with options.
+pub async fn rebuild_into_with(db: &Database, lookup: &LookupKey, prefix: &str, options: RebuildOptions) -> Result<Rebuilt> {
+    rebuild(db, lookup, prefix, false, options).await
 }
 
 /// Rebuilds every read model from the log and swaps the result in place of
 /// the live tables. The swap and the catch-up before it run in one
 /// transaction with writers held off, so no write is lost in between.
 pub async fn replay(db: &Database, lookup: &LookupKey) -> Result<Rebuilt> {
-    rebuild(db, lookup, REBUILD_PREFIX, true).await
+    rebuild(db, lookup, REBUILD_PREFIX, true, RebuildOptions::default()).await
 }
 
-async fn rebuild(db: &Database, lookup: &LookupKey, prefix: &str, swap: bool) -> Result<Rebuilt> {
-    let cache_before = sqlite_cache_size(db, None).await?;
+/// [`replay`] with options.
+pub async fn replay_with(db: &Database, lookup: &LookupKey, options: RebuildOptions) -> Result<Rebuilt> {
+    rebuild(db, lookup, REBUILD_PREFIX, true, options).await
+}
+
+async fn rebuild(db: &Database, lookup: &LookupKey, prefix: &str, swap: bool, options: RebuildOptions) -> Result<Rebuilt> {
+    let settings_before = sqlite_settings(db, None).await?;
     let mut tx = db.begin().await?;
     schema::drop(&mut tx, prefix).await?;
     schema::create_tables(&mut tx, prefix).await?;
     tx.commit().await?;
 
-    // Events are projected a batch at a time in memory and written with a
-    // few multi-row statements (see `bulk`); the next batch is read and
-    // decoded while the current one is written.
-    let mut bulk = BulkProjector::new(prefix, lookup.clone());
+    // The log is read and decoded on another thread (see `feed`) while this
+    // one applies it; rows are kept in memory and written about once (see
+    // `bulk`).
+    let mut bulk = BulkProjector::new(prefix, lookup.clone(), options.resident_rows);
     let mut cursor = GlobalCursor::START;
     let mut events = 0u64;
-    // Bulk of the log: gap-safe batches, one transaction each, writers free.
+    // Bulk of the log: gap-safe batches, writers free.
     let started = Instant::now();
-    let (mut writing, mut reading) = (Duration::ZERO, Duration::ZERO);
-    let mut next = read_batch(db, cursor).await?;
-    while let Some((decoded, after)) = next.take() {
-        let write = async {
-            let t = Instant::now();
-            let mut tx = db.begin().await?;
-            if let admit_ledger::Conn::Postgres(t) = &mut tx.conn {
-                // A batch lost in a crash is simply rebuilt again: no need
-                // to wait for its WAL flush (the swap commits durably).
-                sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut **t).await?;
-            }
-            bulk.apply_all(&mut tx, &decoded).await?;
-            record_checkpoint(&mut tx, prefix, after).await?;
-            tx.commit().await?;
-            Ok::<_, crate::ProjectionError>(t.elapsed())
-        };
-        let read = async {
-            let t = Instant::now();
-            read_batch(db, after).await.map(|r| (r, t.elapsed()))
-        };
-        let (written, read) = futures::join!(write, read);
-        writing += written?;
-        let (read, took) = read?;
-        reading += took;
-        next = read;
+    let mut waiting = Duration::ZERO;
+    let mut batches = feed::spawn(db, options.batch.max(1));
+    loop {
+        let t = Instant::now();
+        let Some(batch) = batches.recv().await else { break };
+        waiting += t.elapsed();
+        let (decoded, after) = batch?;
+        let mut tx = begin_batch(db).await?;
+        bulk.apply_all(&mut tx, &decoded).await?;
+        tx.commit().await?;
         cursor = after;
         events += decoded.len() as u64;
     }
-    tracing::debug!(?writing, ?reading, elapsed = ?started.elapsed(), events, "rebuild: bulk of the log projected");
+    let mut tx = begin_batch(db).await?;
+    bulk.finish(&mut tx).await?;
+    tx.commit().await?;
+    tracing::debug!(?waiting, elapsed = ?started.elapsed(), events, "rebuild: bulk of the log projected");
     let started = Instant::now();
     // The tail: hold writers off, catch up on what committed meanwhile.
     let mut tx = db.begin().await?;
     tx.lock_log().await?;
     loop {
-        let batch = tx.read_all_committed(cursor, BATCH).await?;
+        let batch = tx.read_all_committed(cursor, options.batch.max(1) as i64).await?;
         let Some(last) = batch.last() else { break };
         cursor = GlobalCursor::after(last);
         let decoded = Codec::decode_all_in(&mut tx, &batch).await?;
         bulk.apply_all(&mut tx, &decoded).await?;
         events += decoded.len() as u64;
     }
+    bulk.finish(&mut tx).await?;
     record_checkpoint(&mut tx, prefix, cursor).await?;
     tracing::debug!(elapsed = ?started.elapsed(), "rebuild: tail projected");
     let started = Instant::now();
@@ -156,33 +172,54 @@ async fn rebuild(db: &Database, lookup: &LookupKey, prefix: &str, swap: bool) ->
         schema::create(&mut tx, prefix).await?;
     }
     tx.commit().await?;
-    sqlite_cache_size(db, cache_before).await?;
+    sqlite_settings(db, settings_before).await?;
     tracing::debug!(elapsed = ?started.elapsed(), "rebuild: swapped in");
+    // Freeing every row held (a million-event log: about a second) is
+    // nobody's wait.
+    let _ = std::thread::Builder::new().name("admit-rebuild-free".into()).spawn(move || drop(bulk));
     Ok(Rebuilt { events, cursor })
+}
+
+/// A transaction for a batch of the rebuild. On PostgreSQL it commits
+/// without waiting for its WAL flush: a batch lost in a crash is simply
+/// rebuilt again (the swap commits durably).
+async fn begin_batch(db: &Database) -> Result<admit_ledger::Tx> {
+    let mut tx = db.begin().await?;
+    if let admit_ledger::Conn::Postgres(t) = &mut tx.conn {
+        sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut **t).await?;
+    }
+    Ok(tx)
 }
 
 /// Pages SQLite's writer connection keeps in memory while rebuilding.
 const REBUILD_CACHE_KIB: i64 = 64 * 1024;
 
-/// On SQLite, sets the writer connection's page cache (`PRAGMA
-/// cache_size`) to `restore`, or when None enlarges it for a rebuild (the
-/// default 2 MiB re-reads the rebuilt tables' pages for every batch);
-/// returns the size it replaced. Nothing on PostgreSQL.
-async fn sqlite_cache_size(db: &Database, restore: Option<i64>) -> Result<Option<i64>> {
-    let Database::Sqlite { writer, .. } = db else { return Ok(None) };
-    let before: i64 = sqlx::query_scalar("PRAGMA cache_size").fetch_one(writer).await?;
-    let size = restore.unwrap_or(-REBUILD_CACHE_KIB);
-    sqlx::query(&format!("PRAGMA cache_size = {size}")).execute(writer).await?;
-    Ok(Some(before))
+/// SQLite settings of the writer connection that a rebuild changes.
+#[derive(Debug, Clone, Copy)]
+struct SqliteSettings {
+    /// `PRAGMA cache_size`.
+    cache_size: i64,
+    /// `PRAGMA threads`: helper threads SQLite may sort with (building an
+    /// index at the swap sorts every row of its table).
+    threads: i64,
 }
 
-/// The next batch of the log after `after`, decoded, with the cursor after
-/// it; None at the end of the log.
-async fn read_batch(db: &Database, after: GlobalCursor) -> Result<Option<(Vec<Envelope>, GlobalCursor)>> {
-    let batch = db.read_all(after, BATCH).await?;
-    let Some(last) = batch.last() else { return Ok(None) };
-    let cursor = GlobalCursor::after(last);
-    Ok(Some((Codec::decode_all(db, &batch).await?, cursor)))
+/// On SQLite, sets the writer connection's page cache and sorting threads
+/// to `restore`, or when None to a rebuild's (the default 2 MiB cache
+/// re-reads the rebuilt tables' pages for every batch, and no helper
+/// thread leaves the second core idle while indexes are built); returns
+/// the settings it replaced. Nothing on PostgreSQL.
+async fn sqlite_settings(db: &Database, restore: Option<SqliteSettings>) -> Result<Option<SqliteSettings>> {
+    let Database::Sqlite { writer, .. } = db else { return Ok(None) };
+    let before = SqliteSettings {
+        cache_size: sqlx::query_scalar("PRAGMA cache_size").fetch_one(writer).await?,
+        threads: sqlx::query_scalar("PRAGMA threads").fetch_one(writer).await?,
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+    let set = restore.unwrap_or(SqliteSettings { cache_size: -REBUILD_CACHE_KIB, threads: cores - 1 });
+    sqlx::query(&format!("PRAGMA cache_size = {}", set.cache_size)).execute(writer).await?;
+    sqlx::query(&format!("PRAGMA threads = {}", set.threads)).execute(writer).await?;
+    Ok(Some(before))
 }
 
 async fn record_checkpoint(tx: &mut admit_ledger::Tx, prefix: &str, cursor: GlobalCursor) -> Result<()> {

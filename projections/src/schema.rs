@@ -29,6 +29,10 @@ pub struct Table {
     pub primary_key: &'static str,
     /// Extra indexes: each a comma-separated column list.
     pub indexes: &'static [&'static str],
+    /// On SQLite, stored as a B-tree on the primary key alone (`WITHOUT
+    /// ROWID`) instead of a row-id table plus a key index: for narrow rows
+    /// under a composite or text key, one B-tree to write instead of two.
+    pub without_rowid: bool,
 }
 
 use Kind::*;
@@ -49,6 +53,7 @@ pub const TABLES: &[Table] = &[
         ],
         primary_key: "account_id",
         indexes: &["customer_number"],
+        without_rowid: false,
     },
     Table {
         name: "roles",
@@ -61,6 +66,7 @@ pub const TABLES: &[Table] = &[
         ],
         primary_key: "account_id, role",
         indexes: &[],
+        without_rowid: true,
     },
     Table {
         name: "users",
@@ -78,6 +84,7 @@ pub const TABLES: &[Table] = &[
         ],
         primary_key: "user_id",
         indexes: &["email_hash", "person_id"],
+        without_rowid: false,
     },
     Table {
         name: "members",
@@ -94,6 +101,7 @@ pub const TABLES: &[Table] = &[
         ],
         primary_key: "account_id, user_id",
         indexes: &["user_id", "account_id, status"],
+        without_rowid: false,
     },
     Table {
         name: "invitations",
@@ -128,6 +136,7 @@ pub const TABLES: &[Table] = &[
         ],
         primary_key: "invitation_id",
         indexes: &["account_id, status, created_at", "account_id, created_at", "invited_by, status", "person_id"],
+        without_rowid: false,
     },
     Table {
         name: "api_keys",
@@ -143,18 +152,21 @@ pub const TABLES: &[Table] = &[
         ],
         primary_key: "key_id",
         indexes: &["secret_hash", "account_id"],
+        without_rowid: false,
     },
     Table {
         name: "account_streams",
         columns: &[("account_id", Uuid), ("stream_id", Text), ("opened_at", Time)],
         primary_key: "stream_id",
         indexes: &["account_id"],
+        without_rowid: true,
     },
     Table {
         name: "invitation_deliveries",
         columns: &[("invitation_id", Uuid), ("seq", Int), ("state", Text), ("detail", Text), ("recorded_at", Time)],
         primary_key: "invitation_id, seq",
         indexes: &[],
+        without_rowid: true,
     },
 ];
 
@@ -164,6 +176,7 @@ pub const CHECKPOINTS: Table = Table {
     columns: &[("projector", Text), ("transaction_id", Text), ("position", Int), ("updated_at", Time)],
     primary_key: "projector",
     indexes: &[],
+    without_rowid: false,
 };
 
 fn sql_type(backend: Backend, kind: Kind) -> &'static str {
@@ -181,8 +194,9 @@ impl Table {
     /// `CREATE TABLE` and `CREATE INDEX` statements under `prefix`.
     pub fn ddl(&self, backend: Backend, prefix: &str) -> Vec<String> {
         let cols: Vec<String> = self.columns.iter().map(|(n, k)| format!("{n} {}", sql_type(backend, *k))).collect();
+        let rowid = if self.without_rowid && backend == Backend::Sqlite { " WITHOUT ROWID" } else { "" };
         let mut out = vec![format!(
-            "CREATE TABLE IF NOT EXISTS {prefix}{} ({}, PRIMARY KEY ({}))",
+            "CREATE TABLE IF NOT EXISTS {prefix}{} ({}, PRIMARY KEY ({})){rowid}",
             self.name,
             cols.join(", "),
             self.primary_key

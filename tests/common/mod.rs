@@ -139,9 +139,21 @@ pub async fn everything_stored(admit: &Admit) -> String {
 
 /// Rebuilds every read model into fresh tables and asserts they equal the
 /// live ones, table by table.
+///
+/// It rebuilds twice: as `admit replay` does, and with batches of 7 events
+/// and at most 3 rows per table in memory, so that rows are written out,
+/// dropped and read back again all the time.
 pub async fn assert_replay_matches(admit: &Admit, label: &str) {
+    use admit_projections::rebuild::RebuildOptions;
+    let tight = RebuildOptions { resident_rows: 3, batch: 7 };
+    for (options, how) in [(RebuildOptions::default(), "default"), (tight, "tight memory")] {
+        assert_rebuild_matches(admit, &format!("{label} ({how})"), options).await;
+    }
+}
+
+async fn assert_rebuild_matches(admit: &Admit, label: &str, options: admit_projections::rebuild::RebuildOptions) {
     let prefix = "rebuild_";
-    admit_projections::rebuild::rebuild_into(&admit.db, &admit.secrets.lookup, prefix).await.unwrap();
+    admit_projections::rebuild::rebuild_into_with(&admit.db, &admit.secrets.lookup, prefix, options).await.unwrap();
     let live = admit_projections::rebuild::dump(&admit.db, "").await.unwrap();
     let rebuilt = admit_projections::rebuild::dump(&admit.db, prefix).await.unwrap();
     for ((table, a), (_, b)) in live.iter().zip(&rebuilt) {

@@ -3,21 +3,33 @@
 //! [`Projector`](crate::Projector) runs one to three statements per event:
 //! right for a command's handful of events, but a rebuild of a million
 //! events then spends nearly all its time in statement round trips. The
-//! bulk projector applies a batch of events to the rows they touch in
-//! memory and writes the outcome with a few multi-row statements per
-//! table:
+//! bulk projector instead keeps the rows it builds in memory and writes
+//! each one about once:
 //!
-//! 1. load every row the batch reads or writes that the tables already hold
-//!    (one `IN (...)` query per table and chunk),
-//! 2. apply each event to those rows in memory, with exactly the rules of
-//!    the per-event projector (inserts that keep an existing row, the
+//! 1. every row a batch of events touches is looked up in memory first;
+//!    only a row written out earlier and dropped from memory since (see
+//!    below) is read back from its table, and a row nobody wrote yet is
+//!    known to be absent without asking (a rebuild starts from empty
+//!    tables),
+//! 2. each event is applied to those rows in memory, with exactly the rules
+//!    of the per-event projector (inserts that keep an existing row, the
 //!    stream-version guards, counters, deletions),
-//! 3. upsert the rows that changed, delete the rows that went, and insert
-//!    the append-only rows (deliveries, the account-stream index).
+//! 3. the append-only rows (deliveries, the account-stream index) are
+//!    written after every batch and forgotten; changed rows stay in memory,
+//!    changed, until [`BulkProjector::finish`] writes them all.
 //!
-//! Memory is bounded by the batch: nothing is kept between batches. The
-//! replay-equivalence tests compare what a rebuild (this) writes with what
-//! the inline projector wrote, so the two cannot drift apart unnoticed.
+//! Memory is bounded, not by the log but by `resident_rows` per table: when
+//! a table holds more, the rows used least recently (by batch) are written
+//! out and dropped from memory until it holds half; a later event on one of
+//! them reads it back. A row is thus written once when the rebuild's rows
+//! fit in memory, and about once per time it was dropped otherwise.
+//!
+//! The replay-equivalence tests compare what a rebuild (this) writes with
+//! what the inline projector wrote, with the default bound and with one so
+//! small that rows are dropped and read back all the time.
+
+mod postgres;
+mod sqlite;
 
 use std::collections::{HashMap, HashSet};
 
@@ -27,73 +39,17 @@ use admit_domain::invitation::{DeliveryState, InvitationEvent, InvitationStatus}
 use admit_domain::user::UserEvent;
 use admit_domain::Event;
 use admit_ledger::personal::LookupKey;
-use admit_ledger::{on_tx, Tx};
-use chrono::{DateTime, Utc};
+use admit_ledger::{Conn, Tx};
+use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 use uuid::Uuid;
 
-use crate::schema::{Kind, Table, TABLES};
+use crate::schema::{Table, TABLES};
 use crate::{Envelope, Result};
 
-/// Bind parameters per statement, below SQLite's limit (32766) and
-/// PostgreSQL's (65535).
-const MAX_BINDS: usize = 30_000;
-
-/// Binds one cell to a query builder (a `Separated` one) with the SQL type
-/// of its column, so a NULL is typed as the column is.
-macro_rules! bind_cell {
-    ($b:expr, $cell:expr, $kind:expr) => {
-        match ($cell, $kind) {
-            (Cell::Uuid(u), _) => {
-                $b.push_bind(*u);
-            }
-            (Cell::Text(s), _) => {
-                $b.push_bind(s.as_str());
-            }
-            (Cell::Int(i), _) => {
-                $b.push_bind(*i);
-            }
-            (Cell::Time(t), _) => {
-                $b.push_bind(*t);
-            }
-            (Cell::Null, Kind::Uuid) => {
-                $b.push_bind(None::<Uuid>);
-            }
-            (Cell::Null, Kind::Int) => {
-                $b.push_bind(None::<i64>);
-            }
-            (Cell::Null, Kind::Time) => {
-                $b.push_bind(None::<DateTime<Utc>>);
-            }
-            (Cell::Null, Kind::Text | Kind::Json) => {
-                $b.push_bind(None::<String>);
-            }
-        }
-    };
-}
-
-/// Pushes the primary keys of `$chunk` (each a row of cells of `$kinds`)
-/// and the closing parenthesis after a `... IN (` or `... IN (VALUES ` head:
-/// plain values for one key column, tuples for several.
-macro_rules! push_keys {
-    ($q:expr, $chunk:expr, $kinds:expr) => {
-        for (n, key) in $chunk.iter().enumerate() {
-            if n > 0 {
-                $q.push(", ");
-            }
-            if $kinds.len() > 1 {
-                $q.push("(");
-            }
-            let mut sep = $q.separated(", ");
-            for (cell, kind) in key.iter().zip(&$kinds) {
-                bind_cell!(sep, cell, *kind);
-            }
-            if $kinds.len() > 1 {
-                $q.push(")");
-            }
-        }
-        $q.push(")");
-    };
-}
+/// Rows per table a rebuild keeps in memory by default: enough for every
+/// changing row of a million-event log (116,656 invitations) to be written
+/// once, about 200 MiB at most.
+pub const DEFAULT_RESIDENT_ROWS: usize = 150_000;
 
 /// One cell of a read-model row.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -134,21 +90,31 @@ enum T {
 const NAMES: [&str; 8] =
     ["accounts", "roles", "users", "members", "invitations", "api_keys", "account_streams", "invitation_deliveries"];
 
-/// A row the batch knows about: as stored or changed, or absent (never
-/// stored, or deleted by the batch).
+/// A row the rebuild holds in memory.
 #[derive(Debug)]
-enum Slot {
-    Present { row: Vec<Cell>, dirty: bool },
-    Absent { dirty: bool },
+struct Slot {
+    /// The row as it stands; None when absent (never inserted, or deleted).
+    row: Option<Vec<Cell>>,
+    /// Changed since it was last written.
+    dirty: bool,
+    /// The table holds a row under this key (written earlier).
+    stored: bool,
+    /// The last batch that used it.
+    touched: u32,
 }
 
-/// The rows of one table the current batch touches.
+/// The rows of one table the rebuild holds.
 #[derive(Debug)]
 struct Rows {
     table: &'static Table,
     key_cols: Vec<usize>,
     slots: HashMap<Vec<Cell>, Slot>,
-    /// Append-only tables: rows to insert unless their key exists.
+    /// Keys of rows written out and dropped from memory: the only rows
+    /// that must be read back from the table when an event touches them.
+    dropped: HashSet<Vec<Cell>>,
+    /// Append-only tables: rows to insert. A rebuild applies each event
+    /// once, so two appends under one key come only from one batch (the
+    /// first wins, as the inline projector's `ON CONFLICT DO NOTHING`).
     appended: Vec<Vec<Cell>>,
     appended_keys: HashSet<Vec<Cell>>,
 }
@@ -156,7 +122,14 @@ struct Rows {
 impl Rows {
     fn new(table: &'static Table) -> Rows {
         let key_cols = table.primary_key.split(',').map(|k| col(table, k.trim())).collect();
-        Rows { table, key_cols, slots: HashMap::new(), appended: Vec::new(), appended_keys: HashSet::new() }
+        Rows {
+            table,
+            key_cols,
+            slots: HashMap::new(),
+            dropped: HashSet::new(),
+            appended: Vec::new(),
+            appended_keys: HashSet::new(),
+        }
     }
 
     fn key_of(&self, row: &[Cell]) -> Vec<Cell> {
@@ -166,18 +139,17 @@ impl Rows {
     /// `INSERT ... ON CONFLICT DO NOTHING`.
     fn insert_if_absent(&mut self, row: Vec<Cell>) {
         let key = self.key_of(&row);
-        match self.slots.get(&key) {
-            Some(Slot::Present { .. }) => {}
-            _ => {
-                self.slots.insert(key, Slot::Present { row, dirty: true });
-            }
+        let slot = self.slots.entry(key).or_insert(Slot { row: None, dirty: false, stored: false, touched: 0 });
+        if slot.row.is_none() {
+            slot.row = Some(row);
+            slot.dirty = true;
         }
     }
 
     /// `UPDATE ... WHERE key` (and the guard `version < v` when given).
     fn update(&mut self, key: &[Cell], below_version: Option<i64>, f: impl FnOnce(&mut RowMut<'_>)) {
         let table = self.table;
-        if let Some(Slot::Present { row, dirty }) = self.slots.get_mut(key) {
+        if let Some(Slot { row: Some(row), dirty, .. }) = self.slots.get_mut(key) {
             if let Some(v) = below_version {
                 if row[col(table, "version")].int() >= v {
                     return;
@@ -191,8 +163,8 @@ impl Rows {
     /// `DELETE ... WHERE key`.
     fn delete(&mut self, key: &[Cell]) {
         if let Some(slot) = self.slots.get_mut(key) {
-            if matches!(slot, Slot::Present { .. }) {
-                *slot = Slot::Absent { dirty: true };
+            if slot.row.take().is_some() {
+                slot.dirty = true;
             }
         }
     }
@@ -203,6 +175,56 @@ impl Rows {
         if self.appended_keys.insert(key) {
             self.appended.push(row);
         }
+    }
+
+    /// Marks `key` used by `batch`; true when its row must be read from the
+    /// table first (it was written out and dropped from memory).
+    fn touch(&mut self, key: Vec<Cell>, batch: u32) -> Option<Vec<Cell>> {
+        if let Some(slot) = self.slots.get_mut(&key) {
+            slot.touched = batch;
+            return None;
+        }
+        if self.dropped.contains(&key) {
+            return Some(key);
+        }
+        self.slots.insert(key, Slot { row: None, dirty: false, stored: false, touched: batch });
+        None
+    }
+
+    /// Takes in rows read back from the table; rows held in memory are
+    /// newer and win.
+    fn read_back(&mut self, found: Vec<Vec<Cell>>, batch: u32) {
+        for row in found {
+            let key = self.key_of(&row);
+            self.dropped.remove(&key);
+            self.slots.entry(key).or_insert(Slot { row: Some(row), dirty: false, stored: true, touched: batch });
+        }
+    }
+
+    /// Drops the least recently used rows until half of `limit` remain,
+    /// returning them with what each needs written.
+    fn shed(&mut self, limit: usize) -> Vec<(Vec<Cell>, Slot)> {
+        if self.slots.len() <= limit {
+            return Vec::new();
+        }
+        // The youngest of the oldest `len - limit / 2` rows: it and every
+        // row as old or older go (ties may take a few more).
+        let mut ages: Vec<u32> = self.slots.values().map(|s| s.touched).collect();
+        let victims = ages.len() - limit / 2;
+        let (_, youngest, _) = ages.select_nth_unstable(victims - 1);
+        let threshold = *youngest;
+        let victims: Vec<Vec<Cell>> =
+            self.slots.iter().filter(|(_, s)| s.touched <= threshold).map(|(k, _)| k.clone()).collect();
+        let mut out = Vec::with_capacity(victims.len());
+        for key in victims {
+            if let Some(slot) = self.slots.remove(&key) {
+                if slot.row.is_some() {
+                    self.dropped.insert(key.clone());
+                }
+                out.push((key, slot));
+            }
+        }
+        out
     }
 }
 
@@ -251,17 +273,141 @@ fn roles_text(access: &Access) -> String {
     access.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" ")
 }
 
+/// `t.to_rfc3339_opts(SecondsFormat::AutoSi, false)`, what sqlx stores for
+/// a time on SQLite (and PostgreSQL reads as a `timestamptz`), without the formatting machinery (a rebuild writes millions):
+/// `2026-11-23T10:00:00.123456+00:00`, the fraction as short as exact in
+/// steps of 3 digits.
+fn time_text(t: &DateTime<Utc>) -> String {
+    let n = t.naive_utc();
+    let nanos = n.nanosecond();
+    if !(0..=9999).contains(&n.year()) || nanos >= 1_000_000_000 {
+        return t.to_rfc3339_opts(SecondsFormat::AutoSi, false);
+    }
+    let mut out = String::with_capacity(32);
+    push_digits(&mut out, n.year() as u32, 4);
+    for (v, sep) in [(n.month(), '-'), (n.day(), '-'), (n.hour(), 'T'), (n.minute(), ':'), (n.second(), ':')] {
+        out.push(sep);
+        push_digits(&mut out, v, 2);
+    }
+    let (fraction, width) = match nanos {
+        0 => (0, 0),
+        n if n % 1_000_000 == 0 => (n / 1_000_000, 3),
+        n if n % 1_000 == 0 => (n / 1_000, 6),
+        n => (n, 9),
+    };
+    if width > 0 {
+        out.push('.');
+        push_digits(&mut out, fraction, width);
+    }
+    out.push_str("+00:00");
+    out
+}
+
+/// Appends `v` in decimal, zero-padded to `width` digits.
+fn push_digits(out: &mut String, v: u32, width: u32) {
+    for p in (0..width).rev() {
+        out.push(char::from(b'0' + (v / 10u32.pow(p) % 10) as u8));
+    }
+}
+
+/// What to read from one table before a batch is applied.
+#[derive(Debug, Default)]
+struct Reads {
+    /// Rows by primary key.
+    keys: Vec<Vec<Cell>>,
+    /// Every row whose `account_id` is one of these (the members of an
+    /// account that deleted a role).
+    accounts: Vec<Uuid>,
+}
+
+/// What to write to one table.
+#[derive(Debug, Default)]
+struct Writes<'a> {
+    /// New rows: the table has none under their keys (it started empty
+    /// and they were never written), so they are plainly inserted
+    /// (PostgreSQL: `COPY`); a duplicate key would be a bug and fails.
+    inserts: Vec<&'a [Cell]>,
+    /// Rows written before and changed since: updated.
+    upserts: Vec<&'a [Cell]>,
+    /// Keys of rows written before and deleted since.
+    deletes: Vec<&'a [Cell]>,
+}
+
+impl Writes<'_> {
+    fn is_empty(&self) -> bool {
+        self.inserts.is_empty() && self.upserts.is_empty() && self.deletes.is_empty()
+    }
+}
+
+/// One table's write: the table, its key columns, and the rows.
+type TableWrite<'a> = (&'static Table, &'a [usize], Writes<'a>);
+
+/// Reads rows of several tables in `tx` (`reads[i]` of `TABLES`-ordered
+/// table `tables[i]`).
+async fn read(tx: &mut Tx, prefix: &str, tables: &[&Rows], reads: &[Reads]) -> Result<Vec<Vec<Vec<Cell>>>> {
+    match &mut tx.conn {
+        Conn::Postgres(t) => {
+            let mut out = Vec::with_capacity(reads.len());
+            for (rows, r) in tables.iter().zip(reads) {
+                out.push(postgres::read(t, prefix, rows.table, &rows.key_cols, r).await?);
+            }
+            Ok(out)
+        }
+        Conn::Sqlite(t) => sqlite::with_handle(t, |conn| {
+            tables.iter().zip(reads).map(|(rows, r)| sqlite::read(conn, prefix, rows.table, &rows.key_cols, r)).collect()
+        })
+        .await?,
+    }
+}
+
+/// Writes rows of several tables in `tx`.
+async fn write(tx: &mut Tx, prefix: &str, writes: &[TableWrite<'_>]) -> Result<()> {
+    if writes.iter().all(|(_, _, w)| w.is_empty()) {
+        return Ok(());
+    }
+    match &mut tx.conn {
+        Conn::Postgres(t) => {
+            for (table, key_cols, w) in writes {
+                postgres::write(t, prefix, table, key_cols, w).await?;
+            }
+            Ok(())
+        }
+        Conn::Sqlite(t) => sqlite::with_handle(t, |conn| {
+            writes.iter().try_for_each(|(table, key_cols, w)| sqlite::write(conn, prefix, table, key_cols, w))
+        })
+        .await?,
+    }
+}
+
+/// What a slot needs written: its row (insert or update) or, when it was
+/// deleted after being written, its key (delete). Nothing when clean.
+fn slot_write<'a>(key: &'a [Cell], slot: &'a Slot, w: &mut Writes<'a>) {
+    if !slot.dirty {
+        return;
+    }
+    match &slot.row {
+        Some(row) if slot.stored => w.upserts.push(row),
+        Some(row) => w.inserts.push(row),
+        None if slot.stored => w.deletes.push(key),
+        None => {}
+    }
+}
+
 /// Projects batches of events into the read models under one prefix.
 #[derive(Debug)]
 pub(crate) struct BulkProjector {
     prefix: String,
     lookup: LookupKey,
     rows: Vec<Rows>,
+    resident_rows: usize,
+    batch: u32,
 }
 
 impl BulkProjector {
-    /// A bulk projector writing to tables named `{prefix}{table}`.
-    pub(crate) fn new(prefix: &str, lookup: LookupKey) -> BulkProjector {
+    /// A bulk projector writing to the (empty) tables named
+    /// `{prefix}{table}`, keeping at most about `resident_rows` rows per
+    /// table in memory (at least 2).
+    pub(crate) fn new(prefix: &str, lookup: LookupKey, resident_rows: usize) -> BulkProjector {
         let rows = NAMES
             .iter()
             .map(|name| {
@@ -269,7 +415,7 @@ impl BulkProjector {
                 Rows::new(table)
             })
             .collect();
-        BulkProjector { prefix: prefix.to_string(), lookup, rows }
+        BulkProjector { prefix: prefix.to_string(), lookup, rows, resident_rows: resident_rows.max(2), batch: 0 }
     }
 
     fn t(&mut self, t: T) -> &mut Rows {
@@ -277,40 +423,75 @@ impl BulkProjector {
     }
 
     /// Applies `events` in order, as [`Projector::apply`](crate::Projector::apply)
-    /// would one by one, and writes the outcome in `tx`.
+    /// would one by one, reading and writing in `tx` what memory does not
+    /// hold. Changed rows may stay unwritten until [`finish`](Self::finish).
     pub(crate) async fn apply_all(&mut self, tx: &mut Tx, events: &[Envelope]) -> Result<()> {
         let t = std::time::Instant::now();
-        self.load(tx, events).await?;
+        self.batch += 1;
+        self.read_missing(tx, events).await?;
         let loaded = t.elapsed();
         for env in events {
             self.apply(env);
         }
         let applied = t.elapsed();
-        self.flush(tx).await?;
-        tracing::trace!(?loaded, ?applied, flushed = ?t.elapsed(), "bulk batch");
+        self.spill(tx).await?;
+        tracing::trace!(?loaded, ?applied, spilled = ?t.elapsed(), "bulk batch");
         Ok(())
     }
 
-    /// Loads every stored row the events touch (and, for a deleted role,
-    /// every member of its account).
-    async fn load(&mut self, tx: &mut Tx, events: &[Envelope]) -> Result<()> {
-        let mut keys: Vec<HashSet<Vec<Cell>>> = vec![HashSet::new(); NAMES.len()];
+    /// Writes every changed row held in memory (they stay held, unchanged).
+    pub(crate) async fn finish(&mut self, tx: &mut Tx) -> Result<()> {
+        let writes: Vec<TableWrite<'_>> = self
+            .rows
+            .iter()
+            .map(|rows| {
+                let mut w = Writes::default();
+                for (key, slot) in &rows.slots {
+                    slot_write(key, slot, &mut w);
+                }
+                w.inserts.extend(rows.appended.iter().map(Vec::as_slice));
+                (rows.table, rows.key_cols.as_slice(), w)
+            })
+            .collect();
+        write(tx, &self.prefix, &writes).await?;
+        for rows in &mut self.rows {
+            rows.appended.clear();
+            rows.appended_keys.clear();
+            for slot in rows.slots.values_mut() {
+                slot.dirty = false;
+                slot.stored = slot.row.is_some();
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes every row the events touch present in memory (read back when
+    /// it was dropped, absent when it never existed), and, for a deleted
+    /// role, every member of its account.
+    async fn read_missing(&mut self, tx: &mut Tx, events: &[Envelope]) -> Result<()> {
+        let batch = self.batch;
+        let mut reads: Vec<Reads> = (0..NAMES.len()).map(|_| Reads::default()).collect();
+        let mut touch = |rows: &mut Vec<Rows>, t: T, key: Vec<Cell>| {
+            if let Some(key) = rows[t as usize].touch(key, batch) {
+                reads[t as usize].keys.push(key);
+            }
+        };
         let mut role_deleted_accounts = HashSet::new();
         for env in events {
             match &env.event {
                 Event::Account(id, e) => {
                     let a = Cell::Uuid(id.0);
-                    keys[T::Accounts as usize].insert(vec![a.clone()]);
+                    touch(&mut self.rows, T::Accounts, vec![a.clone()]);
                     use AccountEvent::*;
                     match e {
                         RoleDefined { role, .. } | RoleChanged { role, .. } | RoleDeleted { role } => {
-                            keys[T::Roles as usize].insert(vec![a.clone(), Cell::Text(role.to_string())]);
+                            touch(&mut self.rows, T::Roles, vec![a.clone(), Cell::Text(role.to_string())]);
                             if matches!(e, RoleDeleted { .. }) {
                                 role_deleted_accounts.insert(id.0);
                             }
                         }
                         ApiKeyCreated { key_id, .. } | ApiKeyRevoked { key_id } => {
-                            keys[T::ApiKeys as usize].insert(vec![Cell::Uuid(key_id.0)]);
+                            touch(&mut self.rows, T::ApiKeys, vec![Cell::Uuid(key_id.0)]);
                         }
                         MemberJoined { user_id, .. }
                         | MemberAccessChanged { user_id, .. }
@@ -318,7 +499,7 @@ impl BulkProjector {
                         | MemberReactivated { user_id }
                         | MemberRemoved { user_id }
                         | MembershipCancelled { user_id } => {
-                            keys[T::Members as usize].insert(vec![a.clone(), Cell::Uuid(user_id.0)]);
+                            touch(&mut self.rows, T::Members, vec![a.clone(), Cell::Uuid(user_id.0)]);
                         }
                         AccountOpened { .. }
                         | AccountSettingsChanged { .. }
@@ -327,190 +508,61 @@ impl BulkProjector {
                         | InvitationRenewalRequested { .. } => {}
                     }
                 }
-                Event::Invitation(id, _) => {
-                    keys[T::Invitations as usize].insert(vec![Cell::Uuid(id.0)]);
-                }
-                Event::User(id, _) => {
-                    keys[T::Users as usize].insert(vec![Cell::Uuid(id.0)]);
-                }
+                Event::Invitation(id, _) => touch(&mut self.rows, T::Invitations, vec![Cell::Uuid(id.0)]),
+                Event::User(id, _) => touch(&mut self.rows, T::Users, vec![Cell::Uuid(id.0)]),
             }
         }
-        for (i, wanted) in keys.into_iter().enumerate() {
-            let wanted: Vec<Vec<Cell>> = wanted.into_iter().filter(|k| !self.rows[i].slots.contains_key(k)).collect();
-            if wanted.is_empty() {
-                continue;
-            }
-            let found = self.select_keys(tx, i, &wanted).await?;
-            let rows = &mut self.rows[i];
-            for r in found {
-                rows.slots.insert(rows.key_of(&r), Slot::Present { row: r, dirty: false });
-            }
-            for k in wanted {
-                rows.slots.entry(k).or_insert(Slot::Absent { dirty: false });
-            }
+        // A deleted role changes every member holding it: those dropped
+        // from memory are read back (rows in memory are newer and win).
+        if !self.rows[T::Members as usize].dropped.is_empty() {
+            reads[T::Members as usize].accounts = role_deleted_accounts.into_iter().collect();
         }
-        for account in role_deleted_accounts {
-            let i = T::Members as usize;
-            let sql = format!("SELECT {} FROM {}{} WHERE account_id = $1", column_list(self.rows[i].table), self.prefix, NAMES[i]);
-            let table = self.rows[i].table;
-            let found = on_tx!(tx, c => {
-                let rows = sqlx::query(&sql).bind(account).fetch_all(&mut *c).await?;
-                rows.iter().map(|r| decode_row(r, table)).collect::<std::result::Result<Vec<_>, sqlx::Error>>()?
-            });
-            let rows = &mut self.rows[i];
-            for r in found {
-                let k = rows.key_of(&r);
-                // Rows the batch already holds are newer than the stored ones.
-                rows.slots.entry(k).or_insert(Slot::Present { row: r, dirty: false });
-            }
-        }
-        Ok(())
-    }
-
-    /// The stored rows of table `i` with these keys.
-    async fn select_keys(&self, tx: &mut Tx, i: usize, keys: &[Vec<Cell>]) -> Result<Vec<Vec<Cell>>> {
-        let rows = &self.rows[i];
-        let table = rows.table;
-        let key_kinds: Vec<Kind> = rows.key_cols.iter().map(|&c| table.columns[c].1).collect();
-        if let admit_ledger::Conn::Postgres(t) = &mut tx.conn {
-            // One array parameter per key column: one prepared statement
-            // whatever the count.
-            let sql = format!(
-                "SELECT {} FROM {}{} WHERE ({}) IN (SELECT * FROM {})",
-                column_list(table),
-                self.prefix,
-                table.name,
-                table.primary_key,
-                pg_unnest(&key_kinds, 1)
-            );
-            let mut q = sqlx::query(&sql);
-            for (c, kind) in key_kinds.iter().enumerate() {
-                q = pg_bind_column(q, keys.iter().map(|k| &k[c]), *kind);
-            }
-            let rows = q.fetch_all(&mut **t).await?;
-            return Ok(rows.iter().map(|r| decode_row(r, table)).collect::<std::result::Result<Vec<_>, sqlx::Error>>()?);
-        }
-        let mut out = Vec::new();
-        for chunk in keys.chunks(MAX_BINDS / key_kinds.len()) {
-            let head = if key_kinds.len() == 1 {
-                format!("SELECT {} FROM {}{} WHERE {} IN (", column_list(table), self.prefix, table.name, table.primary_key)
-            } else {
-                format!("SELECT {} FROM {}{} WHERE ({}) IN (VALUES ", column_list(table), self.prefix, table.name, table.primary_key)
-            };
-            let found = on_tx!(tx, c => {
-                let mut q = sqlx::QueryBuilder::new(head);
-                push_keys!(q, chunk, key_kinds);
-                let rows = q.build().fetch_all(&mut *c).await?;
-                rows.iter().map(|r| decode_row(r, table)).collect::<std::result::Result<Vec<_>, sqlx::Error>>()?
-            });
-            out.extend(found);
-        }
-        Ok(out)
-    }
-
-    /// Writes what the batch changed and forgets the batch.
-    async fn flush(&mut self, tx: &mut Tx) -> Result<()> {
-        for i in 0..self.rows.len() {
-            let table = self.rows[i].table;
-            let rows = std::mem::replace(&mut self.rows[i], Rows::new(table));
-            let mut upserts = Vec::new();
-            let mut deletes = Vec::new();
-            for (key, slot) in rows.slots {
-                match slot {
-                    Slot::Present { row, dirty: true } => upserts.push(row),
-                    Slot::Absent { dirty: true } => deletes.push(key),
-                    _ => {}
-                }
-            }
-            if !deletes.is_empty() {
-                self.delete_keys(tx, table, &rows.key_cols, &deletes).await?;
-            }
-            let updates: Vec<&str> = table
-                .columns
-                .iter()
-                .enumerate()
-                .filter(|(c, _)| !rows.key_cols.contains(c))
-                .map(|(_, (n, _))| *n)
-                .collect();
-            let on_conflict = format!(
-                " ON CONFLICT ({}) DO UPDATE SET {}",
-                table.primary_key,
-                updates.iter().map(|n| format!("{n} = excluded.{n}")).collect::<Vec<_>>().join(", ")
-            );
-            self.insert(tx, table, &upserts, &on_conflict).await?;
-            let keep = format!(" ON CONFLICT ({}) DO NOTHING", table.primary_key);
-            self.insert(tx, table, &rows.appended, &keep).await?;
-        }
-        Ok(())
-    }
-
-    async fn insert(&self, tx: &mut Tx, table: &'static Table, rows: &[Vec<Cell>], tail: &str) -> Result<()> {
-        if rows.is_empty() {
+        if reads.iter().all(|r| r.keys.is_empty() && r.accounts.is_empty()) {
             return Ok(());
         }
-        if let admit_ledger::Conn::Postgres(t) = &mut tx.conn {
-            // One array per column: a single statement, prepared once.
-            let kinds: Vec<Kind> = table.columns.iter().map(|(_, k)| *k).collect();
-            let sql = format!(
-                "INSERT INTO {}{} ({}) SELECT * FROM {}{tail}",
-                self.prefix,
-                table.name,
-                column_list(table),
-                pg_unnest(&kinds, 1)
-            );
-            let mut q = sqlx::query(&sql);
-            for (c, kind) in kinds.iter().enumerate() {
-                q = pg_bind_column(q, rows.iter().map(|r| &r[c]), *kind);
+        let tables: Vec<&Rows> = self.rows.iter().collect();
+        let found = read(tx, &self.prefix, &tables, &reads).await?;
+        for ((rows, found), wanted) in self.rows.iter_mut().zip(found).zip(reads) {
+            rows.read_back(found, batch);
+            // A dropped key the table no longer has (cannot happen: rows
+            // are written before they are dropped) reads as absent.
+            for key in wanted.keys {
+                if rows.dropped.remove(&key) {
+                    rows.slots.entry(key).or_insert(Slot { row: None, dirty: false, stored: false, touched: batch });
+                }
             }
-            q.execute(&mut **t).await?;
-            return Ok(());
-        }
-        let head = format!("INSERT INTO {}{} ({}) ", self.prefix, table.name, column_list(table));
-        for chunk in rows.chunks(MAX_BINDS / table.columns.len()) {
-            on_tx!(tx, c => {
-                let mut q = sqlx::QueryBuilder::new(head.as_str());
-                q.push_values(chunk, |mut b, row| {
-                    for (cell, (_, kind)) in row.iter().zip(table.columns) {
-                        bind_cell!(b, cell, *kind);
-                    }
-                });
-                q.push(tail);
-                q.build().execute(&mut *c).await.map(|_| ())?
-            });
         }
         Ok(())
     }
 
-    async fn delete_keys(&self, tx: &mut Tx, table: &'static Table, key_cols: &[usize], keys: &[Vec<Cell>]) -> Result<()> {
-        let kinds: Vec<Kind> = key_cols.iter().map(|&c| table.columns[c].1).collect();
-        if let admit_ledger::Conn::Postgres(t) = &mut tx.conn {
-            let sql = format!(
-                "DELETE FROM {}{} WHERE ({}) IN (SELECT * FROM {})",
-                self.prefix,
-                table.name,
-                table.primary_key,
-                pg_unnest(&kinds, 1)
-            );
-            let mut q = sqlx::query(&sql);
-            for (c, kind) in kinds.iter().enumerate() {
-                q = pg_bind_column(q, keys.iter().map(|k| &k[c]), *kind);
-            }
-            q.execute(&mut **t).await?;
-            return Ok(());
-        }
-        for chunk in keys.chunks(MAX_BINDS / kinds.len()) {
-            let head = if kinds.len() == 1 {
-                format!("DELETE FROM {}{} WHERE {} IN (", self.prefix, table.name, table.primary_key)
-            } else {
-                format!("DELETE FROM {}{} WHERE ({}) IN (VALUES ", self.prefix, table.name, table.primary_key)
-            };
-            on_tx!(tx, c => {
-                let mut q = sqlx::QueryBuilder::new(head);
-                push_keys!(q, chunk, kinds);
-                q.build().execute(&mut *c).await.map(|_| ())?
-            });
-        }
-        Ok(())
+    /// Writes the batch's append-only rows, and writes and drops the least
+    /// recently used rows of every table that holds too many.
+    async fn spill(&mut self, tx: &mut Tx) -> Result<()> {
+        let limit = self.resident_rows;
+        let shed: Vec<Vec<(Vec<Cell>, Slot)>> = self.rows.iter_mut().map(|rows| rows.shed(limit)).collect();
+        let appended: Vec<Vec<Vec<Cell>>> = self
+            .rows
+            .iter_mut()
+            .map(|rows| {
+                rows.appended_keys.clear();
+                std::mem::take(&mut rows.appended)
+            })
+            .collect();
+        let writes: Vec<TableWrite<'_>> = self
+            .rows
+            .iter()
+            .zip(&shed)
+            .zip(&appended)
+            .map(|((rows, shed), appended)| {
+                let mut w = Writes::default();
+                for (key, slot) in shed {
+                    slot_write(key, slot, &mut w);
+                }
+                w.inserts.extend(appended.iter().map(Vec::as_slice));
+                (rows.table, rows.key_cols.as_slice(), w)
+            })
+            .collect();
+        write(tx, &self.prefix, &writes).await
     }
 
     fn apply(&mut self, env: &Envelope) {
@@ -622,8 +674,8 @@ impl BulkProjector {
                 let holders: Vec<(Uuid, Access)> = members
                     .slots
                     .values()
-                    .filter_map(|s| match s {
-                        Slot::Present { row, .. } if row[account_col] == a => match (&row[user_col], &row[access_col]) {
+                    .filter_map(|s| match &s.row {
+                        Some(row) if row[account_col] == a => match (&row[user_col], &row[access_col]) {
                             (Cell::Uuid(u), Cell::Text(access)) => {
                                 serde_json::from_str::<Access>(access).ok().map(|acc| (*u, acc))
                             }
@@ -835,66 +887,24 @@ impl BulkProjector {
     }
 }
 
-/// `UNNEST($n::uuid[], $n+1::text[], ...)` for columns of these kinds.
-fn pg_unnest(kinds: &[Kind], first: usize) -> String {
-    let arrays: Vec<String> = kinds
-        .iter()
-        .enumerate()
-        .map(|(i, kind)| {
-            let t = match kind {
-                Kind::Uuid => "uuid",
-                Kind::Text | Kind::Json => "text",
-                Kind::Int => "int8",
-                Kind::Time => "timestamptz",
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Rows written here sort and read back like rows sqlx wrote.
+        #[test]
+        fn time_text_is_what_sqlx_writes(micros in -62_135_596_800_000_000i64..253_402_300_799_999_999, step in 0u8..4) {
+            // Whole seconds, milliseconds, microseconds and nanoseconds.
+            let t = DateTime::from_timestamp_micros(micros).unwrap();
+            let t = match step {
+                0 => DateTime::from_timestamp(t.timestamp(), 0).unwrap(),
+                1 => DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap(),
+                2 => t,
+                _ => DateTime::from_timestamp(t.timestamp(), (micros.rem_euclid(1_000_000) as u32) * 1000 + 7).unwrap(),
             };
-            format!("${}::{t}[]", first + i)
-        })
-        .collect();
-    format!("UNNEST({})", arrays.join(", "))
-}
-
-/// Binds one column of cells as a PostgreSQL array of its kind.
-fn pg_bind_column<'q, 'c>(
-    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    cells: impl Iterator<Item = &'c Cell>,
-    kind: Kind,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    match kind {
-        Kind::Uuid => q.bind(cells.map(|c| if let Cell::Uuid(u) = c { Some(*u) } else { None }).collect::<Vec<Option<Uuid>>>()),
-        Kind::Text | Kind::Json => {
-            q.bind(cells.map(|c| if let Cell::Text(t) = c { Some(t.clone()) } else { None }).collect::<Vec<Option<String>>>())
-        }
-        Kind::Int => q.bind(cells.map(|c| if let Cell::Int(i) = c { Some(*i) } else { None }).collect::<Vec<Option<i64>>>()),
-        Kind::Time => {
-            q.bind(cells.map(|c| if let Cell::Time(t) = c { Some(*t) } else { None }).collect::<Vec<Option<DateTime<Utc>>>>())
+            prop_assert_eq!(time_text(&t), t.to_rfc3339_opts(SecondsFormat::AutoSi, false));
         }
     }
-}
-
-fn column_list(table: &Table) -> String {
-    table.columns.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-}
-
-
-/// A stored row as cells, by the kinds of `table`'s columns.
-fn decode_row<R>(r: &R, table: &Table) -> std::result::Result<Vec<Cell>, sqlx::Error>
-where
-    R: sqlx::Row,
-    usize: sqlx::ColumnIndex<R>,
-    for<'a> Uuid: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> DateTime<Utc>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-{
-    let mut out = Vec::with_capacity(table.columns.len());
-    for (i, (_, kind)) in table.columns.iter().enumerate() {
-        let cell = match kind {
-            Kind::Uuid => r.try_get::<Option<Uuid>, _>(i)?.map(Cell::Uuid),
-            Kind::Text | Kind::Json => r.try_get::<Option<String>, _>(i)?.map(Cell::Text),
-            Kind::Int => r.try_get::<Option<i64>, _>(i)?.map(Cell::Int),
-            Kind::Time => r.try_get::<Option<DateTime<Utc>>, _>(i)?.map(Cell::Time),
-        };
-        out.push(cell.unwrap_or(Cell::Null));
-    }
-    Ok(out)
 }
