@@ -125,6 +125,33 @@ impl Tx {
         Ok(n)
     }
 
+    /// [`Tx::count_live_reservations`] and [`Tx::sends_since`] in one
+    /// statement: an invitation is checked against both (the seat limit and
+    /// the inviter's daily quota), and each statement is a round trip.
+    pub async fn live_reservations_and_sends(
+        &mut self,
+        kind: &str,
+        scope: &str,
+        now: DateTime<Utc>,
+        account: uuid::Uuid,
+        inviter: &str,
+        since: DateTime<Utc>,
+    ) -> Result<(i64, i64)> {
+        let counts: (i64, i64) = on_tx!(self, c => sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM reservations WHERE kind = $1 AND scope = $2 AND (expires_at IS NULL OR expires_at > $3)), \
+                    (SELECT COUNT(*) FROM invitation_sends WHERE account_id = $4 AND inviter = $5 AND sent_at > $6)",
+        )
+        .bind(kind)
+        .bind(scope)
+        .bind(now)
+        .bind(account)
+        .bind(inviter)
+        .bind(since)
+        .fetch_one(&mut *c)
+        .await?);
+        Ok(counts)
+    }
+
     /// Records that `inviter` sent (or resent) an invitation at `sent_at`.
     pub async fn record_send(
         &mut self,
