@@ -43,6 +43,37 @@ impl Tx {
         Ok(row.map(|(holder, expires_at)| Reservation { holder, expires_at }))
     }
 
+    /// [`Tx::reservation`] of one `key` under two (`kind`, `scope`) pairs in
+    /// one statement (an invitation looks up both the invitee's user and
+    /// their pending invitation in the account). On PostgreSQL both rows
+    /// stay locked until commit.
+    pub async fn reservation_pair(
+        &mut self,
+        key: &str,
+        first: (&str, &str),
+        second: (&str, &str),
+    ) -> Result<(Option<Reservation>, Option<Reservation>)> {
+        let lock = if matches!(self.conn, Conn::Postgres(_)) { " FOR UPDATE" } else { "" };
+        let sql = format!(
+            "SELECT kind, scope, holder, expires_at FROM reservations \
+             WHERE key = $1 AND ((kind = $2 AND scope = $3) OR (kind = $4 AND scope = $5)){lock}"
+        );
+        let rows: Vec<(String, String, String, Option<DateTime<Utc>>)> = on_tx!(self, c => sqlx::query_as(&sql)
+            .bind(key)
+            .bind(first.0)
+            .bind(first.1)
+            .bind(second.0)
+            .bind(second.1)
+            .fetch_all(&mut *c)
+            .await?);
+        let find = |(kind, scope): (&str, &str)| {
+            rows.iter()
+                .find(|(k, s, _, _)| k == kind && s == scope)
+                .map(|(_, _, holder, expires_at)| Reservation { holder: holder.clone(), expires_at: *expires_at })
+        };
+        Ok((find(first), find(second)))
+    }
+
     /// Claims (`kind`, `scope`, `key`) for `holder`. Returns false when
     /// someone already holds it (the caller refuses the command).
     pub async fn reserve(

@@ -50,3 +50,21 @@ async fn live_reservations_and_sends_count_what_the_two_single_counts_count() {
         assert_eq!(none, (0, 0), "{url}");
     }
 }
+
+#[tokio::test]
+async fn reservation_pair_finds_each_of_the_two_claims_of_one_key() {
+    for (url, db) in fresh_databases().await {
+        let mut tx = db.begin().await.unwrap();
+        assert!(tx.reserve("user_email", "", "h1", "u1", None).await.unwrap());
+        assert!(tx.reserve("pending", "acct", "h1", "i1", None).await.unwrap());
+        assert!(tx.reserve("pending", "other", "h2", "i2", None).await.unwrap());
+        let (user, pending) = tx.reservation_pair("h1", ("user_email", ""), ("pending", "acct")).await.unwrap();
+        assert_eq!(user.map(|r| r.holder).as_deref(), Some("u1"), "{url}");
+        assert_eq!(pending, tx.reservation("pending", "acct", "h1").await.unwrap(), "{url}");
+        assert!(pending.is_some(), "{url}");
+        let (user, pending) = tx.reservation_pair("h2", ("user_email", ""), ("pending", "acct")).await.unwrap();
+        assert_eq!((user, pending), (None, None), "{url}: h2 is only claimed in another scope");
+        let (user, pending) = tx.reservation_pair("h2", ("user_email", ""), ("pending", "other")).await.unwrap();
+        assert_eq!((user.is_some(), pending.map(|r| r.holder)), (false, Some("i2".to_string())), "{url}");
+    }
+}

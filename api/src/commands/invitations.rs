@@ -109,8 +109,9 @@ impl Admit {
         let scope = account_id.to_string();
         let mut unit = Unit::default();
 
-        let mut facts = InviteeFacts { user: self.user_by_email_hash(tx, &email_hash).await?, ..Default::default() };
-        if let Some(held) = tx.reservation(PENDING_INVITATION, &scope, &email_hash).await? {
+        let (user, pending) = tx.reservation_pair(&email_hash, (USER_EMAIL, ""), (PENDING_INVITATION, &scope)).await?;
+        let mut facts = InviteeFacts { user: user.and_then(|r| r.holder.parse().ok().map(UserId)), ..Default::default() };
+        if let Some(held) = pending {
             let holder =
                 InvitationId(held.holder.parse().map_err(|_| Error::Internal("bad reservation holder".into()))?);
             if held.expires_at.is_some_and(|t| t > now) {
