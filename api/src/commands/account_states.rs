@@ -201,7 +201,10 @@ mod tests {
             stream_version: 4,
             recorded_at: chrono::Utc::now(),
             actor: None,
-            event: admit_domain::Event::Account(AccountId(uuid::Uuid::now_v7()), admit_domain::account::AccountEvent::AccountDeactivated {}),
+            event: admit_domain::Event::Account(
+                AccountId(uuid::Uuid::now_v7()),
+                admit_domain::account::AccountEvent::AccountDeactivated {},
+            ),
         };
         assert!(matches!(fold_on(known, 2, &[event]), Err(Error::Internal(_))));
     }
