@@ -104,3 +104,38 @@ async fn one_token_accepted_twenty_times_at_once_joins_one_member() {
     assert_eq!(count(&admit, "SELECT COUNT(*) FROM members").await, 2);
     assert_eq!(count(&admit, "SELECT COUNT(*) FROM events WHERE event_type = 'MemberJoined'").await, 2);
 }
+
+/// Each `Admit` keeps the account states it folded between requests; two
+/// processes on one database must still see each other's changes at once,
+/// both when authorising (outside a transaction) and when a command checks
+/// the seat limit (inside one).
+#[tokio::test]
+async fn a_kept_account_state_never_hides_another_processs_change() {
+    use admit_domain::account::MemberStatus;
+    for (url, first) in admits().await {
+        let second = admit_on(&url).await;
+        let (account, owner) = account_with_owner(&first, "KEPT-1", 3).await;
+        let ctx = as_user(owner);
+        let alice_link = first.invite(&ctx, account, invite("alice@example.com", &["viewer"])).await.unwrap();
+        let alice = first.accept_as_new_user(alice_link.token.as_str(), name("Alice"), PASSWORD).await.unwrap();
+
+        // The second process folds and keeps the account with Alice active,
+        // then the first deactivates her: the second sees it.
+        assert_eq!(second.account_snapshot(account).await.unwrap().members[&alice].status, MemberStatus::Active, "{url}");
+        first.deactivate_member(&ctx, account, alice).await.unwrap();
+        assert_eq!(second.account_snapshot(account).await.unwrap().members[&alice].status, MemberStatus::Deactivated, "{url}");
+
+        // The second keeps her deactivated (one seat taken); the first
+        // reactivates her (two taken). Of the second's next two
+        // invitations only one fits in the three seats.
+        first.reactivate_member(&ctx, account, alice).await.unwrap();
+        second.invite(&ctx, account, invite("bob@example.com", &["viewer"])).await.unwrap();
+        let err = second.invite(&ctx, account, invite("carol@example.com", &["viewer"])).await.unwrap_err();
+        assert_eq!(err.code(), "seat_limit_reached", "{url}");
+
+        // Removed from the account by the first, Alice is no member to the second.
+        first.remove_member(&ctx, account, alice).await.unwrap();
+        assert!(!second.account_snapshot(account).await.unwrap().members.contains_key(&alice), "{url}");
+        second.invite(&ctx, account, invite("carol@example.com", &["viewer"])).await.unwrap();
+    }
+}

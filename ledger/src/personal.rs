@@ -105,13 +105,14 @@ impl LookupKey {
 impl Tx {
     /// The person holding this email hash, creating them (with a new key)
     /// when unknown. Concurrent calls for one email agree on one person.
+    ///
+    /// Most invitations go to people Admit has not seen, so the insert comes
+    /// first and says whether it made the person: one statement for a new
+    /// person, two for a known one (a lookup first took three for a new one).
     pub async fn person_for_email(&mut self, email_hash: &str, now: DateTime<Utc>) -> Result<(Uuid, PersonKey)> {
-        if let Some(found) = self.person_by_email(email_hash).await? {
-            return Ok(found);
-        }
         let id = Uuid::now_v7();
         let key = PersonKey::generate();
-        on_tx!(self, c => sqlx::query(
+        let made = on_tx!(self, c => sqlx::query(
             "INSERT INTO person_keys (person_id, email_hash, key, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (email_hash) DO NOTHING",
         )
@@ -120,7 +121,11 @@ impl Tx {
         .bind(key.0.to_vec())
         .bind(now)
         .execute(&mut *c)
-        .await.map(|_| ())?);
+        .await?
+        .rows_affected());
+        if made == 1 {
+            return Ok((id, key));
+        }
         match self.person_by_email(email_hash).await? {
             Some(found) => Ok(found),
             None => Err(crate::LedgerError::Corrupt("person key vanished while created".into())),

@@ -43,6 +43,37 @@ impl Tx {
         Ok(row.map(|(holder, expires_at)| Reservation { holder, expires_at }))
     }
 
+    /// [`Tx::reservation`] of one `key` under two (`kind`, `scope`) pairs in
+    /// one statement (an invitation looks up both the invitee's user and
+    /// their pending invitation in the account). On PostgreSQL both rows
+    /// stay locked until commit.
+    pub async fn reservation_pair(
+        &mut self,
+        key: &str,
+        first: (&str, &str),
+        second: (&str, &str),
+    ) -> Result<(Option<Reservation>, Option<Reservation>)> {
+        let lock = if matches!(self.conn, Conn::Postgres(_)) { " FOR UPDATE" } else { "" };
+        let sql = format!(
+            "SELECT kind, scope, holder, expires_at FROM reservations \
+             WHERE key = $1 AND ((kind = $2 AND scope = $3) OR (kind = $4 AND scope = $5)){lock}"
+        );
+        let rows: Vec<(String, String, String, Option<DateTime<Utc>>)> = on_tx!(self, c => sqlx::query_as(&sql)
+            .bind(key)
+            .bind(first.0)
+            .bind(first.1)
+            .bind(second.0)
+            .bind(second.1)
+            .fetch_all(&mut *c)
+            .await?);
+        let find = |(kind, scope): (&str, &str)| {
+            rows.iter()
+                .find(|(k, s, _, _)| k == kind && s == scope)
+                .map(|(_, _, holder, expires_at)| Reservation { holder: holder.clone(), expires_at: *expires_at })
+        };
+        Ok((find(first), find(second)))
+    }
+
     /// Claims (`kind`, `scope`, `key`) for `holder`. Returns false when
     /// someone already holds it (the caller refuses the command).
     pub async fn reserve(
@@ -123,6 +154,33 @@ impl Tx {
         .fetch_one(&mut *c)
         .await?);
         Ok(n)
+    }
+
+    /// [`Tx::count_live_reservations`] and [`Tx::sends_since`] in one
+    /// statement: an invitation is checked against both (the seat limit and
+    /// the inviter's daily quota), and each statement is a round trip.
+    pub async fn live_reservations_and_sends(
+        &mut self,
+        kind: &str,
+        scope: &str,
+        now: DateTime<Utc>,
+        account: uuid::Uuid,
+        inviter: &str,
+        since: DateTime<Utc>,
+    ) -> Result<(i64, i64)> {
+        let counts: (i64, i64) = on_tx!(self, c => sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM reservations WHERE kind = $1 AND scope = $2 AND (expires_at IS NULL OR expires_at > $3)), \
+                    (SELECT COUNT(*) FROM invitation_sends WHERE account_id = $4 AND inviter = $5 AND sent_at > $6)",
+        )
+        .bind(kind)
+        .bind(scope)
+        .bind(now)
+        .bind(account)
+        .bind(inviter)
+        .bind(since)
+        .fetch_one(&mut *c)
+        .await?);
+        Ok(counts)
     }
 
     /// Records that `inviter` sent (or resent) an invitation at `sent_at`.

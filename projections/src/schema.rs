@@ -242,11 +242,22 @@ pub fn description(backend: Backend) -> String {
 /// every invitation of the account. Needs the `pg_trgm` extension (trusted:
 /// a database owner may create it); without it the search still works,
 /// only slower.
+///
+/// `fastupdate = off`: by default a GIN index queues new entries in a
+/// pending list of up to 4 MB (`gin_pending_list_limit`) that every search
+/// reads in full until a vacuum merges it. With 100,000 invitations that
+/// list made one search cost 7–17 ms of CPU instead of under 1 ms, and it
+/// refills under a steady stream of invitations; each invitation now pays
+/// its few trigram entries at insert time instead.
 fn search_indexes(prefix: &str) -> Vec<String> {
     vec![
-        format!("CREATE INDEX IF NOT EXISTS {prefix}invitations_email_trgm ON {prefix}invitations USING gin (email gin_trgm_ops)"),
         format!(
-            "CREATE INDEX IF NOT EXISTS {prefix}invitations_name_trgm ON {prefix}invitations USING gin (lower(name) gin_trgm_ops)"
+            "CREATE INDEX IF NOT EXISTS {prefix}invitations_email_trgm ON {prefix}invitations \
+             USING gin (email gin_trgm_ops) WITH (fastupdate = off)"
+        ),
+        format!(
+            "CREATE INDEX IF NOT EXISTS {prefix}invitations_name_trgm ON {prefix}invitations \
+             USING gin (lower(name) gin_trgm_ops) WITH (fastupdate = off)"
         ),
     ]
 }

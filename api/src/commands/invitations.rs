@@ -109,8 +109,9 @@ impl Admit {
         let scope = account_id.to_string();
         let mut unit = Unit::default();
 
-        let mut facts = InviteeFacts { user: self.user_by_email_hash(tx, &email_hash).await?, ..Default::default() };
-        if let Some(held) = tx.reservation(PENDING_INVITATION, &scope, &email_hash).await? {
+        let (user, pending) = tx.reservation_pair(&email_hash, (USER_EMAIL, ""), (PENDING_INVITATION, &scope)).await?;
+        let mut facts = InviteeFacts { user: user.and_then(|r| r.holder.parse().ok().map(UserId)), ..Default::default() };
+        if let Some(held) = pending {
             let holder =
                 InvitationId(held.holder.parse().map_err(|_| Error::Internal("bad reservation holder".into()))?);
             if held.expires_at.is_some_and(|t| t > now) {
@@ -121,9 +122,18 @@ impl Admit {
                 self.expire_in(tx, &mut unit, holder, now).await?;
             }
         }
-        facts.pending_in_account = count_live(tx, &scope, now).await? + extra_seats;
-        facts.sent_by_inviter_today =
-            tx.sends_since(account_id.0, &ctx.actor.to_string(), quota_window_start(now)).await? as u32;
+        let (live, sent) = tx
+            .live_reservations_and_sends(
+                PENDING_INVITATION,
+                &scope,
+                now,
+                account_id.0,
+                &ctx.actor.to_string(),
+                quota_window_start(now),
+            )
+            .await?;
+        facts.pending_in_account = live as u32 + extra_seats;
+        facts.sent_by_inviter_today = sent as u32;
 
         let (person, key) = tx.person_for_email(&email_hash, now).await?;
         let invitation_id = InvitationId(Uuid::now_v7());
@@ -452,11 +462,6 @@ impl Admit {
 
 fn invalid_link() -> Error {
     DomainError::refused("invalid_token", "this invitation link is not valid").into()
-}
-
-/// Live pending invitations of an account (seats they hold).
-async fn count_live(tx: &mut Tx, scope: &str, now: DateTime<Utc>) -> Result<u32, Error> {
-    Ok(tx.count_live_reservations(PENDING_INVITATION, scope, now).await? as u32)
 }
 
 #[allow(dead_code)]

@@ -5,6 +5,7 @@
 //! appends them (sealing personal data), updates the read models, and
 //! commits together with any reservations the handler claimed.
 
+mod account_states;
 mod accounts;
 mod bulk;
 mod erasure;
@@ -126,6 +127,8 @@ pub struct Admit {
     pub password_policy: PasswordPolicy,
     /// The time commands run at.
     pub clock: Clock,
+    /// Accounts as last folded, caught up from the log on every use.
+    pub(crate) accounts: account_states::AccountStates,
 }
 
 /// Runs `$body` (an async expression using `$tx`) in a transaction,
@@ -191,7 +194,7 @@ impl Admit {
     /// The application over `db`.
     pub fn new(db: Database, secrets: Secrets, password_policy: PasswordPolicy) -> Admit {
         let projector = Projector::live(secrets.lookup.clone());
-        Admit { db, secrets, projector, password_policy, clock: Clock::default() }
+        Admit { db, secrets, projector, password_policy, clock: Clock::default(), accounts: Default::default() }
     }
 
     /// The current time of this application's clock.
@@ -251,8 +254,7 @@ impl Admit {
     /// The account as it stands now, read without locking (for queries and
     /// authorization; commands re-check inside their transaction).
     pub async fn account_snapshot(&self, id: AccountId) -> Result<Account, Error> {
-        let mut tx = self.db.begin_snapshot().await?;
-        Ok(self.fold_account(&mut tx, id, false).await?.0)
+        Ok(Account::clone(&*self.accounts.current(&self.db, id).await?))
     }
 
     /// The invitation as it stands now, read without locking.
@@ -291,7 +293,12 @@ impl Admit {
 
     /// The account and its stream version; locks it for this transaction.
     pub(crate) async fn account(&self, tx: &mut Tx, id: AccountId) -> Result<(Account, i64), Error> {
-        self.fold_account(tx, id, true).await
+        let version = tx.stream_version(&id.stream(), true).await?.unwrap_or(0);
+        if version == 0 {
+            return Err(Error::NotFound("account"));
+        }
+        let account = self.accounts.at(tx, id, version).await?;
+        Ok((Account::clone(&*account), version))
     }
 
     /// The invitation and its stream version; locks it for this transaction.
@@ -304,12 +311,6 @@ impl Admit {
         let (events, version) = self.load(tx, &id.stream(), true).await?;
         let user = User::from_events(events.iter().filter_map(|e| e.event.as_user()));
         user.map(|u| (u, version)).ok_or(Error::NotFound("user"))
-    }
-
-    async fn fold_account(&self, tx: &mut Tx, id: AccountId, lock: bool) -> Result<(Account, i64), Error> {
-        let (events, version) = self.load(tx, &id.stream(), lock).await?;
-        let account = Account::from_events(events.iter().filter_map(|e| e.event.as_account()));
-        account.map(|a| (a, version)).ok_or(Error::NotFound("account"))
     }
 
     async fn fold_invitation(&self, tx: &mut Tx, id: InvitationId, lock: bool) -> Result<(Invitation, i64), Error> {
