@@ -88,6 +88,11 @@ run_backend() {
     rate=$(sed -E 's/.*\(([0-9]+) events\/s\).*/\1/' <<<"$line")
     rss_kib=$(awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); print $2}' "$WORK/$backend-time.txt")
     rss_mib=$((rss_kib / 1024))
+    # CPU seconds of the replay process (user + system): unlike the wall
+    # time, barely moved by other work on a shared machine (the database
+    # server's own CPU is not in it).
+    local cpu
+    cpu=$(awk -F: '/User time|System time/ {gsub(/ /, "", $2); s += $2} END {printf "%.1f", s}' "$WORK/$backend-time.txt")
 
     echo "== $backend: admit verify"
     local verify
@@ -102,8 +107,9 @@ run_backend() {
     if ((rate < target)); then verdict="MISSED by $((100 - rate * 100 / target))%"; fi
     local rss_verdict="met"
     if ((rss_mib >= TARGET_RSS_MIB)); then rss_verdict="MISSED"; fi
-    SUMMARY+=("$(printf '%-9s %9s events  %8ss  %8s events/s (target %s: %s)  peak RSS %4s MiB (target <%s: %s)  verify: %s' \
-        "$backend" "$events" "$secs" "$rate" "$target" "$verdict" "$rss_mib" "$TARGET_RSS_MIB" "$rss_verdict" "${verify%%:*}")")
+    SUMMARY+=("$(printf '%-9s %9s events  %8ss  %8s events/s (target %s: %s)  peak RSS %4s MiB (target <%s: %s)  cpu %ss  load %s  verify: %s' \
+        "$backend" "$events" "$secs" "$rate" "$target" "$verdict" "$rss_mib" "$TARGET_RSS_MIB" "$rss_verdict" "$cpu" \
+        "$(cut -d' ' -f1 /proc/loadavg)" "${verify%%:*}")")
 
     if [[ "${KEEP:-0}" != 1 && $backend == postgres ]]; then
         psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $PG_DATABASE"
