@@ -7,6 +7,7 @@
 
 mod accounts;
 mod bulk;
+mod delivery;
 mod erasure;
 mod invitations;
 mod members;
@@ -31,6 +32,7 @@ use uuid::Uuid;
 
 pub use accounts::{OpenAccount, OpenedAccount};
 pub use bulk::{BulkOptions, BulkOutcome};
+pub use delivery::{DeliveryFact, DeliveryWrites};
 pub use renewal::{RENEWAL_INTERVAL_HOURS, RENEWAL_REQUEST};
 pub use invitations::{InviteRequest, IssuedInvitation};
 pub use roles::{secret_hash, API_KEY_PREFIX};
