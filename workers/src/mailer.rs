@@ -138,13 +138,13 @@ impl Mailer {
     /// Handles the events available now; returns how many it handled.
     ///
     /// The batch's emails are prepared side by side, claimed together (one
-    /// transaction records every claim with its `processed`), then sent:
+    /// statement), then sent:
     /// emails of one invitation in order (a resend after the first email),
     /// those of different invitations side by side, at most `at_once`, so
     /// one slow answer does not hold up the rest. Outcomes are recorded as
     /// they come, each transaction taking every outcome that is waiting
-    /// (group commit): the claim's `sent`/`failed` with the `delivered` or
-    /// `failed` event. A sending slot is free again only once its email's
+    /// (group commit): the claim's `sent`/`failed` with the invitation's
+    /// `processed` and `delivered` or `failed`. A sending slot is free again only once its email's
     /// outcome is committed, so at most `at_once` emails are ever sent and
     /// not yet recorded (what a crash may resend). The batch is committed
     /// only when every email of it is done.
@@ -184,7 +184,9 @@ impl Mailer {
             })
             .buffer_unordered(at_once)
             .try_collect::<Vec<()>>();
-        let recording = async {
+        // Owns the receiver, so a recorder stopped by an error closes the
+        // channel and every sender waiting on it stops too.
+        let recording = async move {
             while let Some(first) = finished.recv().await {
                 let mut group = vec![first];
                 while let Ok(more) = finished.try_recv() {
