@@ -1,7 +1,8 @@
 //! A scriptable SMTP server that injects faults: each message (to the
 //! scripted recipient) gets the next behaviour of the script, then `Accept`
-//! for good; every connection is recorded with its times and the full
-//! message the client sent.
+//! for good; every message is recorded with its connection's times and the
+//! full message the client sent (a connection that carried several gives
+//! one record each; one that carried none, one empty record).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -24,7 +25,8 @@ pub enum Behaviour {
     Reply(String),
 }
 
-/// One connection the server took: when, what it did, what it received.
+/// One message the server took (or a connection that carried none): when
+/// its connection opened and closed, what the server did, what it received.
 #[derive(Debug, Clone)]
 pub struct Attempt {
     /// The behaviour this connection followed at the end of DATA (None
@@ -120,13 +122,13 @@ impl FaultySmtp {
         format!("smtp://127.0.0.1:{}", self.port)
     }
 
-    /// Every connection so far, in the order they came.
+    /// Every message so far (and every connection that carried none), in
+    /// the order they came.
     pub fn attempts(&self) -> Vec<Attempt> {
         self.attempts.lock().unwrap().clone()
     }
 
-    /// The connections that carried a whole message to a recipient
-    /// containing `to`.
+    /// The messages that came whole to a recipient containing `to`.
     pub fn messages_to(&self, to: &str) -> Vec<Attempt> {
         self.attempts().into_iter().filter(|a| a.to().is_some_and(|t| t.contains(to))).collect()
     }
@@ -139,8 +141,10 @@ impl Drop for FaultySmtp {
 }
 
 /// Speaks SMTP on one connection, following `behaviour` at the end of DATA.
-async fn serve(stream: TcpStream, script: Arc<Script>, attempts: Arc<Mutex<Vec<Attempt>>>, slot: usize) {
-    let note = |f: &dyn Fn(&mut Attempt)| f(&mut attempts.lock().unwrap()[slot]);
+async fn serve(stream: TcpStream, script: Arc<Script>, attempts: Arc<Mutex<Vec<Attempt>>>, first: usize) {
+    // This connection's records: one per message (the first made at accept).
+    let mut slots = vec![first];
+    let note = |slot: usize, f: &dyn Fn(&mut Attempt)| f(&mut attempts.lock().unwrap()[slot]);
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
     let _ = write.write_all(b"220 faulty.test ESMTP ready\r\n").await;
@@ -166,14 +170,31 @@ async fn serve(stream: TcpStream, script: Arc<Script>, attempts: Arc<Mutex<Vec<A
                 let _ = write.write_all(b"354 go ahead\r\n").await;
                 let Some(message) = read_message(&mut lines).await else { break };
                 let behaviour = script.pick(&rcpt);
-                note(&|a| {
+                rcpt.clear();
+                let mut slot = *slots.last().expect("the first record");
+                if attempts.lock().unwrap()[slot].message.is_some() {
+                    // A further message on the same connection: a record of its own.
+                    let mut all = attempts.lock().unwrap();
+                    let connected = all[slot].connected;
+                    all.push(Attempt {
+                        behaviour: None,
+                        connected,
+                        data_done: None,
+                        closed: None,
+                        message: None,
+                        accepted: false,
+                    });
+                    slot = all.len() - 1;
+                    slots.push(slot);
+                }
+                note(slot, &|a| {
                     a.data_done = Some(Instant::now());
                     a.message = Some(message.clone());
                     a.behaviour = Some(behaviour.clone());
                 });
                 match &behaviour {
                     Behaviour::Accept => {
-                        note(&|a| a.accepted = true);
+                        note(slot, &|a| a.accepted = true);
                         let _ = write.write_all(b"250 2.0.0 queued as faulty\r\n").await;
                         continue;
                     }
@@ -185,7 +206,7 @@ async fn serve(stream: TcpStream, script: Arc<Script>, attempts: Arc<Mutex<Vec<A
                     }
                     Behaviour::DropAfterData => break,
                     Behaviour::Reply(text) => {
-                        note(&|a| a.accepted = text.starts_with('2'));
+                        note(slot, &|a| a.accepted = text.starts_with('2'));
                         let _ = write.write_all(format!("{text}\r\n").as_bytes()).await;
                         continue;
                     }
@@ -197,7 +218,10 @@ async fn serve(stream: TcpStream, script: Arc<Script>, attempts: Arc<Mutex<Vec<A
             break;
         }
     }
-    note(&|a| a.closed = Some(Instant::now()));
+    let closed = Instant::now();
+    for slot in slots {
+        note(slot, &|a| a.closed = Some(closed));
+    }
 }
 
 /// Reads DATA up to the lone `.`, undoing dot-stuffing; None if the client

@@ -1,18 +1,27 @@
-//! Email messages and the transport that carries them: SMTP (lettre) when
-//! configured, otherwise `.eml` files in a local folder (embedded mode).
+//! Email messages and the transport that carries them: SMTP (lettre's
+//! connection, pooled here) when configured, otherwise `.eml` files in a
+//! local folder (embedded mode).
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
-use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::{Result, WorkerError};
 
 /// Where mail goes.
 #[derive(Clone)]
 pub enum Transport {
-    /// An SMTP server, and how long one attempt (connect, every command, the
-    /// message and the server's answer to it) may take.
-    Smtp(AsyncSmtpTransport<Tokio1Executor>, std::time::Duration),
+    /// An SMTP server (with its free connections), and how long one attempt
+    /// (connect, every command, the message and the server's answer to it)
+    /// may take.
+    Smtp(Arc<SmtpPool>, Duration),
     /// A folder of `.eml` files.
     Folder(AsyncFileTransport<Tokio1Executor>, std::path::PathBuf),
 }
@@ -32,10 +41,9 @@ impl Transport {
     /// (plain, for local servers), with a per-attempt timeout: a server
     /// that stalls anywhere in the conversation (after DATA, typically)
     /// costs at most `timeout` before the attempt counts as failed.
-    pub fn smtp(url: &str, timeout: std::time::Duration) -> Result<Transport> {
-        let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-            .map_err(|e| WorkerError::MailConfig(format!("SMTP URL: {e}")))?;
-        Ok(Transport::Smtp(builder.timeout(Some(timeout)).build(), timeout))
+    pub fn smtp(url: &str, timeout: Duration) -> Result<Transport> {
+        let server = SmtpServer::parse(url, timeout)?;
+        Ok(Transport::Smtp(Arc::new(SmtpPool { server, idle: Mutex::new(Vec::new()) }), timeout))
     }
 
     /// `.eml` files in `dir` (created when missing).
@@ -45,15 +53,22 @@ impl Transport {
     }
 
     /// Sends one message; the server's (or folder's) answer on success.
-    /// Each attempt opens its own connection (lettre's pool is off), so an
-    /// attempt cut by the timeout leaves no half-used connection behind.
-    pub async fn send(&self, message: Message) -> std::result::Result<String, SendFailure> {
+    /// `fresh` asks for a new SMTP connection (retries do, so an attempt
+    /// after a failure starts clean); otherwise a free one is reused when
+    /// it still answers NOOP. A connection goes back to the pool only after
+    /// its message was accepted; after any error, or an attempt cut by the
+    /// timeout, it is closed, so no half-used connection carries the next
+    /// email.
+    pub async fn send(&self, message: Message, fresh: bool) -> std::result::Result<String, SendFailure> {
         match self {
-            Transport::Smtp(t, timeout) => match tokio::time::timeout(*timeout, t.send(message)).await {
-                Ok(Ok(r)) => Ok(format!("{} {}", r.code(), r.message().collect::<Vec<_>>().join(" "))),
-                Ok(Err(e)) => Err(SendFailure { reason: e.to_string(), permanent: e.is_permanent() }),
-                Err(_) => Err(SendFailure::transient(format!("no answer from the SMTP server within {timeout:?}"))),
-            },
+            Transport::Smtp(pool, timeout) => {
+                let attempt = pool.send(&message, fresh);
+                match tokio::time::timeout(*timeout, attempt).await {
+                    Ok(Ok(answer)) => Ok(answer),
+                    Ok(Err(e)) => Err(SendFailure { reason: e.to_string(), permanent: e.is_permanent() }),
+                    Err(_) => Err(SendFailure::transient(format!("no answer from the SMTP server within {timeout:?}"))),
+                }
+            }
             Transport::Folder(t, dir) => t
                 .send(message)
                 .await
@@ -63,6 +78,148 @@ impl Transport {
     }
 }
 
+/// An SMTP server and its connections that are free for the next email.
+///
+/// Opening a connection per email (TCP, greeting, EHLO, with TLS a
+/// handshake, QUIT) cost more than the email itself. A connection goes back
+/// to the pool only after an email went through it cleanly (the server
+/// answered 2xx to the message); one that saw any error, or whose attempt
+/// was cut by the timeout, is dropped with the attempt that used it, so a
+/// connection left mid-conversation never carries the next email (which is
+/// why lettre's own pool is not used: it takes back a connection whose
+/// attempt was cancelled). A free connection is checked with NOOP before
+/// it is used again, closed after [`IDLE_FOR_AT_MOST`] unused, and after
+/// [`EMAILS_PER_CONNECTION`] emails.
+pub struct SmtpPool {
+    server: SmtpServer,
+    idle: Mutex<Vec<Parked>>,
+}
+
+/// Free connections kept per server (beyond this, connections are closed
+/// after their email).
+pub const IDLE_CONNECTIONS: usize = 64;
+/// A free connection unused this long is closed rather than reused (SMTP
+/// servers drop idle clients after a few minutes; RFC 5321 suggests 5).
+pub const IDLE_FOR_AT_MOST: Duration = Duration::from_secs(60);
+/// Emails one connection carries before it is closed (some servers refuse
+/// more per connection).
+pub const EMAILS_PER_CONNECTION: u32 = 100;
+
+/// Where and how to connect, as the SMTP URL says.
+struct SmtpServer {
+    host: String,
+    port: u16,
+    tls: Tls,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+    timeout: Duration,
+}
+
+/// A free connection, since when, and how many emails it carried.
+struct Parked {
+    conn: AsyncSmtpConnection,
+    since: Instant,
+    sent: u32,
+}
+
+impl SmtpPool {
+    /// One attempt: a free connection (unless `fresh`) or a new one, the
+    /// message, and the connection back to the pool when it went through.
+    /// Cancelling this future (the timeout) drops the connection with it.
+    async fn send(&self, message: &Message, fresh: bool) -> std::result::Result<String, lettre::transport::smtp::Error> {
+        let (mut conn, sent) = match if fresh { None } else { self.reusable().await } {
+            Some(reused) => reused,
+            None => (self.server.connect().await?, 0),
+        };
+        let response = conn.send(message.envelope(), &message.formatted()).await?;
+        self.park(conn, sent + 1);
+        Ok(format!("{} {}", response.code(), response.message().collect::<Vec<_>>().join(" ")))
+    }
+
+    /// The most recently freed connection that still answers NOOP, if any.
+    async fn reusable(&self) -> Option<(AsyncSmtpConnection, u32)> {
+        loop {
+            let parked = self.idle.lock().expect("pool lock").pop()?;
+            if parked.since.elapsed() > IDLE_FOR_AT_MOST {
+                // The rest are older still.
+                self.idle.lock().expect("pool lock").clear();
+                return None;
+            }
+            let mut conn = parked.conn;
+            if conn.test_connected().await {
+                return Some((conn, parked.sent));
+            }
+        }
+    }
+
+    fn park(&self, conn: AsyncSmtpConnection, sent: u32) {
+        if sent >= EMAILS_PER_CONNECTION || conn.has_broken() {
+            return;
+        }
+        let mut idle = self.idle.lock().expect("pool lock");
+        if idle.len() < IDLE_CONNECTIONS {
+            idle.push(Parked { conn, since: Instant::now(), sent });
+        }
+    }
+}
+
+impl SmtpServer {
+    /// Reads an SMTP URL the way lettre's `from_url` does: `smtp://` plain
+    /// (port 25), `?tls=required` or `?tls=opportunistic` STARTTLS (587),
+    /// `smtps://` TLS (465); user and password percent-decoded; a path
+    /// names the EHLO domain.
+    fn parse(url: &str, timeout: Duration) -> Result<SmtpServer> {
+        let bad = |e: &dyn std::fmt::Display| WorkerError::MailConfig(format!("SMTP URL: {e}"));
+        let parsed = url::Url::parse(url).map_err(|e| bad(&e))?;
+        let host = parsed.host_str().ok_or_else(|| bad(&"no host"))?.to_string();
+        let tls_query = parsed.query_pairs().find(|(k, _)| k == "tls").map(|(_, v)| v.to_string());
+        let parameters = || TlsParameters::new(host.clone()).map_err(|e| bad(&e));
+        let (port, tls) = match (parsed.scheme(), tls_query.as_deref()) {
+            ("smtp", None) => (25, Tls::None),
+            ("smtp", Some("required")) => (587, Tls::Required(parameters()?)),
+            ("smtp", Some("opportunistic")) => (587, Tls::Opportunistic(parameters()?)),
+            ("smtps", _) => (465, Tls::Wrapper(parameters()?)),
+            (scheme, tls) => return Err(bad(&format!("unknown scheme `{scheme}` or tls `{tls:?}`"))),
+        };
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s).decode_utf8().map(Cow::into_owned).map_err(|e| bad(&e))
+        };
+        let credentials = match parsed.password() {
+            Some(password) => Some(Credentials::new(decode(parsed.username())?, decode(password)?)),
+            None => None,
+        };
+        let hello = match parsed.path().trim_matches('/') {
+            "" => ClientId::default(),
+            name => ClientId::Domain(name.to_string()),
+        };
+        Ok(SmtpServer { port: parsed.port().unwrap_or(port), host, tls, credentials, hello, timeout })
+    }
+
+    /// A new connection: greeting, EHLO, TLS as configured, AUTH.
+    async fn connect(&self) -> std::result::Result<AsyncSmtpConnection, lettre::transport::smtp::Error> {
+        let wrapper = match &self.tls {
+            Tls::Wrapper(p) => Some(p.clone()),
+            _ => None,
+        };
+        let mut conn = AsyncSmtpConnection::connect_tokio1(
+            (self.host.as_str(), self.port),
+            Some(self.timeout),
+            &self.hello,
+            wrapper,
+            None,
+        )
+        .await?;
+        match &self.tls {
+            Tls::Opportunistic(p) if conn.can_starttls() => conn.starttls(p.clone(), &self.hello).await?,
+            Tls::Required(p) => conn.starttls(p.clone(), &self.hello).await?,
+            _ => {}
+        }
+        if let Some(credentials) = &self.credentials {
+            conn.auth(DEFAULT_MECHANISMS, credentials).await?;
+        }
+        Ok(conn)
+    }
+}
 /// Why one sending attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendFailure {

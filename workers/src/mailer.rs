@@ -16,7 +16,8 @@
 //! the backoff (doubling up to the maximum) until the configured attempts
 //! are used; a 5xx answer is permanent and fails the email at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -29,14 +30,14 @@ use admit_domain::template::{MailKind, MailTemplate};
 use admit_domain::token::InvitationToken;
 use admit_domain::user::UserEvent;
 use admit_domain::Event;
-use admit_ledger::{on_db, on_db_write};
+use admit_ledger::{on_db, on_db_write, on_tx};
 use admit_projections::Envelope;
 use chrono::Utc;
 use uuid::Uuid;
 
 use crate::feed::Feed;
 use crate::mail::{html_escape, message, Letter, Sender, Transport};
-use crate::Result;
+use crate::{Result, WorkerError};
 
 /// How the mailer sends and retries.
 #[derive(Debug, Clone)]
@@ -87,6 +88,36 @@ struct Outgoing {
     letter: Letter,
 }
 
+/// A claim about to be written: the key, the invitation, the Message-ID.
+struct Claim {
+    event_id: Uuid,
+    kind: String,
+    invitation: Option<InvitationId>,
+    message_id: String,
+}
+
+/// What became of one email after its attempts.
+enum Outcome {
+    /// Accepted; the server's answer.
+    Sent(String),
+    /// Refused for good, out of attempts, or not sendable; the reason.
+    Failed(String),
+}
+
+/// An email whose outcome waits to be recorded.
+struct Finished {
+    event_id: Uuid,
+    kind: String,
+    invitation: Option<InvitationId>,
+    outcome: Outcome,
+}
+
+/// Told once the outcome of an email is committed.
+type Ack = tokio::sync::oneshot::Sender<()>;
+
+/// Events one run takes from the feed.
+const BATCH: usize = 200;
+
 impl Mailer {
     /// The mailer over `admit`'s database, tailing its log.
     pub fn new(admit: Admit, config: MailerConfig) -> Result<Mailer> {
@@ -105,34 +136,73 @@ impl Mailer {
     }
 
     /// Handles the events available now; returns how many it handled.
-    /// Emails of one invitation go out in order (a resend after the first
-    /// email); those of different invitations go side by side, at most
-    /// `at_once`, so one slow answer does not hold up the rest.
-    /// The batch is committed only when every email of it is done.
+    ///
+    /// The batch's emails are prepared side by side, claimed together (one
+    /// statement), then sent:
+    /// emails of one invitation in order (a resend after the first email),
+    /// those of different invitations side by side, at most `at_once`, so
+    /// one slow answer does not hold up the rest. Outcomes are recorded as
+    /// they come, each transaction taking every outcome that is waiting
+    /// (group commit): the claim's `sent`/`failed` with the invitation's
+    /// `processed` and `delivered` or `failed`. A sending slot is free again only once its email's
+    /// outcome is committed, so at most `at_once` emails are ever sent and
+    /// not yet recorded (what a crash may resend). The batch is committed
+    /// only when every email of it is done.
     pub async fn run_once(&self) -> Result<usize> {
-        use futures::StreamExt;
-        let batch = self.feed.poll(200).await?;
+        use futures::{StreamExt, TryStreamExt};
+        let at_once = self.config.at_once.max(1);
+        let batch = self.feed.poll(BATCH).await?;
+        let preparing: Vec<_> = batch.iter().map(|env| self.outgoing(env)).collect();
+        let prepared: Vec<Vec<Outgoing>> = futures::stream::iter(preparing).buffered(at_once).try_collect().await?;
         let mut queues: BTreeMap<String, Vec<Outgoing>> = BTreeMap::new();
-        for env in &batch {
-            for out in self.outgoing(env).await? {
-                let key = match out.invitation {
-                    Some(id) => id.0.to_string(),
-                    None => format!("{}.{}", out.event_id, out.kind),
-                };
-                queues.entry(key).or_default().push(out);
-            }
+        for out in self.claim(prepared.into_iter().flatten().collect()).await? {
+            let key = match out.invitation {
+                Some(id) => id.0.to_string(),
+                None => format!("{}.{}", out.event_id, out.kind),
+            };
+            queues.entry(key).or_default().push(out);
         }
-        let outcomes: Vec<Result<()>> = futures::stream::iter(queues.into_values())
-            .map(|queue| async move {
-                for out in queue {
-                    self.deliver(out).await?;
+        let (done, mut finished) = tokio::sync::mpsc::unbounded_channel::<(Finished, Ack)>();
+        // Each queue holds a sender, so the recorder stops once the last
+        // queue is done.
+        let queues: Vec<_> = queues.into_values().map(|queue| (queue, done.clone())).collect();
+        drop(done);
+        let sending = futures::stream::iter(queues)
+            .map(|(queue, done)| {
+                async move {
+                    for out in queue {
+                        let outcome = self.send(&out).await?;
+                        let (ack, acked) = tokio::sync::oneshot::channel();
+                        let finished = Finished { event_id: out.event_id, kind: out.kind, invitation: out.invitation, outcome };
+                        if done.send((finished, ack)).is_err() || acked.await.is_err() {
+                            // The recorder stopped on an error, which the batch reports.
+                            return Ok(());
+                        }
+                    }
+                    Ok::<(), WorkerError>(())
                 }
-                Ok(())
             })
-            .buffer_unordered(self.config.at_once.max(1))
-            .collect()
-            .await;
-        outcomes.into_iter().collect::<Result<Vec<()>>>()?;
+            .buffer_unordered(at_once)
+            .try_collect::<Vec<()>>();
+        // Owns the receiver, so a recorder stopped by an error closes the
+        // channel and every sender waiting on it stops too.
+        let recording = async move {
+            while let Some(first) = finished.recv().await {
+                let mut group = vec![first];
+                while let Ok(more) = finished.try_recv() {
+                    group.push(more);
+                }
+                let (outcomes, acks): (Vec<Finished>, Vec<Ack>) = group.into_iter().unzip();
+                self.record_outcomes(outcomes).await?;
+                for ack in acks {
+                    let _ = ack.send(());
+                }
+            }
+            Ok::<(), WorkerError>(())
+        };
+        let (sent, recorded) = tokio::join!(sending, recording);
+        recorded?;
+        sent?;
         self.feed.commit().await?;
         Ok(batch.len())
     }
@@ -335,56 +405,84 @@ impl Mailer {
         Ok(row.unwrap_or((None, None)))
     }
 
-    /// Claims, sends with retries and records the outcome of one email.
-    async fn deliver(&self, out: Outgoing) -> Result<()> {
-        let message_id = format!("<{}.{}@admit>", out.event_id, out.kind);
-        let status: Option<String> = on_db!(&self.admit.db, p => sqlx::query_scalar(
-            "SELECT status FROM mail_sends WHERE event_id = $1 AND kind = $2",
-        )
-        .bind(out.event_id)
-        .bind(&out.kind)
-        .fetch_optional(p)
-        .await?);
-        match status.as_deref() {
-            Some("sent") | Some("failed") => return Ok(()),
-            Some(_) => {}
-            None => {
-                on_db_write!(&self.admit.db, p => sqlx::query(
-                    "INSERT INTO mail_sends (event_id, kind, invitation_id, message_id, status, attempts, claimed_at) \
-                     VALUES ($1, $2, $3, $4, 'sending', 0, $5) ON CONFLICT (event_id, kind) DO NOTHING",
-                )
-                .bind(out.event_id)
-                .bind(&out.kind)
-                .bind(out.invitation.map(|i| i.0))
-                .bind(&message_id)
-                .bind(Utc::now())
-                .execute(p)
-                .await
-                .map(|_| ())?);
-                if let Some(inv) = out.invitation {
-                    self.admit.record_delivery(inv, DeliveryState::Processed, None).await?;
+    /// Claims the batch's emails in `mail_sends` (one statement). Returns
+    /// the emails to send, each once: those claimed now and those a run
+    /// that stopped (a crash) claimed without finishing; an email already
+    /// `sent` or `failed` is never sent again.
+    async fn claim(&self, outgoing: Vec<Outgoing>) -> Result<Vec<Outgoing>> {
+        let mut seen = HashSet::new();
+        let outgoing: Vec<Outgoing> = outgoing.into_iter().filter(|o| seen.insert((o.event_id, o.kind.clone()))).collect();
+        if outgoing.is_empty() {
+            return Ok(outgoing);
+        }
+        let events: BTreeSet<Uuid> = outgoing.iter().map(|o| o.event_id).collect();
+        let rows: Vec<(Uuid, String, String)> = on_db!(&self.admit.db, p => {
+            let mut b = sqlx::QueryBuilder::new("SELECT event_id, kind, status FROM mail_sends WHERE event_id IN (");
+            let mut list = b.separated(", ");
+            for id in &events {
+                list.push_bind(*id);
+            }
+            b.push(")");
+            b.build_query_as().fetch_all(p).await?
+        });
+        let status: HashMap<(Uuid, String), String> = rows.into_iter().map(|(e, k, s)| ((e, k), s)).collect();
+        let mut to_send = Vec::with_capacity(outgoing.len());
+        let mut fresh = Vec::new();
+        for out in outgoing {
+            match status.get(&(out.event_id, out.kind.clone())).map(String::as_str) {
+                Some("sent") | Some("failed") => {}
+                Some(_) => to_send.push(out),
+                None => {
+                    fresh.push(Claim {
+                        event_id: out.event_id,
+                        kind: out.kind.clone(),
+                        invitation: out.invitation,
+                        message_id: message_id(&out),
+                    });
+                    to_send.push(out);
                 }
             }
         }
-        let msg = match message(&self.config.sender, &out.to, &out.letter, &message_id) {
+        if fresh.is_empty() {
+            return Ok(to_send);
+        }
+        let now = Utc::now();
+        on_db_write!(&self.admit.db, p => {
+            let mut b = sqlx::QueryBuilder::new(
+                "INSERT INTO mail_sends (event_id, kind, invitation_id, message_id, status, attempts, claimed_at) ",
+            );
+            b.push_values(fresh.iter(), |mut row, claim| {
+                row.push_bind(claim.event_id)
+                    .push_bind(claim.kind.clone())
+                    .push_bind(claim.invitation.map(|i| i.0))
+                    .push_bind(claim.message_id.clone())
+                    .push_bind("sending")
+                    .push_bind(0i32)
+                    .push_bind(now);
+            });
+            b.push(" ON CONFLICT (event_id, kind) DO NOTHING");
+            b.build().execute(p).await.map(|_| ())?
+        });
+        Ok(to_send)
+    }
+
+    /// Sends one claimed email, with retries (each failed attempt noted on
+    /// its claim); what became of it.
+    async fn send(&self, out: &Outgoing) -> Result<Outcome> {
+        let msg = match message(&self.config.sender, &out.to, &out.letter, &message_id(out)) {
             Ok(m) => m,
-            Err(e) => return self.finish(&out, "failed", Some(e)).await,
+            Err(e) => return Ok(Outcome::Failed(e)),
         };
         let mut wait = self.config.backoff;
         let mut last_error = String::new();
         for attempt in 1..=self.config.attempts.max(1) {
-            match self.config.transport.send(msg.clone()).await {
-                Ok(answer) => {
-                    self.finish(&out, "sent", None).await?;
-                    if let Some(inv) = out.invitation {
-                        self.admit.record_delivery(inv, DeliveryState::Delivered, Some(answer)).await?;
-                    }
-                    return Ok(());
-                }
+            // Retries open a new connection: an attempt after a failure starts clean.
+            match self.config.transport.send(msg.clone(), attempt > 1).await {
+                Ok(answer) => return Ok(Outcome::Sent(answer)),
                 Err(e) => {
                     tracing::warn!(attempt, error = %e.reason, permanent = e.permanent, kind = %out.kind, "sending failed");
                     last_error = e.reason;
-                    self.note_attempt(&out, attempt, &last_error).await?;
+                    self.note_attempt(out, attempt, &last_error).await?;
                     if e.permanent {
                         break;
                     }
@@ -395,7 +493,7 @@ impl Mailer {
                 }
             }
         }
-        self.finish(&out, "failed", Some(last_error)).await
+        Ok(Outcome::Failed(last_error))
     }
 
     async fn note_attempt(&self, out: &Outgoing, attempt: u32, error: &str) -> Result<()> {
@@ -412,23 +510,55 @@ impl Mailer {
         Ok(())
     }
 
-    async fn finish(&self, out: &Outgoing, status: &str, error: Option<String>) -> Result<()> {
-        on_db_write!(&self.admit.db, p => sqlx::query(
-            "UPDATE mail_sends SET status = $1, finished_at = $2, last_error = COALESCE($3, last_error) WHERE event_id = $4 AND kind = $5",
-        )
-        .bind(status)
-        .bind(Utc::now())
-        .bind(error.clone())
-        .bind(out.event_id)
-        .bind(&out.kind)
-        .execute(p)
-        .await
-        .map(|_| ())?);
-        if let (Some(inv), "failed") = (out.invitation, status) {
-            self.admit.record_delivery(inv, DeliveryState::Failed, error).await?;
-        }
+    /// Records what became of `outcomes` in one transaction: each claim
+    /// still `sending` turns `sent` or `failed`, and for invitation emails
+    /// `processed` and then `delivered` (with the server's answer) or
+    /// `failed` (with the reason) go with it, so each outcome is recorded
+    /// once, however often a crash made the mailer send the email.
+    async fn record_outcomes(&self, outcomes: Vec<Finished>) -> Result<()> {
+        let outcomes = Arc::new(outcomes);
+        self.admit
+            .record_deliveries(move |tx| {
+                let outcomes = outcomes.clone();
+                Box::pin(async move {
+                    let now = Utc::now();
+                    let mut facts = Vec::new();
+                    for done in outcomes.iter() {
+                        let (status, error, state, detail) = match &done.outcome {
+                            Outcome::Sent(answer) => ("sent", None, DeliveryState::Delivered, answer.clone()),
+                            Outcome::Failed(reason) => {
+                                ("failed", Some(reason.clone()), DeliveryState::Failed, reason.clone())
+                            }
+                        };
+                        let updated = on_tx!(tx, c => sqlx::query(
+                            "UPDATE mail_sends SET status = $1, finished_at = $2, last_error = COALESCE($3, last_error) \
+                             WHERE event_id = $4 AND kind = $5 AND status = 'sending'",
+                        )
+                        .bind(status)
+                        .bind(now)
+                        .bind(error)
+                        .bind(done.event_id)
+                        .bind(&done.kind)
+                        .execute(&mut *c)
+                        .await?
+                        .rows_affected());
+                        if let (1, Some(inv)) = (updated, done.invitation) {
+                            facts.push((inv, DeliveryState::Processed, None));
+                            facts.push((inv, state, Some(detail)));
+                        }
+                    }
+                    Ok(facts)
+                })
+            })
+            .await?;
         Ok(())
     }
+}
+
+/// The Message-ID of an email: derived from its triggering event and
+/// kind, so every resend of it carries the same one.
+fn message_id(out: &Outgoing) -> String {
+    format!("<{}.{}@admit>", out.event_id, out.kind)
 }
 
 /// Admit's own invitation and reminder emails, in the template language

@@ -41,6 +41,9 @@ pub struct Relay {
     feed: LogFeed,
     producer: FutureProducer<LogContext>,
     config: RelayConfig,
+    /// Where the last saved checkpoint is (read from the database once,
+    /// then kept here: only this relay moves it).
+    cursor: std::sync::Mutex<Option<GlobalCursor>>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -74,7 +77,7 @@ impl Relay {
             .set("message.timeout.ms", config.delivery_timeout.as_millis().to_string())
             .create_with_context(LogContext)
             .map_err(|e| WorkerError::Kafka(format!("producer: {e}")))?;
-        Ok(Relay { feed: LogFeed::new(db, "relay"), producer, config })
+        Ok(Relay { feed: LogFeed::new(db, "relay"), producer, config, cursor: std::sync::Mutex::new(None) })
     }
 
     /// Publishes until `shutdown` turns true.
@@ -86,7 +89,11 @@ impl Relay {
     /// acknowledgement of all of them before moving the checkpoint.
     /// Returns how many it published.
     pub async fn run_once(&self) -> Result<usize> {
-        let cursor = self.feed.checkpoint().await?;
+        let known = *self.cursor.lock().expect("relay cursor");
+        let cursor = match known {
+            Some(c) => c,
+            None => self.feed.checkpoint().await?,
+        };
         let batch = self.feed.next_raw(cursor, 1000).await?;
         let Some(last) = batch.last() else {
             return Ok(0);
@@ -113,7 +120,9 @@ impl Relay {
                 return Err(WorkerError::Kafka(format!("delivery: {e}")));
             }
         }
-        self.feed.save(GlobalCursor::after(last)).await?;
+        let next = GlobalCursor::after(last);
+        self.feed.save(next).await?;
+        *self.cursor.lock().expect("relay cursor") = Some(next);
         Ok(batch.len())
     }
 }

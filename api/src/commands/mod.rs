@@ -8,6 +8,7 @@
 mod account_states;
 mod accounts;
 mod bulk;
+mod delivery;
 mod erasure;
 mod invitations;
 mod members;
@@ -32,6 +33,7 @@ use uuid::Uuid;
 
 pub use accounts::{OpenAccount, OpenedAccount};
 pub use bulk::{BulkOptions, BulkOutcome};
+pub use delivery::{DeliveryFact, DeliveryWrites};
 pub use renewal::{RENEWAL_INTERVAL_HOURS, RENEWAL_REQUEST};
 pub use invitations::{InviteRequest, IssuedInvitation};
 pub use roles::{secret_hash, API_KEY_PREFIX};
