@@ -18,7 +18,11 @@ pub const PROJECTOR: &str = "read_models";
 /// Prefix of the tables a rebuild writes before it swaps them in.
 pub const REBUILD_PREFIX: &str = "rebuild_";
 
-/// Events projected per transaction during a rebuild, by default.
+/// How long a rebuild's transaction stays open before it commits (between
+/// batches).
+const COMMIT_EVERY: Duration = Duration::from_millis(250);
+
+/// Events projected per batch during a rebuild, by default.
 const BATCH: i64 = 10_000;
 
 /// What a rebuild did.
@@ -126,23 +130,43 @@ async fn rebuild(db: &Database, lookup: &LookupKey, prefix: &str, swap: bool, op
     let mut events = 0u64;
     // Bulk of the log: gap-safe batches, writers free.
     let started = Instant::now();
-    let mut waiting = Duration::ZERO;
+    let (mut waiting, mut applying, mut committing) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let mut batches = feed::spawn(db, options.batch.max(1));
+    // Batches share a transaction for up to `COMMIT_EVERY`: each commit
+    // costs (on SQLite it may checkpoint the WAL), and writers of the
+    // service wait at most that long for the rebuild's.
+    let mut open: Option<(admit_ledger::Tx, Instant)> = None;
     loop {
         let t = Instant::now();
         let Some(batch) = batches.recv().await else { break };
         waiting += t.elapsed();
         let (decoded, after) = batch?;
-        let mut tx = begin_batch(db).await?;
+        let t = Instant::now();
+        let (mut tx, since) = match open.take() {
+            Some(open) => open,
+            None => (begin_batch(db).await?, Instant::now()),
+        };
         bulk.apply_all(&mut tx, &decoded).await?;
-        tx.commit().await?;
+        applying += t.elapsed();
+        if since.elapsed() >= COMMIT_EVERY {
+            let t = Instant::now();
+            tx.commit().await?;
+            committing += t.elapsed();
+        } else {
+            open = Some((tx, since));
+        }
         cursor = after;
         events += decoded.len() as u64;
     }
-    let mut tx = begin_batch(db).await?;
+    let t = Instant::now();
+    let mut tx = match open {
+        Some((tx, _)) => tx,
+        None => begin_batch(db).await?,
+    };
     bulk.finish(&mut tx).await?;
     tx.commit().await?;
-    tracing::debug!(?waiting, elapsed = ?started.elapsed(), events, "rebuild: bulk of the log projected");
+    let finishing = t.elapsed();
+    tracing::debug!(?waiting, ?applying, ?committing, ?finishing, elapsed = ?started.elapsed(), events, "rebuild: bulk of the log projected");
     let started = Instant::now();
     // The tail: hold writers off, catch up on what committed meanwhile.
     let mut tx = db.begin().await?;
