@@ -311,6 +311,24 @@ fn push_digits(out: &mut String, v: u32, width: u32) {
     }
 }
 
+/// `a, b, c`: every column of `table`, in order.
+fn column_list(table: &Table) -> String {
+    table.columns.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+}
+
+/// `b = excluded.b, c = excluded.c`: every column but the key, as the
+/// `SET` of an upsert.
+fn update_set(table: &Table, key_cols: &[usize]) -> String {
+    let updates: Vec<String> = table
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(c, _)| !key_cols.contains(c))
+        .map(|(_, (n, _))| format!("{n} = excluded.{n}"))
+        .collect();
+    updates.join(", ")
+}
+
 /// What to read from one table before a batch is applied.
 #[derive(Debug, Default)]
 struct Reads {

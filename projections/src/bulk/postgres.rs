@@ -8,7 +8,7 @@ use sqlx::query::Query;
 use sqlx::{PgConnection, Postgres, Row};
 use uuid::Uuid;
 
-use super::{time_text, Cell, Reads, Writes};
+use super::{column_list, time_text, update_set, Cell, Reads, Writes};
 use crate::schema::{Kind, Table};
 use crate::Result;
 
@@ -63,17 +63,11 @@ pub(super) async fn write(
     let columns = column_list(table);
     let name = table.name;
     let pk = table.primary_key;
-    let updates: Vec<String> = table
-        .columns
-        .iter()
-        .enumerate()
-        .filter(|(c, _)| !key_cols.contains(c))
-        .map(|(_, (n, _))| format!("{n} = excluded.{n}"))
-        .collect();
+    let updates = update_set(table, key_cols);
     let upsert = format!(
         "INSERT INTO {prefix}{name} ({columns}) SELECT * FROM {} ON CONFLICT ({pk}) DO UPDATE SET {}",
         unnest(&kinds),
-        updates.join(", ")
+        updates
     );
     let delete = format!("DELETE FROM {prefix}{name} WHERE ({pk}) IN (SELECT * FROM {})", unnest(&key_kinds));
     for chunk in writes.deletes.chunks(CHUNK) {
@@ -191,9 +185,6 @@ fn bind_column<'q, 'c>(
     }
 }
 
-fn column_list(table: &Table) -> String {
-    table.columns.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-}
 
 /// A stored row as cells, by the kinds of `table`'s columns.
 fn decode_row(r: &sqlx::postgres::PgRow, table: &Table) -> std::result::Result<Vec<Cell>, sqlx::Error> {

@@ -12,7 +12,7 @@ use rusqlite::{Connection, Statement};
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
-use super::{time_text, Cell, Reads, Writes};
+use super::{column_list, time_text, update_set, Cell, Reads, Writes};
 use crate::schema::{Kind, Table};
 use crate::{ProjectionError, Result};
 
@@ -108,15 +108,9 @@ pub(super) fn write(conn: &Connection, prefix: &str, table: &Table, key_cols: &[
     }
     let columns = column_list(table);
     let marks = (1..=table.columns.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
-    let updates: Vec<String> = table
-        .columns
-        .iter()
-        .enumerate()
-        .filter(|(c, _)| !key_cols.contains(c))
-        .map(|(_, (n, _))| format!("{n} = excluded.{n}"))
-        .collect();
+    let updates = update_set(table, key_cols);
     let upsert =
-        format!("INSERT INTO {prefix}{name} ({columns}) VALUES ({marks}) ON CONFLICT ({pk}) DO UPDATE SET {}", updates.join(", "));
+        format!("INSERT INTO {prefix}{name} ({columns}) VALUES ({marks}) ON CONFLICT ({pk}) DO UPDATE SET {}", updates);
     let insert = format!("INSERT INTO {prefix}{name} ({columns}) VALUES ({marks})");
     for (sql, rows) in [(&upsert, &writes.upserts), (&insert, &writes.inserts)] {
         if rows.is_empty() {
@@ -135,6 +129,3 @@ fn key_match(table: &Table, key_cols: &[usize]) -> String {
     key_cols.iter().enumerate().map(|(i, &c)| format!("{} = ?{}", table.columns[c].0, i + 1)).collect::<Vec<_>>().join(" AND ")
 }
 
-fn column_list(table: &Table) -> String {
-    table.columns.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-}
