@@ -132,9 +132,10 @@ async fn rebuild(db: &Database, lookup: &LookupKey, prefix: &str, swap: bool, op
     let started = Instant::now();
     let (mut waiting, mut applying, mut committing) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let mut batches = feed::spawn(db, options.batch.max(1));
-    // Batches share a transaction for up to `COMMIT_EVERY`: each commit
-    // costs (on SQLite it may checkpoint the WAL), and writers of the
-    // service wait at most that long for the rebuild's.
+    // Batches share a transaction for up to `COMMIT_EVERY` (checked after
+    // each batch): each commit costs (on SQLite it may checkpoint the WAL),
+    // and writers of the service wait about that long, plus a batch, for
+    // the rebuild's.
     let mut open: Option<(admit_ledger::Tx, Instant)> = None;
     loop {
         let t = Instant::now();
