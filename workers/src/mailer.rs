@@ -88,14 +88,6 @@ struct Outgoing {
     letter: Letter,
 }
 
-/// A claim about to be written: the key, the invitation, the Message-ID.
-struct Claim {
-    event_id: Uuid,
-    kind: String,
-    invitation: Option<InvitationId>,
-    message_id: String,
-}
-
 /// What became of one email after its attempts.
 enum Outcome {
     /// Accepted; the server's answer.
@@ -427,18 +419,14 @@ impl Mailer {
         });
         let status: HashMap<(Uuid, String), String> = rows.into_iter().map(|(e, k, s)| ((e, k), s)).collect();
         let mut to_send = Vec::with_capacity(outgoing.len());
+        // Places in `to_send` of the emails nobody claimed yet.
         let mut fresh = Vec::new();
         for out in outgoing {
             match status.get(&(out.event_id, out.kind.clone())).map(String::as_str) {
                 Some("sent") | Some("failed") => {}
                 Some(_) => to_send.push(out),
                 None => {
-                    fresh.push(Claim {
-                        event_id: out.event_id,
-                        kind: out.kind.clone(),
-                        invitation: out.invitation,
-                        message_id: message_id(&out),
-                    });
+                    fresh.push(to_send.len());
                     to_send.push(out);
                 }
             }
@@ -451,11 +439,11 @@ impl Mailer {
             let mut b = sqlx::QueryBuilder::new(
                 "INSERT INTO mail_sends (event_id, kind, invitation_id, message_id, status, attempts, claimed_at) ",
             );
-            b.push_values(fresh.iter(), |mut row, claim| {
-                row.push_bind(claim.event_id)
-                    .push_bind(claim.kind.clone())
-                    .push_bind(claim.invitation.map(|i| i.0))
-                    .push_bind(claim.message_id.clone())
+            b.push_values(fresh.iter().map(|&i| &to_send[i]), |mut row, out| {
+                row.push_bind(out.event_id)
+                    .push_bind(out.kind.clone())
+                    .push_bind(out.invitation.map(|i| i.0))
+                    .push_bind(message_id(out))
                     .push_bind("sending")
                     .push_bind(0i32)
                     .push_bind(now);

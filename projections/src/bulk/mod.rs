@@ -36,6 +36,7 @@ use std::collections::{HashMap, HashSet};
 use admit_domain::access::Access;
 use admit_domain::account::AccountEvent;
 use admit_domain::invitation::{DeliveryState, InvitationEvent, InvitationStatus};
+use admit_domain::personal::Personal;
 use admit_domain::user::UserEvent;
 use admit_domain::Event;
 use admit_ledger::personal::LookupKey;
@@ -748,6 +749,17 @@ impl BulkProjector {
         });
     }
 
+    /// The `email`, `email_hash` and `name` cells of invitations and users
+    /// (all NULL once the person is erased).
+    fn personal_cells(&self, personal: &Personal) -> [(&'static str, Cell); 3] {
+        let email = personal.email();
+        [
+            ("email", Cell::opt_text(email.map(|e| e.to_string()))),
+            ("email_hash", Cell::opt_text(email.map(|e| self.lookup.email_hash(e.as_str())))),
+            ("name", Cell::opt_text(personal.name().map(|n| n.to_string()))),
+        ]
+    }
+
     fn invitation(&mut self, id: Uuid, e: &InvitationEvent, at: DateTime<Utc>, v: i64) {
         use InvitationEvent::*;
         let key = [Cell::Uuid(id)];
@@ -755,7 +767,7 @@ impl BulkProjector {
             account_id, person_id, personal, access, invited_by, channel, expires_at, metadata, redirect_url, ..
         } = e
         {
-            let email_hash = personal.email().map(|e| self.lookup.email_hash(e.as_str()));
+            let [email, email_hash, name] = self.personal_cells(personal);
             let rows = self.t(T::Invitations);
             let r = row(
                 rows.table,
@@ -763,9 +775,9 @@ impl BulkProjector {
                     ("invitation_id", Cell::Uuid(id)),
                     ("account_id", Cell::Uuid(account_id.0)),
                     ("person_id", Cell::Uuid(person_id.0)),
-                    ("email", Cell::opt_text(personal.email().map(|e| e.to_string()))),
-                    ("email_hash", Cell::opt_text(email_hash)),
-                    ("name", Cell::opt_text(personal.name().map(|n| n.to_string()))),
+                    email,
+                    email_hash,
+                    name,
                     ("status", Cell::Text("pending".into())),
                     ("access", Cell::Text(json(access))),
                     ("roles", Cell::Text(roles_text(access))),
@@ -872,16 +884,16 @@ impl BulkProjector {
         let key = [Cell::Uuid(id)];
         match e {
             UserEvent::UserRegistered { person_id, personal, password_hash, .. } => {
-                let email_hash = personal.email().map(|e| self.lookup.email_hash(e.as_str()));
+                let [email, email_hash, name] = self.personal_cells(personal);
                 let rows = self.t(T::Users);
                 let r = row(
                     rows.table,
                     vec![
                         ("user_id", Cell::Uuid(id)),
                         ("person_id", Cell::Uuid(person_id.0)),
-                        ("email", Cell::opt_text(personal.email().map(|e| e.to_string()))),
-                        ("email_hash", Cell::opt_text(email_hash)),
-                        ("name", Cell::opt_text(personal.name().map(|n| n.to_string()))),
+                        email,
+                        email_hash,
+                        name,
                         ("password_hash", Cell::Text(password_hash.as_str().to_string())),
                         ("status", Cell::Text("active".into())),
                         ("registered_at", Cell::Time(at)),
