@@ -1,6 +1,12 @@
 //! `admit`: the one binary of Admit. Serves the API, runs workers and the
 //! operator commands (migrate, replay, verify, erase, account create).
 
+/// mimalloc instead of glibc's allocator: a replay allocates and frees millions of
+/// small rows and strings across two threads, where glibc spent a sixth of
+/// the CPU (arena locks, consolidation); see docs/performance.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 
 use admit_api::commands::OpenAccount;
@@ -243,7 +249,6 @@ enum AccountCommand {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    return_large_blocks_to_the_system();
     let filter = tracing_subscriber::EnvFilter::try_from_env("ADMIT_LOG").unwrap_or_else(|_| "info".into());
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // ADMIT_LOG_FORMAT=json gives one JSON object per line for log shippers.
@@ -254,6 +259,13 @@ async fn main() -> Result<()> {
         logs.with_ansi(std::io::stderr().is_terminal()).init();
     }
     let cli = Cli::parse();
+    // A replay allocates and frees its batches (several MiB each) all the
+    // time and hashes no passwords: served from mappings, each batch's
+    // memory would be mapped, zeroed by the kernel and unmapped again
+    // (a tenth of a replay's CPU).
+    if !matches!(cli.command, Command::Replay { .. }) {
+        return_large_blocks_to_the_system();
+    }
     let db = Database::connect_with_timeout(&cli.database_url, Duration::from_millis(cli.database_timeout_ms))
         .await
         .with_context(|| format!("connecting to {}", cli.database_url))?;
@@ -392,7 +404,6 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM, so in-flight requests finish before exit.
 /// Makes glibc serve every allocation of 1 MiB or more (each argon2 hash
 /// takes 19 MiB) with its own mapping, returned to the system on free.
 /// Left to itself glibc raises that threshold after the first such free,
@@ -407,6 +418,7 @@ fn return_large_blocks_to_the_system() {
     }
 }
 
+/// Resolves on Ctrl-C or SIGTERM, so in-flight requests finish before exit.
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

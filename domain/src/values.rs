@@ -150,8 +150,12 @@ impl EmailAddress {
 
         // NFC, lower-case, NFC again: lower-casing can produce sequences
         // (e.g. `İ` -> `i̇`) whose composition differs from the input's.
-        let lowered: String = trimmed.nfc().collect::<String>().to_lowercase();
-        let normalised: String = lowered.nfc().collect();
+        // ASCII (nearly every address) is its own NFC form.
+        let normalised: String = if trimmed.is_ascii() {
+            trimmed.to_ascii_lowercase()
+        } else {
+            trimmed.nfc().collect::<String>().to_lowercase().nfc().collect()
+        };
 
         let mut parts = normalised.split('@');
         let (local, domain) = match (parts.next(), parts.next(), parts.next()) {
@@ -281,7 +285,12 @@ fn parse_display_name(
     }
     // `take` bounds the work on huge inputs: one character too many is enough
     // to know the answer.
-    let normalised: String = trimmed.nfc().take(NAME_MAX_CHARS + 1).collect();
+    // ASCII is its own NFC form.
+    let normalised: String = if trimmed.is_ascii() {
+        trimmed.chars().take(NAME_MAX_CHARS + 1).collect()
+    } else {
+        trimmed.nfc().take(NAME_MAX_CHARS + 1).collect()
+    };
     if normalised.chars().count() > NAME_MAX_CHARS {
         return Err(DomainError::invalid(
             field,

@@ -122,11 +122,10 @@ impl Codec {
     fn decode_text(stream_id: &str, event_type: &str, payload: &str) -> Option<Event> {
         let (kind, id) = stream_id.split_once('-')?;
         let id = Uuid::parse_str(id).ok()?;
-        let tagged = format!("{{\"type\":{},\"data\":{payload}}}", serde_json::to_string(event_type).ok()?);
         Some(match kind {
-            "account" => Event::Account(AccountId(id), serde_json::from_str(&tagged).ok()?),
-            "invitation" => Event::Invitation(InvitationId(id), serde_json::from_str(&tagged).ok()?),
-            "user" => Event::User(UserId(id), serde_json::from_str(&tagged).ok()?),
+            "account" => Event::Account(AccountId(id), tagged(event_type, payload)?),
+            "invitation" => Event::Invitation(InvitationId(id), tagged(event_type, payload)?),
+            "user" => Event::User(UserId(id), tagged(event_type, payload)?),
             _ => return None,
         })
     }
@@ -145,10 +144,20 @@ impl Codec {
             Some(bytes) => String::from_utf8(bytes).ok()?,
             None => serde_json::to_string(&Personal::Erased).ok()?,
         };
-        // `{"sealed":"<url-safe base64>"}` exactly as `encode` wrote it.
-        let sealed = format!("{{\"sealed\":\"{}\"}}", part.personal.sealed);
-        let at = event.payload.find(&sealed)?;
-        let payload = format!("{}{clear}{}", &event.payload[..at], &event.payload[at + sealed.len()..]);
+        // `{"sealed":"<url-safe base64>"}` exactly as `encode` wrote it,
+        // around the sealed text the borrowing parse found in the payload.
+        let text = part.personal.sealed;
+        let inner = (text.as_ptr() as usize).checked_sub(event.payload.as_ptr() as usize)?;
+        let (open, close) = ("{\"sealed\":\"", "\"}");
+        let at = inner.checked_sub(open.len())?;
+        let end = inner + text.len() + close.len();
+        if event.payload.get(at..inner)? != open || event.payload.get(inner + text.len()..end)? != close {
+            return None;
+        }
+        let mut payload = String::with_capacity(event.payload.len() + clear.len());
+        payload.push_str(&event.payload[..at]);
+        payload.push_str(&clear);
+        payload.push_str(&event.payload[end..]);
         Codec::decode_text(&event.stream_id, &event.event_type, &payload)
     }
 
@@ -163,6 +172,48 @@ impl Codec {
         let keys = tx.person_keys(&Codec::people(events)).await?;
         events.iter().map(|e| Codec::decode(e, &keys)).collect()
     }
+}
+
+/// An event of an adjacently tagged enum (`{"type": .., "data": ..}`, as
+/// the domain's event enums are) from its type and its payload's text,
+/// without writing that wrapper out: serde is handed a map whose `type`
+/// is `event_type` and whose `data` is read straight from `payload`.
+fn tagged<T: serde::de::DeserializeOwned>(event_type: &str, payload: &str) -> Option<T> {
+    use serde::de::value::{MapAccessDeserializer, StrDeserializer};
+    use serde::de::{DeserializeSeed, MapAccess};
+
+    struct Tagged<'a, 'p> {
+        event_type: &'a str,
+        payload: &'a mut serde_json::Deserializer<serde_json::de::StrRead<'p>>,
+        /// Entries handed out so far (0: none, 1: the type, 2: both).
+        given: u8,
+    }
+
+    impl<'de> MapAccess<'de> for Tagged<'_, 'de> {
+        type Error = serde_json::Error;
+
+        fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> serde_json::Result<Option<K::Value>> {
+            let key = match self.given {
+                0 => "type",
+                1 => "data",
+                _ => return Ok(None),
+            };
+            seed.deserialize(StrDeserializer::<serde_json::Error>::new(key)).map(Some)
+        }
+
+        fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> serde_json::Result<V::Value> {
+            self.given += 1;
+            match self.given {
+                1 => seed.deserialize(StrDeserializer::<serde_json::Error>::new(self.event_type)),
+                _ => seed.deserialize(&mut *self.payload),
+            }
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_str(payload);
+    let event = T::deserialize(MapAccessDeserializer::new(Tagged { event_type, payload: &mut de, given: 0 })).ok()?;
+    de.end().ok()?;
+    Some(event)
 }
 
 /// The sealed personal data of a payload and whose it is, read without

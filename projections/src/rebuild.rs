@@ -23,7 +23,7 @@ pub const REBUILD_PREFIX: &str = "rebuild_";
 const COMMIT_EVERY: Duration = Duration::from_millis(250);
 
 /// Events projected per batch during a rebuild, by default.
-const BATCH: i64 = 10_000;
+const BATCH: i64 = 5_000;
 
 /// What a rebuild did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +184,13 @@ async fn rebuild(db: &Database, lookup: &LookupKey, prefix: &str, swap: bool, op
     record_checkpoint(&mut tx, prefix, cursor).await?;
     tracing::debug!(elapsed = ?started.elapsed(), "rebuild: tail projected");
     let started = Instant::now();
+    if let admit_ledger::Conn::Postgres(t) = &mut tx.conn {
+        // The indexes are built next, each in one pass over its table; the
+        // trigram (GIN) ones flush what they gathered whenever this much
+        // memory is full, and the default 64 MB takes a million-event log's
+        // invitations in several rounds.
+        sqlx::query("SET LOCAL maintenance_work_mem = '256MB'").execute(&mut **t).await?;
+    }
     if swap {
         // The rebuilt tables take the live ones' place by name (no copy),
         // then get the live tables' indexes.
@@ -217,7 +224,7 @@ async fn begin_batch(db: &Database) -> Result<admit_ledger::Tx> {
 }
 
 /// Pages SQLite's writer connection keeps in memory while rebuilding.
-const REBUILD_CACHE_KIB: i64 = 64 * 1024;
+const REBUILD_CACHE_KIB: i64 = 32 * 1024;
 
 /// SQLite settings of the writer connection that a rebuild changes.
 #[derive(Debug, Clone, Copy)]

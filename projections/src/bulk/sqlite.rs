@@ -57,7 +57,7 @@ pub(super) fn read(conn: &Connection, prefix: &str, table: &Table, key_cols: &[u
         let sql = format!("SELECT {} FROM {prefix}{} WHERE {}", column_list(table), table.name, key_match(table, key_cols));
         let mut stmt = conn.prepare_cached(&sql)?;
         for key in &reads.keys {
-            collect(&mut stmt, rusqlite::params_from_iter(key), table, &mut out)?;
+            collect(&mut stmt, rusqlite::params_from_iter(key.cells()), table, &mut out)?;
         }
     }
     if !reads.accounts.is_empty() {
@@ -89,7 +89,7 @@ fn cell(v: ValueRef<'_>, kind: Kind) -> Option<Cell> {
     Some(match (v, kind) {
         (ValueRef::Null, _) => Cell::Null,
         (ValueRef::Blob(b), Kind::Uuid) => Cell::Uuid(Uuid::from_slice(b).ok()?),
-        (ValueRef::Text(t), Kind::Text | Kind::Json) => Cell::Text(std::str::from_utf8(t).ok()?.to_string()),
+        (ValueRef::Text(t), Kind::Text | Kind::Json) => Cell::Text(std::str::from_utf8(t).ok()?.into()),
         (ValueRef::Integer(i), Kind::Int) => Cell::Int(i),
         (ValueRef::Text(t), Kind::Time) => Cell::Time(admit_ledger::scan::parse_time(std::str::from_utf8(t).ok()?)?),
         _ => return None,
