@@ -1,12 +1,6 @@
 //! `admit`: the one binary of Admit. Serves the API, runs workers and the
 //! operator commands (migrate, replay, verify, erase, account create).
 
-/// mimalloc instead of glibc's allocator: a replay allocates and frees millions of
-/// small rows and strings across two threads, where glibc spent a sixth of
-/// the CPU (arena locks, consolidation); see docs/performance.md.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::path::PathBuf;
 
 use admit_api::commands::OpenAccount;
@@ -261,9 +255,11 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     // A replay allocates and frees its batches (several MiB each) all the
     // time and hashes no passwords: served from mappings, each batch's
-    // memory would be mapped, zeroed by the kernel and unmapped again
-    // (a tenth of a replay's CPU).
-    if !matches!(cli.command, Command::Replay { .. }) {
+    // memory would be mapped, zeroed by the kernel and unmapped again (a
+    // tenth of a replay's CPU), so it keeps what it freed instead.
+    if matches!(cli.command, Command::Replay { .. }) {
+        keep_freed_memory();
+    } else {
         return_large_blocks_to_the_system();
     }
     let db = Database::connect_with_timeout(&cli.database_url, Duration::from_millis(cli.database_timeout_ms))
@@ -415,6 +411,21 @@ fn return_large_blocks_to_the_system() {
     // and the value is in range.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+/// For a replay: makes glibc serve allocations below 64 MiB from its heap
+/// and never give the heap's top back to the system, so memory a batch
+/// freed is reused by the next instead of being unmapped and faulted in
+/// again. Peak memory stays what the replay holds at once (bounded by
+/// `--rows-in-memory`).
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator (it takes glibc's own locks),
+    // and the values are in range.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
     }
 }
 
