@@ -126,6 +126,7 @@ async fn rebuild(db: &Database, lookup: &LookupKey, prefix: &str, swap: bool, op
     // one applies it; rows are kept in memory and written about once (see
     // `bulk`).
     let mut bulk = BulkProjector::new(prefix, lookup.clone(), options.resident_rows);
+    bulk.write_aside(db).await?;
     let mut cursor = GlobalCursor::START;
     let mut events = 0u64;
     // Bulk of the log: gap-safe batches, writers free.
@@ -164,7 +165,7 @@ async fn rebuild(db: &Database, lookup: &LookupKey, prefix: &str, swap: bool, op
         Some((tx, _)) => tx,
         None => begin_batch(db).await?,
     };
-    bulk.finish(&mut tx).await?;
+    bulk.finish_aside(&mut tx).await?;
     tx.commit().await?;
     let finishing = t.elapsed();
     tracing::debug!(?waiting, ?applying, ?committing, ?finishing, elapsed = ?started.elapsed(), events, "rebuild: bulk of the log projected");

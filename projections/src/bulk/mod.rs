@@ -40,7 +40,7 @@ use admit_domain::personal::Personal;
 use admit_domain::user::UserEvent;
 use admit_domain::Event;
 use admit_ledger::personal::LookupKey;
-use admit_ledger::{Conn, Tx};
+use admit_ledger::{Conn, Database, Tx};
 use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 use uuid::Uuid;
 
@@ -402,13 +402,15 @@ impl Writes<'_> {
     /// both backends is most of what writing a row costs. Rows are
     /// gathered from hash maps, in no order at all.
     fn sort(&mut self, key_cols: &[usize]) {
-        let by_key = |a: &&[Cell], b: &&[Cell]| {
-            key_cols.iter().map(|&c| a[c].cmp(&b[c])).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal)
-        };
-        self.inserts.sort_unstable_by(by_key);
-        self.upserts.sort_unstable_by(by_key);
+        self.inserts.sort_unstable_by(|a, b| by_key(key_cols, a, b));
+        self.upserts.sort_unstable_by(|a, b| by_key(key_cols, a, b));
         self.deletes.sort_unstable();
     }
+}
+
+/// The order of two rows' keys (`key_cols`).
+fn by_key(key_cols: &[usize], a: &[Cell], b: &[Cell]) -> std::cmp::Ordering {
+    key_cols.iter().map(|&c| a[c].cmp(&b[c])).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal)
 }
 
 /// One table's write: the table, its key columns, and the rows.
@@ -473,6 +475,9 @@ pub(crate) struct BulkProjector {
     rows: Vec<Rows>,
     resident_rows: usize,
     batch: u32,
+    /// PostgreSQL: where append-only rows go, beside the rebuild's own
+    /// connection (see [`postgres::SideWriter`]).
+    side: Option<postgres::SideWriter>,
 }
 
 impl BulkProjector {
@@ -487,7 +492,32 @@ impl BulkProjector {
                 Rows::new(table)
             })
             .collect();
-        BulkProjector { prefix: prefix.to_string(), lookup, rows, resident_rows: resident_rows.max(2), batch: 0 }
+        BulkProjector { prefix: prefix.to_string(), lookup, rows, resident_rows: resident_rows.max(2), batch: 0, side: None }
+    }
+
+    /// On PostgreSQL, writes append-only rows on a second connection from
+    /// now until [`finish_aside`](Self::finish_aside), beside the rows
+    /// written in the rebuild's transaction. Nothing on SQLite (one writer).
+    pub(crate) async fn write_aside(&mut self, db: &Database) -> Result<()> {
+        if let Database::Postgres(pool) = db {
+            self.side = Some(postgres::SideWriter::start(pool, &self.prefix).await?);
+        }
+        Ok(())
+    }
+
+    /// Writes the held rows ([`finish`](Self::finish)) and, beside it,
+    /// commits what the second connection wrote; append-only rows go into
+    /// `tx` again from then on.
+    pub(crate) async fn finish_aside(&mut self, tx: &mut Tx) -> Result<()> {
+        let side = self.side.take();
+        let aside = async {
+            match side {
+                Some(side) => side.close().await,
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(aside, self.finish(tx))?;
+        Ok(())
     }
 
     fn t(&mut self, t: T) -> &mut Rows {
@@ -613,7 +643,7 @@ impl BulkProjector {
     async fn spill(&mut self, tx: &mut Tx) -> Result<()> {
         let limit = self.resident_rows;
         let shed: Vec<Vec<(Key, Slot)>> = self.rows.iter_mut().map(|rows| rows.shed(limit)).collect();
-        let appended: Vec<Vec<Vec<Cell>>> = self
+        let mut appended: Vec<Vec<Vec<Cell>>> = self
             .rows
             .iter_mut()
             .map(|rows| {
@@ -621,6 +651,15 @@ impl BulkProjector {
                 std::mem::take(&mut rows.appended)
             })
             .collect();
+        if let Some(side) = &mut self.side {
+            for (rows, appended) in self.rows.iter().zip(&mut appended) {
+                if !appended.is_empty() {
+                    let key_cols = &rows.key_cols;
+                    appended.sort_unstable_by(|a, b| by_key(key_cols, a, b));
+                    side.insert(rows.table, std::mem::take(appended)).await?;
+                }
+            }
+        }
         let writes: Vec<TableWrite<'_>> = self
             .rows
             .iter()

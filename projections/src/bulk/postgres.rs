@@ -87,6 +87,76 @@ pub(super) async fn write(
     copy(conn, prefix, table, &writes.inserts).await
 }
 
+/// Append-only rows (deliveries, the account-stream index), which a
+/// rebuild never reads back, inserted on a connection and transaction of
+/// their own while the rebuild's connection writes everything else: the
+/// server takes them with a second process, on the second core, instead of
+/// after the rest. The transaction commits when the writer is closed,
+/// before the rebuilt tables are swapped in, and rolls back when the
+/// rebuild fails (the writer is dropped unclosed).
+#[derive(Debug)]
+pub(super) struct SideWriter {
+    rows: tokio::sync::mpsc::Sender<Aside>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+/// What the side writer is asked to do.
+#[derive(Debug)]
+enum Aside {
+    /// Insert these rows (new, in key order) into this table.
+    Insert(&'static Table, Vec<Vec<Cell>>),
+    /// Commit: the rebuild is through the log.
+    Commit,
+}
+
+/// Batches of rows queued for the side writer (bounds the memory they hold).
+const SIDE_QUEUE: usize = 4;
+
+impl SideWriter {
+    /// Starts a writer inserting into the tables under `prefix` on a
+    /// connection of its own from `pool`.
+    pub(super) async fn start(pool: &sqlx::PgPool, prefix: &str) -> Result<SideWriter> {
+        let mut tx = pool.begin().await?;
+        sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+        let (rows, mut queued) = tokio::sync::mpsc::channel(SIDE_QUEUE);
+        let prefix = prefix.to_string();
+        let task = tokio::spawn(async move {
+            while let Some(aside) = queued.recv().await {
+                match aside {
+                    Aside::Insert(table, rows) => {
+                        let rows: Vec<&[Cell]> = rows.iter().map(Vec::as_slice).collect();
+                        copy(&mut tx, &prefix, table, &rows).await?;
+                    }
+                    Aside::Commit => {
+                        tx.commit().await?;
+                        return Ok(());
+                    }
+                }
+            }
+            // Dropped unclosed: the rebuild failed; `tx` rolls back.
+            Ok(())
+        });
+        Ok(SideWriter { rows, task })
+    }
+
+    /// Queues `rows` (new rows, in key order) for `table`.
+    pub(super) async fn insert(&mut self, table: &'static Table, rows: Vec<Vec<Cell>>) -> Result<()> {
+        if self.rows.send(Aside::Insert(table, rows)).await.is_err() {
+            // The writer stopped early: on an error, which `close` returns.
+            return Err(ProjectionError::Corrupt("the side writer of the rebuild stopped".into()));
+        }
+        Ok(())
+    }
+
+    /// Writes what is queued and commits it.
+    pub(super) async fn close(self) -> Result<()> {
+        // A send fails only when the writer already stopped on an error,
+        // which awaiting it returns.
+        let _ = self.rows.send(Aside::Commit).await;
+        self.task.await.map_err(|e| ProjectionError::Corrupt(format!("the side writer of the rebuild failed: {e}")))?
+    }
+}
+
 /// Bytes of COPY data sent at a time.
 const COPY_BUFFER: usize = 1 << 20;
 
