@@ -22,7 +22,8 @@ pub const REBUILD_PREFIX: &str = "rebuild_";
 /// batches).
 const COMMIT_EVERY: Duration = Duration::from_millis(250);
 
-/// Events projected per batch during a rebuild, by default.
+/// Events projected per batch during a rebuild, by default: 10,000 was a
+/// few percent faster but held 20–30 MiB more of decoded events in flight.
 const BATCH: i64 = 5_000;
 
 /// What a rebuild did.
@@ -224,7 +225,8 @@ async fn begin_batch(db: &Database) -> Result<admit_ledger::Tx> {
     Ok(tx)
 }
 
-/// Pages SQLite's writer connection keeps in memory while rebuilding.
+/// Pages SQLite's writer connection keeps in memory while rebuilding
+/// (64 MiB was a few percent faster and 35 MiB more at the peak).
 const REBUILD_CACHE_KIB: i64 = 32 * 1024;
 
 /// SQLite settings of the writer connection that a rebuild changes.

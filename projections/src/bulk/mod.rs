@@ -49,8 +49,8 @@ use crate::{Envelope, Result};
 
 /// Rows per table a rebuild keeps in memory by default: a million-event log
 /// (116,656 invitations) then writes most rows once and replays in under
-/// 300 MiB (291 MiB measured on SQLite, whose 64 MiB page cache is part of
-/// it); 100,000 was 5% faster at 306 MiB, 70,000 14% slower at 278 MiB.
+/// 300 MB (255 MiB measured on SQLite, whose 32 MiB page cache is part of
+/// it; see docs/performance.md for how other bounds compared).
 pub const DEFAULT_RESIDENT_ROWS: usize = 80_000;
 
 /// One cell of a read-model row. Cells of one column are of one kind, and
