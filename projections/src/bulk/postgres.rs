@@ -289,6 +289,50 @@ mod tests {
         assert_eq!(kept, DateTime::from_timestamp(915_148_801, 0).unwrap());
     }
 
+    /// The side writer's rows count only once it is closed: a rebuild that
+    /// fails part-way leaves none of them behind.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn side_writer_rows_commit_on_close_and_roll_back_when_dropped() {
+        let url = admit_ledger::testing::fresh_postgres_url().await;
+        // One connection: each writer (and the count) waits for the one
+        // before it to have ended its transaction, however it ended it.
+        let pool = &sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await.expect("connect");
+        let db = admit_ledger::Database::Postgres(pool.clone());
+        let mut tx = db.begin().await.expect("begin");
+        crate::schema::create_tables(&mut tx, "side_").await.expect("create tables");
+        tx.commit().await.expect("commit");
+        let table = crate::schema::TABLES.iter().find(|t| t.name == "invitation_deliveries").expect("deliveries");
+        let rows = |from: i64| -> Vec<Vec<Cell>> {
+            (from..from + 3)
+                .map(|seq| {
+                    vec![
+                        Cell::Uuid(Uuid::now_v7()),
+                        Cell::Int(seq),
+                        Cell::Text("delivered".into()),
+                        Cell::Null,
+                        Cell::Time(DateTime::from_timestamp(1_764_576_857, 42_107_999).unwrap()),
+                    ]
+                })
+                .collect()
+        };
+        let count = || async {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM side_invitation_deliveries").fetch_one(pool).await.expect("count")
+        };
+
+        let mut failed = SideWriter::start(pool, "side_").await.expect("start");
+        failed.insert(table, rows(1)).await.expect("queue");
+        drop(failed);
+        let mut closed = SideWriter::start(pool, "side_").await.expect("start");
+        closed.insert(table, rows(10)).await.expect("queue");
+        closed.insert(table, rows(20)).await.expect("queue");
+        closed.close().await.expect("close");
+
+        assert_eq!(count().await, 6);
+        let kept: Option<DateTime<Utc>> =
+            sqlx::query_scalar("SELECT MAX(recorded_at) FROM side_invitation_deliveries").fetch_one(pool).await.expect("max");
+        assert_eq!(kept, DateTime::from_timestamp(1_764_576_857, 42_107_000));
+    }
+
     #[test]
     fn binary_fields_are_length_prefixed_big_endian() {
         let mut buf = Vec::new();
