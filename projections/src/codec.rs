@@ -164,13 +164,24 @@ impl Codec {
     /// Decodes a batch, fetching the keys it needs from `db`.
     pub async fn decode_all(db: &admit_ledger::Database, events: &[RecordedEvent]) -> Result<Vec<Envelope>> {
         let keys = db.person_keys(&Codec::people(events)).await?;
-        events.iter().map(|e| Codec::decode(e, &keys)).collect()
+        Codec::decode_batch(events, &keys)
     }
 
     /// Decodes a batch inside a transaction.
     pub async fn decode_all_in(tx: &mut admit_ledger::Tx, events: &[RecordedEvent]) -> Result<Vec<Envelope>> {
         let keys = tx.person_keys(&Codec::people(events)).await?;
-        events.iter().map(|e| Codec::decode(e, &keys)).collect()
+        Codec::decode_batch(events, &keys)
+    }
+
+    /// Decodes a batch with the keys already fetched for it. The output is
+    /// sized up front: collecting through `Result` would grow the vector
+    /// (and copy every envelope) a dozen times per batch.
+    pub fn decode_batch(events: &[RecordedEvent], keys: &HashMap<Uuid, PersonKey>) -> Result<Vec<Envelope>> {
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            out.push(Codec::decode(event, keys)?);
+        }
+        Ok(out)
     }
 }
 

@@ -91,11 +91,5 @@ fn scan(path: PathBuf, size: usize, out: mpsc::Sender<Batch>) {
 
 fn decode(log: &mut LogScan, events: &[RecordedEvent]) -> Result<Vec<Envelope>> {
     let keys = log.person_keys(&Codec::people(events))?;
-    // Sized up front: collecting through `Result` would grow the vector
-    // (and copy every envelope) a dozen times per batch.
-    let mut out = Vec::with_capacity(events.len());
-    for event in events {
-        out.push(Codec::decode(event, &keys)?);
-    }
-    Ok(out)
+    Codec::decode_batch(events, &keys)
 }
