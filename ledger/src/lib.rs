@@ -17,12 +17,14 @@ pub mod log;
 pub mod personal;
 pub mod reservations;
 pub mod scan;
+pub mod streams;
 pub mod testing;
 pub mod verify;
 
 pub use database::{Backend, Conn, Database, Tx};
 pub use error::LedgerError;
 pub use log::{AppendOutcome, ExpectedVersion, GlobalCursor, Metadata, NewEvent, RecordedEvent};
+pub use streams::StreamAppend;
 pub use verify::{Mismatch, VerifyReport};
 
 /// Result alias for this crate.

@@ -222,6 +222,44 @@ pub fn storable_time(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
+/// The metadata as it is stored (and hashed) with every event of an append.
+pub(crate) fn metadata_text(metadata: &Metadata) -> Result<String> {
+    serde_json::to_string(metadata).map_err(|e| LedgerError::Corrupt(format!("metadata: {e}")))
+}
+
+/// `events` numbered after `current` and each hashed onto the one before,
+/// starting from `previous` (the stream head's hash); with the last hash,
+/// the stream's new head.
+pub(crate) fn chain_rows<'e>(
+    stream: &str,
+    current: i64,
+    mut previous: Vec<u8>,
+    events: &'e [NewEvent],
+    metadata_text: &str,
+    recorded_at: DateTime<Utc>,
+) -> (Vec<(i64, &'e NewEvent, [u8; 32])>, Vec<u8>) {
+    let mut rows = Vec::with_capacity(events.len());
+    for (i, event) in events.iter().enumerate() {
+        let version = current + 1 + i as i64;
+        let hash = hash::chain(
+            &previous,
+            &HashedFields {
+                stream_id: stream,
+                stream_version: version,
+                event_id: event.event_id,
+                event_type: &event.event_type,
+                schema_version: event.schema_version,
+                payload: &event.payload,
+                metadata: metadata_text,
+                recorded_at,
+            },
+        );
+        previous = hash.to_vec();
+        rows.push((version, event, hash));
+    }
+    (rows, previous)
+}
+
 impl Tx {
     /// Current version of `stream` (None when it has no events). With
     /// `lock`, PostgreSQL holds the stream's row until commit, so commands
@@ -334,28 +372,8 @@ impl Tx {
         }
 
         let recorded_at = storable_time(recorded_at);
-        let metadata_text = serde_json::to_string(metadata)
-            .map_err(|e| LedgerError::Corrupt(format!("metadata: {e}")))?;
-        let mut rows = Vec::with_capacity(events.len());
-        let mut previous = previous_hash;
-        for (i, event) in events.iter().enumerate() {
-            let version = current + 1 + i as i64;
-            let hash = hash::chain(
-                &previous,
-                &HashedFields {
-                    stream_id: stream,
-                    stream_version: version,
-                    event_id: event.event_id,
-                    event_type: &event.event_type,
-                    schema_version: event.schema_version,
-                    payload: &event.payload,
-                    metadata: &metadata_text,
-                    recorded_at,
-                },
-            );
-            previous = hash.to_vec();
-            rows.push((version, event, hash));
-        }
+        let metadata_text = metadata_text(metadata)?;
+        let (rows, previous) = chain_rows(stream, current, previous_hash, events, &metadata_text, recorded_at);
         let new_version = current + events.len() as i64;
 
         let moved = self.move_head(stream, head.map(|(v, _)| v), new_version, &previous).await?;
@@ -519,6 +537,33 @@ impl Database {
         );
         let rows: Vec<EventRow> =
             on_db!(self, p => sqlx::query_as(&sql).bind(stream).fetch_all(p).await?);
+        rows.into_iter().map(RecordedEvent::try_from).collect()
+    }
+
+    /// Reads every committed event of each of `streams`, by stream and then
+    /// version, in one statement (a consistent snapshot of them all): the
+    /// mailer reads a batch's invitations this way.
+    pub async fn read_streams(&self, streams: &[String]) -> Result<Vec<RecordedEvent>> {
+        if streams.is_empty() {
+            return Ok(vec![]);
+        }
+        let rows: Vec<EventRow> = match self {
+            Database::Postgres(pool) => {
+                let sql = format!(
+                    "SELECT {PG_COLUMNS} FROM events WHERE stream_id = ANY($1) ORDER BY stream_id, stream_version"
+                );
+                sqlx::query_as(&sql).bind(streams).fetch_all(pool).await?
+            }
+            Database::Sqlite { reader, .. } => {
+                let mut q = sqlx::QueryBuilder::new(format!("SELECT {SQLITE_COLUMNS} FROM events WHERE stream_id IN ("));
+                let mut list = q.separated(", ");
+                for s in streams {
+                    list.push_bind(s);
+                }
+                q.push(") ORDER BY stream_id, stream_version");
+                q.build_query_as().fetch_all(reader).await?
+            }
+        };
         rows.into_iter().map(RecordedEvent::try_from).collect()
     }
 

@@ -26,7 +26,7 @@ use admit_domain::user::{User, UserEvent};
 use admit_domain::access::Access;
 use admit_domain::Event;
 use admit_ledger::personal::PersonKey;
-use admit_ledger::{Database, ExpectedVersion, Metadata, Tx};
+use admit_ledger::{Database, ExpectedVersion, Metadata, StreamAppend, Tx};
 use admit_projections::{Codec, Envelope, Projector};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -212,10 +212,12 @@ impl Admit {
         Ok(())
     }
 
-    /// Appends every queued stream and projects each event, in `tx`.
+    /// Appends every queued stream (all at once: see [`Tx::append_streams`])
+    /// and then projects each event in the order queued, in `tx`.
     pub(crate) async fn write(&self, tx: &mut Tx, ctx: &RequestContext, unit: Unit, now: DateTime<Utc>) -> Result<(), Error> {
         let recorded_at = admit_ledger::log::storable_time(now);
         let metadata = ctx.metadata();
+        let mut queued = Vec::with_capacity(unit.appends.len());
         for (stream, expected, events) in unit.appends {
             let base = match expected {
                 ExpectedVersion::Exact(v) => v,
@@ -229,7 +231,14 @@ impl Admit {
                 }
                 stored.push(Codec::encode(event, Uuid::now_v7(), key));
             }
-            tx.append(&stream, expected, &stored, &metadata, recorded_at).await?;
+            queued.push((stream, expected, base, events, stored));
+        }
+        let appends: Vec<StreamAppend<'_>> = queued
+            .iter()
+            .map(|(stream, expected, _, _, stored)| StreamAppend { stream, expected: *expected, events: stored })
+            .collect();
+        tx.append_streams(&appends, &metadata, recorded_at).await?;
+        for (_, _, base, events, stored) in queued {
             for (i, (event, row)) in events.into_iter().zip(&stored).enumerate() {
                 let env = Envelope {
                     event_id: row.event_id,
@@ -263,6 +272,26 @@ impl Admit {
     pub async fn invitation_snapshot(&self, id: InvitationId) -> Result<Invitation, Error> {
         let mut tx = self.db.begin_snapshot().await?;
         Ok(self.fold_invitation(&mut tx, id, false).await?.0)
+    }
+
+    /// Several invitations as they stand now, read together (one read of
+    /// their events and one of their keys) and without locking: the mailer
+    /// prepares a batch's emails from these. An invitation without events
+    /// is missing from the map.
+    pub async fn invitation_snapshots(&self, ids: &[InvitationId]) -> Result<HashMap<InvitationId, Invitation>, Error> {
+        let streams: Vec<String> = ids.iter().map(|id| id.stream()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let events = self.db.read_streams(&streams).await?;
+        let envelopes = Codec::decode_all(&self.db, &events).await?;
+        let mut by_invitation: HashMap<InvitationId, Vec<&InvitationEvent>> = HashMap::new();
+        for env in &envelopes {
+            if let Event::Invitation(id, e) = &env.event {
+                by_invitation.entry(*id).or_default().push(e);
+            }
+        }
+        Ok(by_invitation
+            .into_iter()
+            .filter_map(|(id, events)| Invitation::from_events(events.into_iter()).map(|inv| (id, inv)))
+            .collect())
     }
 
     /// Events of an account's streams (the account and its invitations)
