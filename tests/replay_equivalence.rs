@@ -25,6 +25,9 @@ enum Step {
     Decline { invitation: u8 },
     Update { invitation: u8, roles: u8 },
     Deliver { invitation: u8, state: u8 },
+    /// What the mailer records: several invitations' facts in one
+    /// transaction (batched on PostgreSQL unless an open or a click is in it).
+    DeliverMany { facts: Vec<(u8, u8)> },
     DefineRole { n: u8 },
     ChangeRole { n: u8 },
     DeleteRole { n: u8 },
@@ -48,6 +51,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => any::<u8>().prop_map(|invitation| Step::Decline { invitation }),
         1 => (any::<u8>(), 0u8..4).prop_map(|(invitation, roles)| Step::Update { invitation, roles }),
         1 => (any::<u8>(), 0u8..6).prop_map(|(invitation, state)| Step::Deliver { invitation, state }),
+        2 => proptest::collection::vec((any::<u8>(), 0u8..8), 1..6).prop_map(|facts| Step::DeliverMany { facts }),
         1 => (0u8..3).prop_map(|n| Step::DefineRole { n }),
         1 => (0u8..3).prop_map(|n| Step::ChangeRole { n }),
         1 => (0u8..3).prop_map(|n| Step::DeleteRole { n }),
@@ -145,6 +149,33 @@ impl Run {
                 }
                 None => Ok(()),
             },
+            Step::DeliverMany { facts } => {
+                // Mostly the mailer's own facts; now and then an open.
+                let states = [
+                    DeliveryState::Processed,
+                    DeliveryState::Delivered,
+                    DeliveryState::Processed,
+                    DeliveryState::Delivered,
+                    DeliveryState::Failed,
+                    DeliveryState::Failed,
+                    DeliveryState::Processed,
+                    DeliveryState::Opened,
+                ];
+                let facts: Vec<_> = facts
+                    .iter()
+                    .filter_map(|(i, st)| pick(&self.invitations, *i).map(|(id, _, _)| (id, states[*st as usize % 8], Some("250 ok".to_string()))))
+                    .collect();
+                if facts.is_empty() {
+                    Ok(())
+                } else {
+                    a.record_deliveries(|_tx| {
+                        let facts = facts.clone();
+                        Box::pin(async move { Ok(facts) })
+                    })
+                    .await
+                    .map(|_| ())
+                }
+            }
             Step::DefineRole { n } | Step::ChangeRole { n } => {
                 let name = role(["support", "billing", "ops"][*n as usize % 3]);
                 let perms: BTreeSet<Permission> = if matches!(s, Step::DefineRole { .. }) {
@@ -274,5 +305,56 @@ async fn read_models_of_an_older_shape_are_rebuilt_on_start() {
         assert_replay_matches(&restarted, &url).await;
         // A second start with the same description rebuilds nothing.
         restarted.prepare().await.unwrap();
+    }
+}
+
+/// The mailer's batch of outcomes (`record_deliveries`, two statements of
+/// projection on PostgreSQL) leaves each invitation's row as the facts one
+/// by one (and a replay of the log) leave it: a run ending in `failed`
+/// fails, a run of `processed` and `delivered` ends delivered but keeps an
+/// earlier open, and every fact is a delivery row.
+#[tokio::test]
+async fn a_batch_of_delivery_records_projects_as_one_by_one() {
+    use DeliveryState::*;
+    for (url, admit) in admits().await {
+        let (account, owner) = account_with_owner(&admit, "DLV-1", 10).await;
+        let mut ids = Vec::new();
+        for who in ["sent", "failed", "opened", "alone"] {
+            let issued = admit.invite(&as_user(owner), account, invite(&format!("{who}@example.com"), &[])).await.unwrap();
+            ids.push(issued.invitation_id);
+        }
+        let [sent, failed, opened, alone] = [ids[0], ids[1], ids[2], ids[3]];
+        admit.record_delivery(opened, Opened, None).await.unwrap();
+        let facts = vec![
+            (sent, Processed, None),
+            (sent, Delivered, Some("250 ok".to_string())),
+            (failed, Processed, None),
+            (failed, Failed, Some("550 no such user".to_string())),
+            (opened, Processed, None),
+            (opened, Delivered, Some("250 ok".to_string())),
+            (alone, Failed, Some("421 busy".to_string())),
+        ];
+        let recorded = admit
+            .record_deliveries(|_tx| {
+                let facts = facts.clone();
+                Box::pin(async move { Ok(facts) })
+            })
+            .await
+            .unwrap();
+        assert_eq!(recorded, 7, "{url}");
+        let rows: Vec<(uuid::Uuid, Option<String>, i64)> = admit_ledger::on_db!(&admit.db, p => sqlx::query_as(
+            "SELECT i.invitation_id, i.delivery_state, (SELECT COUNT(*) FROM invitation_deliveries d WHERE d.invitation_id = i.invitation_id) \
+             FROM invitations i",
+        )
+        .fetch_all(p)
+        .await
+        .unwrap());
+        let state = |id: InvitationId| rows.iter().find(|r| r.0 == id.0).map(|r| (r.1.clone(), r.2)).unwrap();
+        assert_eq!(state(sent), (Some("delivered".into()), 2), "{url}");
+        assert_eq!(state(failed), (Some("failed".into()), 2), "{url}");
+        assert_eq!(state(opened), (Some("opened".into()), 3), "{url}: the open is kept");
+        assert_eq!(state(alone), (Some("failed".into()), 1), "{url}");
+        assert_replay_matches(&admit, &url).await;
+        assert!(admit.db.verify().await.unwrap().is_ok(), "{url}");
     }
 }

@@ -13,6 +13,7 @@
 pub mod as_of;
 mod bulk;
 pub mod codec;
+mod deliveries;
 pub mod error;
 mod feed;
 pub mod projector;

@@ -45,7 +45,7 @@ impl Projector {
         Projector { prefix: prefix.to_string(), lookup }
     }
 
-    fn sql(&self, template: &str) -> String {
+    pub(crate) fn sql(&self, template: &str) -> String {
         template.replace("{p}", &self.prefix)
     }
 

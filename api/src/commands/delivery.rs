@@ -7,10 +7,12 @@ use std::pin::Pin;
 
 use admit_domain::ids::InvitationId;
 use admit_domain::invitation::{DeliveryState, InvitationEvent};
-use admit_ledger::Tx;
+use admit_domain::Event;
+use admit_ledger::{ExpectedVersion, NewEvent, StreamAppend, Tx};
+use admit_projections::{Codec, Envelope};
 use uuid::Uuid;
 
-use super::{in_transaction, invitation_events, Admit, RequestContext, Unit, ATTEMPTS};
+use super::{in_transaction, Admit, RequestContext, ATTEMPTS};
 use crate::Error;
 
 /// One delivery fact: the invitation, what happened to its email, and the
@@ -30,7 +32,9 @@ impl Admit {
     /// an outcome is recorded exactly once, and a batch of emails costs one
     /// commit instead of one command per email. Facts of one invitation are
     /// appended in the order given; invitations are locked in id order, so
-    /// two such batches never wait on each other in a cycle. Like any
+    /// two such batches never wait on each other in a cycle. On PostgreSQL
+    /// the whole batch is appended and projected in seven statements
+    /// ([`Tx::append_streams`], [`admit_projections::Projector::apply_all`]). Like any
     /// command, the whole transaction (`writes` included) is retried when
     /// it lost a race. Returns how many facts were recorded.
     pub async fn record_deliveries<F>(&self, mut writes: F) -> Result<usize, Error>
@@ -46,20 +50,48 @@ impl Admit {
             for (id, state, detail) in facts {
                 by_invitation.entry(id.0).or_default().push((state, detail));
             }
-            let mut unit = Unit::default();
-            for (id, facts) in by_invitation {
-                let id = InvitationId(id);
-                // Locks the invitation's stream head; a delivery fact needs
-                // nothing else of the invitation (the domain records every
-                // one), so its events are not read and decoded here.
-                let version = tx.stream_version(&id.stream(), true).await?.ok_or(Error::NotFound("invitation"))?;
-                let events = facts
-                    .into_iter()
-                    .map(|(state, detail)| InvitationEvent::InvitationDeliveryRecorded { state, detail })
-                    .collect();
-                unit.push(version, invitation_events(id, events));
+            let recorded_at = admit_ledger::log::storable_time(now);
+            let metadata = ctx.metadata();
+            let streams: Vec<(InvitationId, String, Vec<Event>, Vec<NewEvent>)> = by_invitation
+                .into_iter()
+                .map(|(id, facts)| {
+                    let id = InvitationId(id);
+                    let events: Vec<Event> = facts
+                        .into_iter()
+                        .map(|(state, detail)| Event::Invitation(id, InvitationEvent::InvitationDeliveryRecorded { state, detail }))
+                        .collect();
+                    // Delivery facts hold no personal data: nothing to seal.
+                    let stored = events.iter().map(|e| Codec::encode(e, Uuid::now_v7(), None)).collect();
+                    (id, id.stream(), events, stored)
+                })
+                .collect();
+            // Every invitation's head is locked (in stream order) by the
+            // append; a delivery fact needs nothing else of the invitation
+            // (the domain records every one), so its events are not read.
+            let appends: Vec<StreamAppend<'_>> = streams
+                .iter()
+                .map(|(_, stream, _, stored)| StreamAppend { stream, expected: ExpectedVersion::Any, events: stored })
+                .collect();
+            let outcomes = tx.append_streams(&appends, &metadata, recorded_at).await?;
+            let mut envelopes = Vec::with_capacity(count);
+            for ((_, _, events, stored), outcome) in streams.into_iter().zip(outcomes) {
+                let base = outcome.version - events.len() as i64;
+                if base == 0 {
+                    // The append would have opened the stream: no such
+                    // invitation (the transaction is rolled back).
+                    return Err(Error::NotFound("invitation"));
+                }
+                for (i, (event, row)) in events.into_iter().zip(&stored).enumerate() {
+                    envelopes.push(Envelope {
+                        event_id: row.event_id,
+                        stream_version: base + 1 + i as i64,
+                        recorded_at,
+                        actor: metadata.actor.clone(),
+                        event,
+                    });
+                }
             }
-            self.write(&mut tx, &ctx, unit, now).await?;
+            self.projector.apply_all(&mut tx, &envelopes).await?;
             Ok(count)
         }
         .await)
