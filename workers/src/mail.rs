@@ -55,7 +55,7 @@ impl Transport {
     /// Sends one message; the server's (or folder's) answer on success.
     /// `fresh` asks for a new SMTP connection (retries do, so an attempt
     /// after a failure starts clean); otherwise a free one is reused when
-    /// it still answers NOOP. A connection goes back to the pool only after
+    /// it was freed a moment ago or still answers NOOP. A connection goes back to the pool only after
     /// its message was accepted; after any error, or an attempt cut by the
     /// timeout, it is closed, so no half-used connection carries the next
     /// email.
@@ -87,8 +87,8 @@ impl Transport {
 /// was cut by the timeout, is dropped with the attempt that used it, so a
 /// connection left mid-conversation never carries the next email (which is
 /// why lettre's own pool is not used: it takes back a connection whose
-/// attempt was cancelled). A free connection is checked with NOOP before
-/// it is used again, closed after [`IDLE_FOR_AT_MOST`] unused, and after
+/// attempt was cancelled). A free connection idle for more than
+/// [`CHECK_WHEN_IDLE_FOR`] is checked with NOOP before it is used again, closed after [`IDLE_FOR_AT_MOST`] unused, and after
 /// [`EMAILS_PER_CONNECTION`] emails.
 pub struct SmtpPool {
     server: SmtpServer,
@@ -101,6 +101,12 @@ pub const IDLE_CONNECTIONS: usize = 64;
 /// A free connection unused this long is closed rather than reused (SMTP
 /// servers drop idle clients after a few minutes; RFC 5321 suggests 5).
 pub const IDLE_FOR_AT_MOST: Duration = Duration::from_secs(60);
+/// A free connection unused for less than this is reused without the NOOP
+/// check: under load connections are freed and taken again within
+/// milliseconds, and the check was one of the five round trips per email.
+/// Should the server have closed it anyway, the attempt fails like any
+/// dropped connection and is retried on a new one.
+pub const CHECK_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 /// Emails one connection carries before it is closed (some servers refuse
 /// more per connection).
 pub const EMAILS_PER_CONNECTION: u32 = 100;
@@ -136,7 +142,8 @@ impl SmtpPool {
         Ok(format!("{} {}", response.code(), response.message().collect::<Vec<_>>().join(" ")))
     }
 
-    /// The most recently freed connection that still answers NOOP, if any.
+    /// The most recently freed connection, checked with NOOP when it was
+    /// idle for a while, if any.
     async fn reusable(&self) -> Option<(AsyncSmtpConnection, u32)> {
         loop {
             let parked = self.idle.lock().expect("pool lock").pop()?;
@@ -146,7 +153,9 @@ impl SmtpPool {
                 return None;
             }
             let mut conn = parked.conn;
-            if conn.test_connected().await {
+            // Freed a moment ago by an accepted email: still open (servers
+            // drop idle clients after minutes), so no NOOP round trip.
+            if parked.since.elapsed() < CHECK_WHEN_IDLE_FOR || conn.test_connected().await {
                 return Some((conn, parked.sent));
             }
         }
