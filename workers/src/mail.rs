@@ -55,8 +55,8 @@ impl Transport {
     /// Sends one message; the server's (or folder's) answer on success.
     /// `fresh` asks for a new SMTP connection (retries do, so an attempt
     /// after a failure starts clean); otherwise a free one is reused when
-    /// it was freed a moment ago or still answers NOOP. A connection goes back to the pool only after
-    /// its message was accepted; after any error, or an attempt cut by the
+    /// it was freed a moment ago or still answers NOOP. A connection goes
+    /// back to the pool only after its message was accepted; after any error, or an attempt cut by the
     /// timeout, it is closed, so no half-used connection carries the next
     /// email.
     pub async fn send(&self, message: Message, fresh: bool) -> std::result::Result<String, SendFailure> {
@@ -88,7 +88,8 @@ impl Transport {
 /// connection left mid-conversation never carries the next email (which is
 /// why lettre's own pool is not used: it takes back a connection whose
 /// attempt was cancelled). A free connection idle for more than
-/// [`CHECK_WHEN_IDLE_FOR`] is checked with NOOP before it is used again, closed after [`IDLE_FOR_AT_MOST`] unused, and after
+/// [`CHECK_WHEN_IDLE_FOR`] is checked with NOOP before it is used again; it
+/// is closed after [`IDLE_FOR_AT_MOST`] unused, and after
 /// [`EMAILS_PER_CONNECTION`] emails.
 pub struct SmtpPool {
     server: SmtpServer,

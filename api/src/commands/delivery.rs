@@ -34,9 +34,9 @@ impl Admit {
     /// appended in the order given; invitations are locked in id order, so
     /// two such batches never wait on each other in a cycle. On PostgreSQL
     /// the whole batch is appended and projected in seven statements
-    /// ([`Tx::append_streams`], [`admit_projections::Projector::apply_all`]). Like any
-    /// command, the whole transaction (`writes` included) is retried when
-    /// it lost a race. Returns how many facts were recorded.
+    /// ([`Tx::append_streams`], [`admit_projections::Projector::apply_all`]).
+    /// Like any command, the whole transaction (`writes` included) is
+    /// retried when it lost a race. Returns how many facts were recorded.
     pub async fn record_deliveries<F>(&self, mut writes: F) -> Result<usize, Error>
     where
         F: for<'t> FnMut(&'t mut Tx) -> DeliveryWrites<'t> + Send,
