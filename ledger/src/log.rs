@@ -222,6 +222,10 @@ pub fn storable_time(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
+/// Rows per `INSERT` of events: 9 parameters each, under PostgreSQL's
+/// 65,535 parameters per statement.
+const ROWS_PER_INSERT: usize = 7_000;
+
 /// The metadata as it is stored (and hashed) with every event of an append.
 pub(crate) fn metadata_text(metadata: &Metadata) -> Result<String> {
     serde_json::to_string(metadata).map_err(|e| LedgerError::Corrupt(format!("metadata: {e}")))
@@ -386,36 +390,56 @@ impl Tx {
             });
         }
 
-        let result = on_tx!(self, c => {
-            let mut insert = sqlx::QueryBuilder::new(
-                "INSERT INTO events (event_id, stream_id, stream_version, event_type, \
-                 schema_version, payload, metadata, recorded_at, hash) ",
-            );
-            insert.push_values(rows.iter(), |mut b, (version, event, hash)| {
-                b.push_bind(event.event_id)
-                    .push_bind(stream)
-                    .push_bind(*version)
-                    .push_bind(&event.event_type)
-                    .push_bind(event.schema_version)
-                    .push_bind(&event.payload)
-                    .push_bind(&metadata_text)
-                    .push_bind(recorded_at)
-                    .push_bind(hash.to_vec());
+        let rows: Vec<_> = rows.into_iter().map(|(version, event, hash)| (stream, version, event, hash)).collect();
+        self.insert_events(&rows, &metadata_text, recorded_at, &expected.to_string()).await?;
+        Ok(AppendOutcome { version: new_version, already_appended: false })
+    }
+
+    /// Inserts chained events (stream, version, event, hash) with one
+    /// multi-row `INSERT` per [`ROWS_PER_INSERT`], all with the same metadata
+    /// and time, and counts them. An event id or stream version stored
+    /// meanwhile is a `Conflict` on the first row's stream, `expected` being
+    /// what the caller expected of it.
+    pub(crate) async fn insert_events(
+        &mut self,
+        rows: &[(&str, i64, &NewEvent, [u8; 32])],
+        metadata_text: &str,
+        recorded_at: DateTime<Utc>,
+        expected: &str,
+    ) -> Result<()> {
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let result = on_tx!(self, c => {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO events (event_id, stream_id, stream_version, event_type, \
+                     schema_version, payload, metadata, recorded_at, hash) ",
+                );
+                insert.push_values(chunk, |mut b, (stream, version, event, hash)| {
+                    b.push_bind(event.event_id)
+                        .push_bind(*stream)
+                        .push_bind(*version)
+                        .push_bind(&event.event_type)
+                        .push_bind(event.schema_version)
+                        .push_bind(&event.payload)
+                        .push_bind(metadata_text)
+                        .push_bind(recorded_at)
+                        .push_bind(hash.to_vec());
+                });
+                insert.build().execute(&mut *c).await.map(|_| ())
             });
-            insert.build().execute(&mut *c).await.map(|_| ())
-        });
-        match result {
-            Ok(_) => {
-                self.count_appended(events.len() as u64);
-                Ok(AppendOutcome { version: new_version, already_appended: false })
+            match result {
+                Ok(()) => {}
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    return Err(LedgerError::Conflict {
+                        stream: chunk[0].0.to_string(),
+                        expected: expected.to_string(),
+                        actual: -1,
+                    })
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(LedgerError::Conflict {
-                stream: stream.to_string(),
-                expected: expected.to_string(),
-                actual: -1,
-            }),
-            Err(e) => Err(e.into()),
         }
+        self.count_appended(rows.len() as u64);
+        Ok(())
     }
 
     /// Moves the stream head from `from` (None: create it) to `to`.

@@ -26,10 +26,6 @@ pub struct StreamAppend<'a> {
     pub events: &'a [NewEvent],
 }
 
-/// Rows per `INSERT` of events: 9 parameters each, under PostgreSQL's
-/// 65,535 parameters per statement.
-const ROWS_PER_INSERT: usize = 7_000;
-
 impl Tx {
     /// Appends to each stream as [`Tx::append`] would, one after the
     /// other, with the same outcomes and errors, and the same metadata and
@@ -195,35 +191,7 @@ impl Tx {
             created.all_in(done)?;
         }
 
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let mut insert = sqlx::QueryBuilder::new(
-                "INSERT INTO events (event_id, stream_id, stream_version, event_type, \
-                 schema_version, payload, metadata, recorded_at, hash) ",
-            );
-            insert.push_values(chunk, |mut b, (stream, version, event, hash)| {
-                b.push_bind(event.event_id)
-                    .push_bind(*stream)
-                    .push_bind(*version)
-                    .push_bind(&event.event_type)
-                    .push_bind(event.schema_version)
-                    .push_bind(&event.payload)
-                    .push_bind(&metadata_text)
-                    .push_bind(recorded_at)
-                    .push_bind(hash.to_vec());
-            });
-            match insert.build().execute(&mut **t).await {
-                Ok(_) => {}
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                    return Err(LedgerError::Conflict {
-                        stream: chunk[0].0.to_string(),
-                        expected: "events not stored yet".into(),
-                        actual: -1,
-                    })
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        self.count_appended(rows.len() as u64);
+        self.insert_events(&rows, &metadata_text, recorded_at, "events not stored yet").await?;
         Ok(outcomes)
     }
 }

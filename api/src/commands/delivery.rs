@@ -52,7 +52,7 @@ impl Admit {
             }
             let recorded_at = admit_ledger::log::storable_time(now);
             let metadata = ctx.metadata();
-            let streams: Vec<(InvitationId, String, Vec<Event>, Vec<NewEvent>)> = by_invitation
+            let streams: Vec<(String, Vec<Event>, Vec<NewEvent>)> = by_invitation
                 .into_iter()
                 .map(|(id, facts)| {
                     let id = InvitationId(id);
@@ -62,7 +62,7 @@ impl Admit {
                         .collect();
                     // Delivery facts hold no personal data: nothing to seal.
                     let stored = events.iter().map(|e| Codec::encode(e, Uuid::now_v7(), None)).collect();
-                    (id, id.stream(), events, stored)
+                    (id.stream(), events, stored)
                 })
                 .collect();
             // Every invitation's head is locked (in stream order) by the
@@ -70,11 +70,11 @@ impl Admit {
             // (the domain records every one), so its events are not read.
             let appends: Vec<StreamAppend<'_>> = streams
                 .iter()
-                .map(|(_, stream, _, stored)| StreamAppend { stream, expected: ExpectedVersion::Any, events: stored })
+                .map(|(stream, _, stored)| StreamAppend { stream, expected: ExpectedVersion::Any, events: stored })
                 .collect();
             let outcomes = tx.append_streams(&appends, &metadata, recorded_at).await?;
             let mut envelopes = Vec::with_capacity(count);
-            for ((_, _, events, stored), outcome) in streams.into_iter().zip(outcomes) {
+            for ((_, events, stored), outcome) in streams.into_iter().zip(outcomes) {
                 let base = outcome.version - events.len() as i64;
                 if base == 0 {
                     // The append would have opened the stream: no such
