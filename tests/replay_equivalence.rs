@@ -358,3 +358,44 @@ async fn a_batch_of_delivery_records_projects_as_one_by_one() {
         assert!(admit.db.verify().await.unwrap().is_ok(), "{url}");
     }
 }
+
+/// `admit replay` swaps the rebuilt tables in with the indexes of a fresh
+/// database, under the same names: on PostgreSQL they are built on the
+/// rebuild's tables before the swap, several at once, and renamed with
+/// the tables (primary keys included); on SQLite the swap builds them.
+/// Checked after two replays in a row, so that the second finds the first
+/// one's names in place.
+#[tokio::test]
+async fn a_replay_leaves_the_indexes_of_a_fresh_database() {
+    for (url, admit) in admits().await {
+        let fresh = index_definitions(&admit).await;
+        assert!(fresh.iter().any(|(_, name, _)| name == "invitations_ix0"), "{url}: {fresh:?}");
+        let (account, owner) = account_with_owner(&admit, "IDX-1", 10).await;
+        admit.invite(&as_user(owner), account, invite("indexed@example.com", &["viewer"])).await.unwrap();
+        for round in 1..=2 {
+            admit_projections::rebuild::replay(&admit.db, &admit.secrets.lookup).await.unwrap();
+            assert_eq!(index_definitions(&admit).await, fresh, "{url}: the indexes after replay {round}");
+        }
+        assert_replay_matches(&admit, &url).await;
+    }
+}
+
+/// Every index of the database: (table, name, definition), sorted.
+async fn index_definitions(admit: &Admit) -> Vec<(String, String, String)> {
+    let mut out: Vec<(String, String, String)> = match &admit.db {
+        admit_ledger::Database::Postgres(pool) => sqlx::query_as(
+            "SELECT tablename::text, indexname::text, indexdef FROM pg_indexes WHERE schemaname = current_schema()",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap(),
+        admit_ledger::Database::Sqlite { reader, .. } => sqlx::query_as(
+            "SELECT tbl_name, name, COALESCE(sql, '') FROM sqlite_master WHERE type = 'index'",
+        )
+        .fetch_all(reader)
+        .await
+        .unwrap(),
+    };
+    out.sort();
+    out
+}

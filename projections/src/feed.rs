@@ -3,6 +3,7 @@
 //! writing instead of between them.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use admit_ledger::scan::LogScan;
 use admit_ledger::{Database, GlobalCursor, RecordedEvent};
@@ -34,14 +35,23 @@ pub(crate) fn spawn(db: &Database, size: usize) -> mpsc::Receiver<Batch> {
     let db = db.clone();
     tokio::spawn(async move {
         let mut after = GlobalCursor::START;
+        let (mut reading, mut decoding) = (Duration::ZERO, Duration::ZERO);
         loop {
             let batch = async {
+                let t = Instant::now();
                 let events = db.read_all_payloads(after, size as i64).await?;
+                reading += t.elapsed();
                 let Some(cursor) = events.last().map(GlobalCursor::after) else { return Ok(None) };
-                Ok(Some((Codec::decode_all(&db, &events).await?, cursor)))
+                let t = Instant::now();
+                let decoded = Codec::decode_all(&db, &events).await?;
+                decoding += t.elapsed();
+                Ok(Some((decoded, cursor)))
             };
             match batch.await {
-                Ok(None) => return,
+                Ok(None) => {
+                    tracing::debug!(?reading, ?decoding, "rebuild feed: the log read and decoded");
+                    return;
+                }
                 Ok(Some(batch)) => {
                     after = batch.1;
                     if out.send(Ok(batch)).await.is_err() {

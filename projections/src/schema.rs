@@ -1,7 +1,7 @@
 //! The read-model tables, described once and created under any prefix on
 //! either backend.
 
-use admit_ledger::{on_tx, Backend, Tx};
+use admit_ledger::{on_tx, Backend, Conn, Tx};
 
 /// A column's kind, mapped to each backend's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,10 +201,21 @@ impl Table {
             cols.join(", "),
             self.primary_key
         )];
-        for (i, ix) in self.indexes.iter().enumerate() {
-            out.push(format!("CREATE INDEX IF NOT EXISTS {prefix}{}_ix{i} ON {prefix}{} ({ix})", self.name, self.name));
-        }
+        out.extend(self.index_ddl(prefix));
         out
+    }
+
+    /// `CREATE INDEX` statements of the secondary indexes under `prefix`.
+    fn index_ddl<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = String> + 'a {
+        let name = self.name;
+        let names = self.index_names(prefix);
+        self.indexes.iter().zip(names).map(move |(ix, n)| format!("CREATE INDEX IF NOT EXISTS {n} ON {prefix}{name} ({ix})"))
+    }
+
+    /// Names of the secondary indexes under `prefix`, in the order of
+    /// [`indexes`](Self::indexes).
+    fn index_names(&self, prefix: &str) -> Vec<String> {
+        (0..self.indexes.len()).map(|i| format!("{prefix}{}_ix{i}", self.name)).collect()
     }
 
     /// A query listing every row as text cells, in primary-key order (for
@@ -249,17 +260,74 @@ pub fn description(backend: Backend) -> String {
 /// list made one search cost 7–17 ms of CPU instead of under 1 ms, and it
 /// refills under a steady stream of invitations; each invitation now pays
 /// its few trigram entries at insert time instead.
-fn search_indexes(prefix: &str) -> Vec<String> {
+pub(crate) fn search_indexes(prefix: &str) -> Vec<String> {
     vec![
         format!(
-            "CREATE INDEX IF NOT EXISTS {prefix}invitations_email_trgm ON {prefix}invitations \
+            "CREATE INDEX IF NOT EXISTS {prefix}{SEARCH_BY_EMAIL} ON {prefix}invitations \
              USING gin (email gin_trgm_ops) WITH (fastupdate = off)"
         ),
         format!(
-            "CREATE INDEX IF NOT EXISTS {prefix}invitations_name_trgm ON {prefix}invitations \
+            "CREATE INDEX IF NOT EXISTS {prefix}{SEARCH_BY_NAME} ON {prefix}invitations \
              USING gin (lower(name) gin_trgm_ops) WITH (fastupdate = off)"
         ),
     ]
+}
+
+/// Names (without prefix) of the trigram indexes of [`search_indexes`].
+const SEARCH_BY_EMAIL: &str = "invitations_email_trgm";
+const SEARCH_BY_NAME: &str = "invitations_name_trgm";
+
+/// The `CREATE INDEX` statements of every read model's secondary indexes
+/// under `prefix` (what [`create`] adds to [`create_tables`]), the search
+/// indexes not included, the largest table's first.
+pub(crate) fn secondary_indexes(prefix: &str) -> Vec<String> {
+    let mut tables: Vec<&Table> = TABLES.iter().collect();
+    tables.sort_by_key(|t| t.name != "invitations");
+    tables.iter().flat_map(|t| t.index_ddl(prefix)).collect()
+}
+
+/// Makes a pg_trgm available for the search indexes; false (and a
+/// warning) when it is not and cannot be.
+pub(crate) async fn trigrams_available(conn: &mut sqlx::PgConnection) -> bool {
+    match sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_trgm").execute(conn).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "pg_trgm is not available: the invitation search runs without its index");
+            false
+        }
+    }
+}
+
+/// On PostgreSQL, once the tables under `from` have been renamed to the
+/// names under `to` (a rebuild's tables swapped in for the live ones),
+/// gives their indexes the names they have under `to` too: the secondary
+/// and search indexes built before the swap (missing ones are skipped),
+/// and the primary keys, which PostgreSQL named after the rebuild's
+/// tables. The live tables then look as if [`create`] had made them.
+/// Nothing on SQLite, which cannot rename an index (and whose rebuild
+/// builds the live indexes at the swap).
+pub async fn rename_indexes(tx: &mut Tx, from: &str, to: &str) -> crate::Result<()> {
+    let Conn::Postgres(c) = &mut tx.conn else { return Ok(()) };
+    let names = TABLES
+        .iter()
+        .flat_map(|t| t.index_names(""))
+        .chain([SEARCH_BY_EMAIL.to_string(), SEARCH_BY_NAME.to_string()]);
+    for name in names {
+        sqlx::query(&format!("ALTER INDEX IF EXISTS {from}{name} RENAME TO {to}{name}")).execute(&mut **c).await?;
+    }
+    for table in TABLES.iter().chain(std::iter::once(&CHECKPOINTS)) {
+        let name = format!("{to}{}", table.name);
+        let key: Option<String> =
+            sqlx::query_scalar("SELECT conname::text FROM pg_constraint WHERE conrelid = to_regclass($1) AND contype = 'p'")
+                .bind(&name)
+                .fetch_optional(&mut **c)
+                .await?;
+        let wanted = format!("{name}_pkey");
+        if let Some(key) = key.filter(|k| *k != wanted) {
+            sqlx::query(&format!("ALTER TABLE {name} RENAME CONSTRAINT \"{key}\" TO {wanted}")).execute(&mut **c).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Creates the search indexes when `pg_trgm` is (or can be made) available.
