@@ -10,6 +10,7 @@
 //! same transaction as the events: reservations for set-based rules, the
 //! per-inviter send record for quotas, and the per-person encryption keys.
 
+pub mod copy_scan;
 pub mod database;
 pub mod error;
 pub mod hash;

@@ -21,8 +21,10 @@ const AHEAD: usize = 2;
 /// the receiver ends after the last batch, or after an error. Dropping the
 /// receiver stops the reading.
 ///
-/// A SQLite file is read by a thread of its own through [`LogScan`]; other
-/// databases by a task paging through the gap-safe global order.
+/// A SQLite file is read by a thread of its own through [`LogScan`];
+/// PostgreSQL by a task streaming one binary copy of the gap-safe global
+/// order ([`LogCopy`](admit_ledger::copy_scan::LogCopy)); an in-memory
+/// SQLite database by a task paging through it.
 pub(crate) fn spawn(db: &Database, size: usize) -> mpsc::Receiver<Batch> {
     let (out, batches) = mpsc::channel(AHEAD);
     if let Some(path) = db.sqlite_file() {
@@ -34,12 +36,24 @@ pub(crate) fn spawn(db: &Database, size: usize) -> mpsc::Receiver<Batch> {
     }
     let db = db.clone();
     tokio::spawn(async move {
-        let mut after = GlobalCursor::START;
         let (mut reading, mut decoding) = (Duration::ZERO, Duration::ZERO);
+        let mut after = GlobalCursor::START;
+        // PostgreSQL streams the log as one binary copy; an in-memory
+        // SQLite database is paged through.
+        let mut copy = match db.copy_log().await {
+            Ok(copy) => copy,
+            Err(e) => {
+                let _ = out.send(Err(e.into())).await;
+                return;
+            }
+        };
         loop {
             let batch = async {
                 let t = Instant::now();
-                let events = db.read_all_payloads(after, size as i64).await?;
+                let events = match &mut copy {
+                    Some(log) => log.next_batch(size).await?,
+                    None => db.read_all_payloads(after, size as i64).await?,
+                };
                 reading += t.elapsed();
                 let Some(cursor) = events.last().map(GlobalCursor::after) else { return Ok(None) };
                 let t = Instant::now();
