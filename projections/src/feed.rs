@@ -21,10 +21,11 @@ const AHEAD: usize = 2;
 /// the receiver ends after the last batch, or after an error. Dropping the
 /// receiver stops the reading.
 ///
-/// A SQLite file is read by a thread of its own through [`LogScan`];
-/// PostgreSQL by a task streaming one binary copy of the gap-safe global
-/// order ([`LogCopy`](admit_ledger::copy_scan::LogCopy)); an in-memory
-/// SQLite database by a task paging through it.
+/// A SQLite file is read and decoded by a thread of its own through
+/// [`LogScan`]. PostgreSQL's log is read by a task streaming one binary
+/// copy of the gap-safe global order
+/// ([`LogCopy`](admit_ledger::copy_scan::LogCopy)) and decoded by another;
+/// an in-memory SQLite database's is paged through.
 pub(crate) fn spawn(db: &Database, size: usize) -> mpsc::Receiver<Batch> {
     let (out, batches) = mpsc::channel(AHEAD);
     if let Some(path) = db.sqlite_file() {
@@ -34,52 +35,63 @@ pub(crate) fn spawn(db: &Database, size: usize) -> mpsc::Receiver<Batch> {
             return batches;
         }
     }
+    // Reading and decoding are two tasks, so that the next batch arrives
+    // (and the server produces it) while the last one is decoded.
+    let (read_out, mut read) = mpsc::channel(AHEAD);
+    tokio::spawn(read_log(db.clone(), size, read_out));
     let db = db.clone();
     tokio::spawn(async move {
-        let (mut reading, mut decoding) = (Duration::ZERO, Duration::ZERO);
-        let mut after = GlobalCursor::START;
-        // PostgreSQL streams the log as one binary copy; an in-memory
-        // SQLite database is paged through.
-        let mut copy = match db.copy_log().await {
-            Ok(copy) => copy,
-            Err(e) => {
-                let _ = out.send(Err(e.into())).await;
-                return;
-            }
-        };
-        loop {
+        let mut decoding = Duration::ZERO;
+        while let Some(events) = read.recv().await {
             let batch = async {
-                let t = Instant::now();
-                let events = match &mut copy {
-                    Some(log) => log.next_batch(size).await?,
-                    None => db.read_all_payloads(after, size as i64).await?,
-                };
-                reading += t.elapsed();
-                let Some(cursor) = events.last().map(GlobalCursor::after) else { return Ok(None) };
+                let events: Vec<RecordedEvent> = events?;
+                let cursor = events.last().map(GlobalCursor::after).unwrap_or(GlobalCursor::START);
                 let t = Instant::now();
                 let decoded = Codec::decode_all(&db, &events).await?;
                 decoding += t.elapsed();
-                Ok(Some((decoded, cursor)))
+                Ok((decoded, cursor))
             };
-            match batch.await {
-                Ok(None) => {
-                    tracing::debug!(?reading, ?decoding, "rebuild feed: the log read and decoded");
-                    return;
-                }
-                Ok(Some(batch)) => {
-                    after = batch.1;
-                    if out.send(Ok(batch)).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let _ = out.send(Err(e)).await;
-                    return;
-                }
+            let batch = batch.await;
+            let failed = batch.is_err();
+            if out.send(batch).await.is_err() || failed {
+                return;
             }
         }
+        tracing::debug!(?decoding, "rebuild feed: the log decoded");
     });
     batches
+}
+
+/// Reads the log in batches of `size` into `out` until it is all read
+/// (then `out` closes), or until an error (sent) or the receiver is gone.
+/// PostgreSQL streams it as one binary copy; an in-memory SQLite database
+/// is paged through.
+async fn read_log(db: Database, size: usize, out: mpsc::Sender<admit_ledger::Result<Vec<RecordedEvent>>>) {
+    let started = Instant::now();
+    let mut copy = match db.copy_log().await {
+        Ok(copy) => copy,
+        Err(e) => {
+            let _ = out.send(Err(e)).await;
+            return;
+        }
+    };
+    let mut after = GlobalCursor::START;
+    loop {
+        let events = match &mut copy {
+            Some(log) => log.next_batch(size).await,
+            None => db.read_all_payloads(after, size as i64).await,
+        };
+        match &events {
+            Ok(batch) if batch.is_empty() => break,
+            Ok(batch) => after = batch.last().map(GlobalCursor::after).unwrap_or(after),
+            Err(_) => {}
+        }
+        let failed = events.is_err();
+        if out.send(events).await.is_err() || failed {
+            return;
+        }
+    }
+    tracing::debug!(elapsed = ?started.elapsed(), "rebuild feed: the log read");
 }
 
 /// The SQLite reader thread's loop.
