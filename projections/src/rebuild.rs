@@ -215,7 +215,7 @@ async fn rebuild(db: &Database, lookup: &LookupKey, prefix: &str, swap: bool, op
 /// On PostgreSQL, builds the secondary and search indexes of the rebuilt
 /// tables under `prefix`, several at once, each on a pooled connection of
 /// its own, with writers free: the swap then only renames them. Built one
-/// after another in the swap's transaction, they took 1.3–1.6 s of a
+/// after another in the swap's transaction, they took 1.3–2.3 s of a
 /// million-event replay on one server process while the other core idled,
 /// with every writer of the service waiting. What the tail changes after
 /// this is indexed as it is written. Nothing on SQLite: one writer builds

@@ -286,7 +286,7 @@ pub(crate) fn secondary_indexes(prefix: &str) -> Vec<String> {
     tables.iter().flat_map(|t| t.index_ddl(prefix)).collect()
 }
 
-/// Makes a pg_trgm available for the search indexes; false (and a
+/// Makes pg_trgm available for the search indexes; false (and a
 /// warning) when it is not and cannot be.
 pub(crate) async fn trigrams_available(conn: &mut sqlx::PgConnection) -> bool {
     match sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_trgm").execute(conn).await {
