@@ -19,7 +19,7 @@ use rand::RngCore;
 use sha2::Sha256;
 use uuid::Uuid;
 
-use crate::{on_db, on_tx, Database, Result, Tx};
+use crate::{on_tx, Database, Result, Tx};
 
 /// One person's data key. Never logged.
 #[derive(Clone, PartialEq, Eq)]
@@ -148,16 +148,11 @@ impl Tx {
         if people.is_empty() {
             return Ok(HashMap::new());
         }
-        let rows: Vec<(Uuid, Vec<u8>)> = on_tx!(self, c => {
-            let mut q = sqlx::QueryBuilder::new("SELECT person_id, key FROM person_keys WHERE person_id IN (");
-            let mut sep = q.separated(", ");
-            for p in people {
-                sep.push_bind(*p);
-            }
-            q.push(")");
-            q.build_query_as().fetch_all(&mut *c).await?
-        });
-        Ok(rows.into_iter().filter_map(|(id, k)| PersonKey::from_slice(&k).map(|k| (id, k))).collect())
+        let rows = match &mut self.conn {
+            crate::Conn::Postgres(t) => sqlx::query_as(KEYS_OF_PEOPLE).bind(people).fetch_all(&mut **t).await?,
+            crate::Conn::Sqlite(t) => keys_of_people_sqlite(people).build_query_as().fetch_all(&mut **t).await?,
+        };
+        Ok(keys_by_person(rows))
     }
 
     /// Destroys the key of the person with this email hash. Returns the
@@ -179,17 +174,35 @@ impl Database {
         if people.is_empty() {
             return Ok(HashMap::new());
         }
-        let rows: Vec<(Uuid, Vec<u8>)> = on_db!(self, p => {
-            let mut q = sqlx::QueryBuilder::new("SELECT person_id, key FROM person_keys WHERE person_id IN (");
-            let mut sep = q.separated(", ");
-            for id in people {
-                sep.push_bind(*id);
-            }
-            q.push(")");
-            q.build_query_as().fetch_all(p).await?
-        });
-        Ok(rows.into_iter().filter_map(|(id, k)| PersonKey::from_slice(&k).map(|k| (id, k))).collect())
+        let rows = match self {
+            Database::Postgres(pool) => sqlx::query_as(KEYS_OF_PEOPLE).bind(people).fetch_all(pool).await?,
+            Database::Sqlite { reader, .. } => keys_of_people_sqlite(people).build_query_as().fetch_all(reader).await?,
+        };
+        Ok(keys_by_person(rows))
     }
+}
+
+/// PostgreSQL: the keys of a list of people, bound as one array, so that
+/// it is one prepared statement whatever their number. A rebuild asks for
+/// the people of every batch (hundreds): a list of that many parameters
+/// was parsed and planned afresh for each.
+const KEYS_OF_PEOPLE: &str = "SELECT person_id, key FROM person_keys WHERE person_id = ANY($1)";
+
+/// SQLite, which has no arrays: the keys of `people`, one parameter each.
+fn keys_of_people_sqlite(people: &[Uuid]) -> sqlx::QueryBuilder<'_, sqlx::Sqlite> {
+    let mut q = sqlx::QueryBuilder::new("SELECT person_id, key FROM person_keys WHERE person_id IN (");
+    let mut sep = q.separated(", ");
+    for id in people {
+        sep.push_bind(*id);
+    }
+    q.push(")");
+    q
+}
+
+/// Stored keys by person; a stored key of the wrong length is left out
+/// (it opens nothing).
+fn keys_by_person(rows: Vec<(Uuid, Vec<u8>)>) -> HashMap<Uuid, PersonKey> {
+    rows.into_iter().filter_map(|(id, k)| PersonKey::from_slice(&k).map(|k| (id, k))).collect()
 }
 
 #[cfg(test)]

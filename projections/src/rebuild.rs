@@ -212,9 +212,14 @@ async fn rebuild(db: &Database, lookup: &LookupKey, prefix: &str, swap: bool, op
     Ok(Rebuilt { events, cursor })
 }
 
+/// Indexes [`index_aside`] builds at once at most, whatever the cores: each
+/// may take `maintenance_work_mem` (256 MB) of the server's memory.
+const MOST_INDEX_BUILDERS: usize = 4;
+
 /// On PostgreSQL, builds the secondary and search indexes of the rebuilt
-/// tables under `prefix`, several at once, each on a pooled connection of
-/// its own, with writers free: the swap then only renames them. Built one
+/// tables under `prefix`, one per core at once (at most
+/// [`MOST_INDEX_BUILDERS`]), each on a pooled connection of its own, with
+/// writers free: the swap then only renames them. Built one
 /// after another in the swap's transaction, they took 1.3–2.3 s of a
 /// million-event replay on one server process while the other core idled,
 /// with every writer of the service waiting. What the tail changes after
@@ -229,7 +234,7 @@ async fn index_aside(db: &Database, prefix: &str) -> Result<()> {
         statements.extend(schema::search_indexes(prefix));
     }
     statements.extend(schema::secondary_indexes(prefix));
-    let builders = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+    let builders = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, MOST_INDEX_BUILDERS);
     futures::stream::iter(statements)
         .map(|sql| async move {
             let mut tx = pool.begin().await?;
