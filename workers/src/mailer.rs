@@ -30,7 +30,7 @@ use admit_domain::template::{MailKind, MailTemplate};
 use admit_domain::token::InvitationToken;
 use admit_domain::user::UserEvent;
 use admit_domain::Event;
-use admit_ledger::{on_db, on_db_write, on_tx};
+use admit_ledger::{on_db, on_db_write, on_tx, Database};
 use admit_projections::Envelope;
 use chrono::Utc;
 use uuid::Uuid;
@@ -445,15 +445,28 @@ impl Mailer {
             return Ok(outgoing);
         }
         let events: BTreeSet<Uuid> = outgoing.iter().map(|o| o.event_id).collect();
-        let rows: Vec<(Uuid, String, String)> = on_db!(&self.admit.db, p => {
-            let mut b = sqlx::QueryBuilder::new("SELECT event_id, kind, status FROM mail_sends WHERE event_id IN (");
-            let mut list = b.separated(", ");
-            for id in &events {
-                list.push_bind(*id);
+        // PostgreSQL: the ids as one array, so that it is one prepared
+        // statement whatever the batch's size (a list of hundreds of
+        // parameters was parsed and planned again for each batch). SQLite
+        // has no arrays.
+        let rows: Vec<(Uuid, String, String)> = match &self.admit.db {
+            Database::Postgres(p) => {
+                let ids: Vec<Uuid> = events.iter().copied().collect();
+                sqlx::query_as("SELECT event_id, kind, status FROM mail_sends WHERE event_id = ANY($1)")
+                    .bind(ids)
+                    .fetch_all(p)
+                    .await?
             }
-            b.push(")");
-            b.build_query_as().fetch_all(p).await?
-        });
+            Database::Sqlite { reader, .. } => {
+                let mut b = sqlx::QueryBuilder::new("SELECT event_id, kind, status FROM mail_sends WHERE event_id IN (");
+                let mut list = b.separated(", ");
+                for id in &events {
+                    list.push_bind(*id);
+                }
+                b.push(")");
+                b.build_query_as().fetch_all(reader).await?
+            }
+        };
         let status: HashMap<(Uuid, String), String> = rows.into_iter().map(|(e, k, s)| ((e, k), s)).collect();
         let mut to_send = Vec::with_capacity(outgoing.len());
         // Places in `to_send` of the emails nobody claimed yet.
