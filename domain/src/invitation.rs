@@ -75,6 +75,21 @@ pub enum DeliveryState {
     Failed,
 }
 
+impl DeliveryState {
+    /// The stable lower-case name used in events, the API and read models
+    /// (the serde name).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DeliveryState::Processed => "processed",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Opened => "opened",
+            DeliveryState::Clicked => "clicked",
+            DeliveryState::Bounced => "bounced",
+            DeliveryState::Failed => "failed",
+        }
+    }
+}
+
 /// Why an invitation was revoked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -625,4 +640,19 @@ pub fn accept(
         vec![InvitationEvent::InvitationAccepted { user_id: acceptor.user_id, access: access.clone() }],
         vec![account::AccountEvent::MemberJoined { user_id: acceptor.user_id, invitation_id: invitation.id, access }],
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DeliveryState::{self, *};
+
+    /// The names the read models store are the names the events carry.
+    #[test]
+    fn a_delivery_states_name_is_its_serde_name() {
+        for state in [Processed, Delivered, Opened, Clicked, Bounced, Failed] {
+            let serde_name = serde_json::to_string(&state).unwrap();
+            assert_eq!(serde_name, format!("\"{}\"", state.as_str()), "{state:?}");
+            assert_eq!(serde_json::from_str::<DeliveryState>(&serde_name).unwrap(), state);
+        }
+    }
 }

@@ -46,7 +46,7 @@ impl Projector {
                     if let Event::Invitation(id, InvitationEvent::InvitationDeliveryRecorded { state, detail }) = &env.event {
                         ids.push(id.0);
                         seqs.push(env.stream_version);
-                        states.push(state_name(*state));
+                        states.push(state.as_str());
                         details.push(detail.clone());
                         times.push(env.recorded_at);
                     }
@@ -115,7 +115,7 @@ fn batchable(events: &[Envelope]) -> Option<BTreeMap<Uuid, Outcome>> {
             DeliveryState::Failed => false,
             _ => return None,
         };
-        let outcome = Outcome { state: state_name(*state), at: env.recorded_at, version: env.stream_version, unless_engaged };
+        let outcome = Outcome { state: state.as_str(), at: env.recorded_at, version: env.stream_version, unless_engaged };
         match outcomes.get_mut(&id.0) {
             None => {
                 outcomes.insert(id.0, outcome);
@@ -127,17 +127,4 @@ fn batchable(events: &[Envelope]) -> Option<BTreeMap<Uuid, Outcome>> {
         }
     }
     Some(outcomes)
-}
-
-/// The state as the read model stores it (its serde name, as the
-/// one-by-one path writes it).
-fn state_name(state: DeliveryState) -> &'static str {
-    match state {
-        DeliveryState::Processed => "processed",
-        DeliveryState::Delivered => "delivered",
-        DeliveryState::Failed => "failed",
-        DeliveryState::Opened => "opened",
-        DeliveryState::Clicked => "clicked",
-        DeliveryState::Bounced => "bounced",
-    }
 }

@@ -337,13 +337,13 @@ impl Projector {
                     binds(vec![
                         Bind::Uuid(id),
                         Bind::Int(v),
-                        Bind::Text(json(state).trim_matches('"').to_string()),
+                        Bind::Text(state.as_str().to_string()),
                         Bind::OptText(detail.clone()),
                         Bind::Time(at),
                     ]),
                 )
                 .await?;
-                let state_name = Bind::Text(json(state).trim_matches('"').to_string());
+                let state_name = Bind::Text(state.as_str().to_string());
                 // Opens and clicks: the first moves the delivery state, every
                 // one is counted.
                 let counter = match state {

@@ -944,7 +944,7 @@ impl BulkProjector {
                 vec![
                     (c!(Deliveries.invitation_id), Cell::Uuid(id)),
                     (c!(Deliveries.seq), Cell::Int(v)),
-                    (c!(Deliveries.state), Cell::Text(json_name(state).into())),
+                    (c!(Deliveries.state), Cell::Text(state.as_str().into())),
                     (c!(Deliveries.detail), Cell::opt_text(detail.clone())),
                     (c!(Deliveries.recorded_at), Cell::Time(at)),
                 ],
@@ -981,7 +981,7 @@ impl BulkProjector {
                         Some(c) => {
                             let n = r.get(c).int();
                             if n == 0 {
-                                r.set(c!(Invitations.delivery_state), Cell::Text(json_name(state).into()));
+                                r.set(c!(Invitations.delivery_state), Cell::Text(state.as_str().into()));
                                 r.set(c!(Invitations.delivery_updated_at), Cell::Time(at));
                             }
                             r.set(c, Cell::Int(n + 1));
@@ -992,7 +992,7 @@ impl BulkProjector {
                         None => {
                             let acted = matches!(r.get(c!(Invitations.delivery_state)), Cell::Text(t) if &**t == "opened" || &**t == "clicked");
                             if !(acted && matches!(state, DeliveryState::Processed | DeliveryState::Delivered)) {
-                                r.set(c!(Invitations.delivery_state), Cell::Text(json_name(state).into()));
+                                r.set(c!(Invitations.delivery_state), Cell::Text(state.as_str().into()));
                                 r.set(c!(Invitations.delivery_updated_at), Cell::Time(at));
                             }
                         }
