@@ -9,10 +9,10 @@ use admit_domain::ids::InvitationId;
 use admit_domain::invitation::{DeliveryState, InvitationEvent};
 use admit_domain::Event;
 use admit_ledger::{ExpectedVersion, NewEvent, StreamAppend, Tx};
-use admit_projections::{Codec, Envelope};
+use admit_projections::Codec;
 use uuid::Uuid;
 
-use super::{in_transaction, Admit, RequestContext, ATTEMPTS};
+use super::{appended, in_transaction, Admit, RequestContext, ATTEMPTS};
 use crate::Error;
 
 /// One delivery fact: the invitation, what happened to its email, and the
@@ -81,15 +81,7 @@ impl Admit {
                     // invitation (the transaction is rolled back).
                     return Err(Error::NotFound("invitation"));
                 }
-                for (i, (event, row)) in events.into_iter().zip(&stored).enumerate() {
-                    envelopes.push(Envelope {
-                        event_id: row.event_id,
-                        stream_version: base + 1 + i as i64,
-                        recorded_at,
-                        actor: metadata.actor.clone(),
-                        event,
-                    });
-                }
+                envelopes.extend(appended(events, &stored, base, recorded_at, &metadata));
             }
             self.projector.apply_all(&mut tx, &envelopes).await?;
             Ok(count)

@@ -26,7 +26,7 @@ use admit_domain::user::{User, UserEvent};
 use admit_domain::access::Access;
 use admit_domain::Event;
 use admit_ledger::personal::PersonKey;
-use admit_ledger::{Database, ExpectedVersion, Metadata, StreamAppend, Tx};
+use admit_ledger::{Database, ExpectedVersion, Metadata, NewEvent, StreamAppend, Tx};
 use admit_projections::{Codec, Envelope, Projector};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -174,7 +174,8 @@ pub(crate) use in_transaction;
 /// Events decided by one command, per stream, ready to append together.
 #[derive(Default)]
 pub(crate) struct Unit {
-    appends: Vec<(String, ExpectedVersion, Vec<Event>)>,
+    /// Per stream: the version its events follow, and the events.
+    appends: Vec<(String, i64, Vec<Event>)>,
     keys: HashMap<Uuid, PersonKey>,
 }
 
@@ -182,7 +183,7 @@ impl Unit {
     /// Queues `events` for `stream` at `expected`.
     pub(crate) fn push(&mut self, expected: i64, events: Vec<Event>) {
         if let Some(first) = events.first() {
-            self.appends.push((first.stream(), ExpectedVersion::Exact(expected), events));
+            self.appends.push((first.stream(), expected, events));
         }
     }
 
@@ -190,6 +191,24 @@ impl Unit {
     pub(crate) fn key(&mut self, person: Uuid, key: PersonKey) {
         self.keys.insert(person, key);
     }
+}
+
+/// The envelopes of `events`, just appended to one stream as `stored`
+/// after its version `before`, to project them in the same transaction.
+pub(crate) fn appended<'a>(
+    events: Vec<Event>,
+    stored: &'a [NewEvent],
+    before: i64,
+    recorded_at: DateTime<Utc>,
+    metadata: &'a Metadata,
+) -> impl Iterator<Item = Envelope> + 'a {
+    events.into_iter().zip(stored).enumerate().map(move |(i, (event, row))| Envelope {
+        event_id: row.event_id,
+        stream_version: before + 1 + i as i64,
+        recorded_at,
+        actor: metadata.actor.clone(),
+        event,
+    })
 }
 
 impl Admit {
@@ -218,11 +237,7 @@ impl Admit {
         let recorded_at = admit_ledger::log::storable_time(now);
         let metadata = ctx.metadata();
         let mut queued = Vec::with_capacity(unit.appends.len());
-        for (stream, expected, events) in unit.appends {
-            let base = match expected {
-                ExpectedVersion::Exact(v) => v,
-                ExpectedVersion::Any => tx.stream_version(&stream, false).await?.unwrap_or(0),
-            };
+        for (stream, base, events) in unit.appends {
             let mut stored = Vec::with_capacity(events.len());
             for event in &events {
                 let key = event.person().and_then(|p| unit.keys.get(&p.0));
@@ -231,22 +246,15 @@ impl Admit {
                 }
                 stored.push(Codec::encode(event, Uuid::now_v7(), key));
             }
-            queued.push((stream, expected, base, events, stored));
+            queued.push((stream, base, events, stored));
         }
         let appends: Vec<StreamAppend<'_>> = queued
             .iter()
-            .map(|(stream, expected, _, _, stored)| StreamAppend { stream, expected: *expected, events: stored })
+            .map(|(stream, base, _, stored)| StreamAppend { stream, expected: ExpectedVersion::Exact(*base), events: stored })
             .collect();
         tx.append_streams(&appends, &metadata, recorded_at).await?;
-        for (_, _, base, events, stored) in queued {
-            for (i, (event, row)) in events.into_iter().zip(&stored).enumerate() {
-                let env = Envelope {
-                    event_id: row.event_id,
-                    stream_version: base + 1 + i as i64,
-                    recorded_at,
-                    actor: metadata.actor.clone(),
-                    event,
-                };
+        for (_, base, events, stored) in queued {
+            for env in appended(events, &stored, base, recorded_at, &metadata) {
                 self.projector.apply(tx, &env).await?;
             }
         }
