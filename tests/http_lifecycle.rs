@@ -248,6 +248,30 @@ async fn leaving_auditing_bulk_and_role_changes() {
         let unique: std::collections::BTreeSet<_> = seen.iter().collect();
         assert_eq!(unique.len(), seen.len(), "{url}: no invitation twice");
 
+        // A search pages in the same order as its one long page (on
+        // PostgreSQL each search is planned for its own pattern).
+        let search = format!("/v1/accounts/{a}/invitations?status=pending&q=EXAMPLE.com");
+        let whole = app.get(&format!("{search}&limit=100"), Some(&owner)).await;
+        let whole: Vec<String> =
+            whole.body["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect();
+        assert!(whole.len() >= 2, "{url}: the bulk's pending invitations are found: {whole:?}");
+        let mut paged = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("{search}&limit=1&cursor={c}"),
+                None => format!("{search}&limit=1"),
+            };
+            let page = app.get(&path, Some(&owner)).await;
+            assert_eq!(page.status, 200, "{url}: {page:?}");
+            paged.extend(page.body["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()));
+            match page.body["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => break,
+            }
+        }
+        assert_eq!(paged, whole, "{url}");
+
         // Changing a role in use asks first.
         let patch = app
             .call("PATCH", &format!("/v1/accounts/{a}/roles/support"), Some(&owner), Some(json!({ "permissions": ["account.read"] })))

@@ -135,7 +135,10 @@ pub const TABLES: &[Table] = &[
             ("version", Int),
         ],
         primary_key: "invitation_id",
-        indexes: &["account_id, status, created_at", "account_id, created_at", "invited_by, status", "person_id"],
+        // The list's two indexes end in its whole order (newest first, the
+        // id breaking ties), so a page of a common search is the first 50
+        // matching rows walked in that order, not every match sorted.
+        indexes: &["account_id, status, created_at, invitation_id", "account_id, created_at, invitation_id", "invited_by, status", "person_id"],
         without_rowid: false,
     },
     Table {

@@ -39,8 +39,11 @@ struct Args {
     /// Only invitations (for the comparison with the pgbench ceiling).
     #[arg(long)]
     invites_only: bool,
-    /// Only list requests: 50 pending invitations searched by an email
-    /// substring (for the list latency target; use with --seed-invitations).
+    /// Only list requests: pages of up to 50 pending invitations searched
+    /// by an email substring (for the list latency target; use with
+    /// --seed-invitations), a third each of three selectivities: one match
+    /// (`list-one`), about 1% of the account (`list-some`, a full page) and
+    /// every invitation (`list-all`, a full page).
     #[arg(long)]
     list_only: bool,
     /// Before the load, add this many invitations to the account's read
@@ -53,15 +56,18 @@ struct Args {
     database_url: Option<String>,
 }
 
-/// Copies the account's one invitation row `n` times with new ids and
-/// emails `seed<i>@load.example.com`, four in five pending.
+/// Copies the account's one invitation row `n` times with new ids, emails
+/// `seed<i>@load.example.com` and creation times one second apart (the
+/// i-th copy i seconds before the original), four in five pending.
 async fn seed(url: &str, account: &str, n: u64) -> Result<()> {
     let db = admit_ledger::Database::connect(url).await?;
     let account = uuid::Uuid::parse_str(account)?;
-    let (id, email, status) = match db.backend() {
-        admit_ledger::Backend::Postgres => ("gen_random_uuid()", "'seed' || i || '@load.example.com'", "CASE WHEN i % 5 = 0 THEN 'accepted' ELSE 'pending' END"),
-        admit_ledger::Backend::Sqlite => ("randomblob(16)", "'seed' || i || '@load.example.com'", "CASE WHEN i % 5 = 0 THEN 'accepted' ELSE 'pending' END"),
+    let (id, created_at) = match db.backend() {
+        admit_ledger::Backend::Postgres => ("gen_random_uuid()", "t.created_at - i * interval '1 second'"),
+        admit_ledger::Backend::Sqlite => ("randomblob(16)", "strftime('%Y-%m-%dT%H:%M:%f', t.created_at, '-' || i || ' seconds') || '+00:00'"),
     };
+    let email = "'seed' || i || '@load.example.com'";
+    let status = "CASE WHEN i % 5 = 0 THEN 'accepted' ELSE 'pending' END";
     let series = match db.backend() {
         admit_ledger::Backend::Postgres => "generate_series(1, $2) AS s(i)".to_string(),
         admit_ledger::Backend::Sqlite => "(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < $2) SELECT i FROM s) AS s".to_string(),
@@ -70,7 +76,7 @@ async fn seed(url: &str, account: &str, n: u64) -> Result<()> {
         "INSERT INTO invitations (invitation_id, account_id, person_id, email, email_hash, name, status, access, roles, invited_by, channel, \
          created_at, expires_at, resend_count, updated_at, version, opens, clicks) \
          SELECT {id}, t.account_id, t.person_id, {email}, 'seed' || i, NULL, {status}, t.access, t.roles, t.invited_by, t.channel, \
-         t.created_at, t.expires_at, 0, t.updated_at, 1, 0, 0 \
+         {created_at}, t.expires_at, 0, t.updated_at, 1, 0, 0 \
          FROM {series}, (SELECT * FROM invitations WHERE account_id = $1 LIMIT 1) AS t"
     );
     let started = Instant::now();
@@ -83,7 +89,9 @@ async fn seed(url: &str, account: &str, n: u64) -> Result<()> {
 }
 
 /// The kinds of request the mix makes.
-const KINDS: [&str; 5] = ["invite", "list", "accept", "resend", "revoke"];
+/// The kinds of request, in the order the table prints them (a kind no
+/// request of the mix had is left out).
+const KINDS: [&str; 8] = ["invite", "list", "list-one", "list-some", "list-all", "accept", "resend", "revoke"];
 
 /// One client's results: latencies and errors per kind.
 #[derive(Default)]
@@ -187,6 +195,10 @@ async fn client(n: usize, http: reqwest::Client, account: std::sync::Arc<Account
             }
             _ => "invite",
         };
+        let kind = match (kind, mix) {
+            ("list", Mix::Lists { .. }) => ["list-one", "list-some", "list-all"][(dice.roll() % 3) as usize],
+            _ => kind,
+        };
         let started = Instant::now();
         let request = match kind {
             "invite" => {
@@ -195,9 +207,14 @@ async fn client(n: usize, http: reqwest::Client, account: std::sync::Arc<Account
                     .bearer_auth(&a.owner)
                     .json(&json!({ "email": format!("c{n}-{sent}@load.example.com"), "roles": ["viewer"] }))
             }
-            "list" => {
-                let needle = match mix {
-                    Mix::Lists { seeded } => format!("seed{}@", 1 + dice.roll() % seeded.max(1)),
+            "list" | "list-one" | "list-some" | "list-all" => {
+                let needle = match (kind, mix) {
+                    // seed<i>@ is one invitation's email.
+                    ("list-one", Mix::Lists { seeded }) => format!("seed{}@", 1 + dice.roll() % seeded.max(1)),
+                    // seed<10..99> is in 1 + 10 + 100 + 1,000 emails of
+                    // 100,000 (seed12, seed120.., seed1200.., seed12000..).
+                    ("list-some", _) => format!("seed{}", 10 + dice.roll() % 90),
+                    ("list-all", _) => "load.example".to_string(),
                     _ => format!("c{n}-{}", dice.roll() % sent.max(1)),
                 };
                 http.get(format!("{invitations}?status=pending&q={needle}&limit=50")).bearer_auth(&a.owner)
@@ -298,6 +315,9 @@ async fn main() -> Result<()> {
     println!("{:<8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}", "kind", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "ok", "errors");
     let mut total_ok = 0;
     for kind in KINDS {
+        if !all.latencies.contains_key(kind) && !all.errors.contains_key(kind) {
+            continue;
+        }
         let mut samples = all.latencies.remove(kind).unwrap_or_default();
         let l = Latencies::of(&mut samples);
         total_ok += samples.len();
