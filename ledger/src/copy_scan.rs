@@ -59,12 +59,30 @@ impl std::fmt::Debug for LogCopy {
     }
 }
 
+/// Planner settings of the connection that copies the log, so that the
+/// log is read in its global order through the index kept in that order
+/// (`events_global_order`) and streams from its first row.
+///
+/// Left to itself, the planner may instead read the table in parallel and
+/// sort it: it did for a million events whose table had no statistics yet
+/// (never analysed, as on a server without autovacuum). That sort spilled
+/// 260 MB to temporary files and took 1.24 s on three server processes
+/// before the first row was sent, against 0.46 s on one through the index;
+/// the rebuild waited for it. `enable_sort = off` only makes a sort the
+/// last resort, so the copy still works if the index were missing.
+const COPY_SETTINGS: [(&str, &str); 3] =
+    [("enable_sort", "off"), ("max_parallel_workers_per_gather", "0"), ("jit", "off")];
+
 impl Database {
     /// Starts streaming the whole log in global order (see the module
-    /// comment); None on SQLite.
+    /// comment); None on SQLite. The copy runs on a connection of its own,
+    /// opened with [`COPY_SETTINGS`] and closed when the copy is dropped,
+    /// so no pooled connection keeps those settings.
     pub async fn copy_log(&self) -> Result<Option<LogCopy>> {
         let Database::Postgres(pool) = self else { return Ok(None) };
-        let data = pool.copy_out_raw(COPY).await?;
+        let options = (*pool.connect_options()).clone().options(COPY_SETTINGS);
+        let copier = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_with(options).await?;
+        let data = copier.copy_out_raw(COPY).await?;
         Ok(Some(LogCopy { data, buf: Vec::new(), start: 0, header_read: false, ended: false }))
     }
 }
