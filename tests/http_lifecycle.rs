@@ -229,20 +229,7 @@ async fn leaving_auditing_bulk_and_role_changes() {
         assert_eq!(searched.body["items"].as_array().unwrap().len(), 0, "{url}: a dry run writes nothing");
 
         // Paging walks every invitation once.
-        let mut seen = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let path = match &cursor {
-                Some(c) => format!("/v1/accounts/{a}/invitations?limit=3&cursor={c}"),
-                None => format!("/v1/accounts/{a}/invitations?limit=3"),
-            };
-            let page = app.get(&path, Some(&owner)).await;
-            seen.extend(page.body["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()));
-            match page.body["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_string()),
-                None => break,
-            }
-        }
+        let seen = ids_page_by_page(&app, &format!("/v1/accounts/{a}/invitations?limit=3"), &owner).await;
         let all = app.get(&format!("/v1/accounts/{a}/invitations?limit=100"), Some(&owner)).await;
         assert_eq!(seen.len(), all.body["items"].as_array().unwrap().len(), "{url}");
         let unique: std::collections::BTreeSet<_> = seen.iter().collect();
@@ -252,25 +239,9 @@ async fn leaving_auditing_bulk_and_role_changes() {
         // PostgreSQL each search is planned for its own pattern).
         let search = format!("/v1/accounts/{a}/invitations?status=pending&q=EXAMPLE.com");
         let whole = app.get(&format!("{search}&limit=100"), Some(&owner)).await;
-        let whole: Vec<String> =
-            whole.body["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect();
+        let whole = ids(&whole);
         assert!(whole.len() >= 2, "{url}: the bulk's pending invitations are found: {whole:?}");
-        let mut paged = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let path = match &cursor {
-                Some(c) => format!("{search}&limit=1&cursor={c}"),
-                None => format!("{search}&limit=1"),
-            };
-            let page = app.get(&path, Some(&owner)).await;
-            assert_eq!(page.status, 200, "{url}: {page:?}");
-            paged.extend(page.body["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()));
-            match page.body["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_string()),
-                None => break,
-            }
-        }
-        assert_eq!(paged, whole, "{url}");
+        assert_eq!(ids_page_by_page(&app, &format!("{search}&limit=1"), &owner).await, whole, "{url}");
 
         // Changing a role in use asks first.
         let patch = app
@@ -308,5 +279,26 @@ async fn leaving_auditing_bulk_and_role_changes() {
         assert_eq!(me.body["restricted"], true);
         let gone = app.get(&format!("/v1/accounts/{a}/members/{}", team.ids["viewer"]), Some(&owner)).await;
         assert_eq!(gone.status, 404, "{url}");
+    }
+}
+
+/// The ids of a page's items, in order.
+fn ids(page: &Answer) -> Vec<String> {
+    page.body["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect()
+}
+
+/// The ids of every item of a listing (`first` already has its `limit`),
+/// following `next_cursor` to the last page.
+async fn ids_page_by_page(app: &TestApp, first: &str, bearer: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut path = first.to_string();
+    loop {
+        let page = app.get(&path, Some(bearer)).await;
+        assert_eq!(page.status, 200, "{path}: {page:?}");
+        seen.extend(ids(&page));
+        match page.body["next_cursor"].as_str() {
+            Some(c) => path = format!("{first}&cursor={c}"),
+            None => return seen,
+        }
     }
 }
