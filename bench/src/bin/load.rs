@@ -88,7 +88,6 @@ async fn seed(url: &str, account: &str, n: u64) -> Result<()> {
     Ok(())
 }
 
-/// The kinds of request the mix makes.
 /// The kinds of request, in the order the table prints them (a kind no
 /// request of the mix had is left out).
 const KINDS: [&str; 8] = ["invite", "list", "list-one", "list-some", "list-all", "accept", "resend", "revoke"];
