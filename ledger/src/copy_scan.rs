@@ -41,9 +41,8 @@ const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 /// microseconds: binary timestamps count from the latter.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
-/// A binary `COPY` of the log in progress, on a pooled connection of its
-/// own (held until the copy ends; dropping it early lets the pool drain
-/// the rest).
+/// A binary `COPY` of the log in progress, on a connection of its own
+/// (see [`Database::copy_log`]), closed when the copy is dropped.
 pub struct LogCopy {
     data: BoxStream<'static, sqlx::Result<bytes::Bytes>>,
     /// Received bytes from `start` on are not parsed yet.
@@ -132,8 +131,8 @@ impl LogCopy {
             match self.parse()? {
                 Some(Some(event)) => out.push(event),
                 Some(None) => {
-                    // The trailer: read the copy to its end, so the
-                    // connection goes back to the pool ready.
+                    // The trailer: read the copy to its end, where the
+                    // server reports whether the statement succeeded.
                     while let Some(chunk) = self.data.next().await {
                         chunk?;
                     }

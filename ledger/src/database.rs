@@ -64,6 +64,26 @@ impl From<Conn> for Tx {
     }
 }
 
+/// `{select} (<id>, <id>, ...)`, each id a bound parameter: the query for
+/// rows whose id is in a list, on a backend without array parameters
+/// (SQLite; PostgreSQL takes one array with `= ANY($1)` instead, a single
+/// prepared statement whatever the list's length). `select` ends in
+/// `... IN`.
+pub fn ids_in<'a, DB: sqlx::Database>(select: &str, ids: impl IntoIterator<Item = uuid::Uuid>) -> sqlx::QueryBuilder<'a, DB>
+where
+    uuid::Uuid: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    DB::Arguments<'a>: Default,
+{
+    let mut b = sqlx::QueryBuilder::new(select);
+    b.push(" (");
+    let mut list = b.separated(", ");
+    for id in ids {
+        list.push_bind(id);
+    }
+    b.push(")");
+    b
+}
+
 /// Runs `$body` with `$pool` bound to the backend's read pool (`&PgPool` or
 /// `&SqlitePool`). The body is expanded once per backend.
 #[macro_export]

@@ -189,14 +189,8 @@ impl Database {
 const KEYS_OF_PEOPLE: &str = "SELECT person_id, key FROM person_keys WHERE person_id = ANY($1)";
 
 /// SQLite, which has no arrays: the keys of `people`, one parameter each.
-fn keys_of_people_sqlite(people: &[Uuid]) -> sqlx::QueryBuilder<'_, sqlx::Sqlite> {
-    let mut q = sqlx::QueryBuilder::new("SELECT person_id, key FROM person_keys WHERE person_id IN (");
-    let mut sep = q.separated(", ");
-    for id in people {
-        sep.push_bind(*id);
-    }
-    q.push(")");
-    q
+fn keys_of_people_sqlite(people: &[Uuid]) -> sqlx::QueryBuilder<'static, sqlx::Sqlite> {
+    crate::database::ids_in("SELECT person_id, key FROM person_keys WHERE person_id IN", people.iter().copied())
 }
 
 /// Stored keys by person; a stored key of the wrong length is left out

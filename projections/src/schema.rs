@@ -333,21 +333,19 @@ pub async fn rename_indexes(tx: &mut Tx, from: &str, to: &str) -> crate::Result<
     Ok(())
 }
 
-/// Creates the search indexes when `pg_trgm` is (or can be made) available.
+/// On PostgreSQL, creates the search indexes when `pg_trgm` is (or can be
+/// made) available; behind a savepoint, so that failing to create the
+/// extension leaves the transaction usable.
 async fn create_search_indexes(tx: &mut Tx, prefix: &str) -> crate::Result<()> {
-    on_tx!(tx, c => sqlx::query("SAVEPOINT search_indexes").execute(&mut *c).await.map(|_| ())?);
-    let made = on_tx!(tx, c => sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_trgm").execute(&mut *c).await.map(|_| ()));
-    match made {
-        Ok(()) => {
-            for stmt in search_indexes(prefix) {
-                on_tx!(tx, c => sqlx::query(&stmt).execute(&mut *c).await.map(|_| ())?);
-            }
-            on_tx!(tx, c => sqlx::query("RELEASE SAVEPOINT search_indexes").execute(&mut *c).await.map(|_| ())?);
+    let Conn::Postgres(c) = &mut tx.conn else { return Ok(()) };
+    sqlx::query("SAVEPOINT search_indexes").execute(&mut **c).await?;
+    if trigrams_available(&mut **c).await {
+        for stmt in search_indexes(prefix) {
+            sqlx::query(&stmt).execute(&mut **c).await?;
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "pg_trgm is not available: the invitation search runs without its index");
-            on_tx!(tx, c => sqlx::query("ROLLBACK TO SAVEPOINT search_indexes").execute(&mut *c).await.map(|_| ())?);
-        }
+        sqlx::query("RELEASE SAVEPOINT search_indexes").execute(&mut **c).await?;
+    } else {
+        sqlx::query("ROLLBACK TO SAVEPOINT search_indexes").execute(&mut **c).await?;
     }
     Ok(())
 }

@@ -458,13 +458,10 @@ impl Mailer {
                     .await?
             }
             Database::Sqlite { reader, .. } => {
-                let mut b = sqlx::QueryBuilder::new("SELECT event_id, kind, status FROM mail_sends WHERE event_id IN (");
-                let mut list = b.separated(", ");
-                for id in &events {
-                    list.push_bind(*id);
-                }
-                b.push(")");
-                b.build_query_as().fetch_all(reader).await?
+                admit_ledger::database::ids_in("SELECT event_id, kind, status FROM mail_sends WHERE event_id IN", events)
+                    .build_query_as()
+                    .fetch_all(reader)
+                    .await?
             }
         };
         let status: HashMap<(Uuid, String), String> = rows.into_iter().map(|(e, k, s)| ((e, k), s)).collect();

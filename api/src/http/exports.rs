@@ -61,13 +61,10 @@ async fn inviter_emails(ctx: &ApiContext, actors: impl Iterator<Item = &str>) ->
         return Ok(HashMap::new());
     }
     let rows: Vec<(Uuid, Option<String>)> = on_db!(&ctx.admit.db, p => {
-        let mut b = sqlx::QueryBuilder::new("SELECT user_id, email FROM users WHERE user_id IN (");
-        let mut list = b.separated(", ");
-        for id in &ids {
-            list.push_bind(*id);
-        }
-        b.push(")");
-        b.build_query_as().fetch_all(p).await?
+        admit_ledger::database::ids_in("SELECT user_id, email FROM users WHERE user_id IN", ids.iter().copied())
+            .build_query_as()
+            .fetch_all(p)
+            .await?
     });
     Ok(rows.into_iter().filter_map(|(id, email)| email.map(|e| (format!("user:{id}"), e))).collect())
 }
