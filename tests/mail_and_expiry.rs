@@ -494,6 +494,24 @@ async fn the_funnel_of_a_scripted_day_matches_the_counts_by_hand() {
         while analytics.run_once().await.unwrap() > 0 {}
         let again = app.get(&funnel_path, Some(&owner)).await;
         assert_eq!(again.body["total"], expected, "{url}: redelivered events count once");
+        // Counted again from nothing, one event and three events at a time:
+        // an invitation's events then fall into different batches (sent in
+        // one, delivered or opened twice in a later one) or share one.
+        for events in [1, 3] {
+            for sql in [
+                "DELETE FROM analytics_seen",
+                "DELETE FROM analytics_invitations",
+                "DELETE FROM analytics_daily",
+                "DELETE FROM analytics_acceptances",
+                "DELETE FROM worker_checkpoints WHERE worker = 'analytics'",
+            ] {
+                admit_ledger::on_db_write!(&app.admit.db, p => sqlx::query(sql).execute(p).await.map(|_| ()).unwrap());
+            }
+            let analytics = admit_workers::analytics::Analytics::new(app.admit.db.clone(), Duration::from_millis(50)).batch_size(events);
+            while analytics.run_once().await.unwrap() > 0 {}
+            let again = app.get(&funnel_path, Some(&owner)).await;
+            assert_eq!(again.body["total"], expected, "{url}: counted {events} event(s) at a time");
+        }
         // The day before holds the owner's own invitation.
         let before = (day - chrono::Duration::days(1)).format("%Y-%m-%d");
         let earlier = app.get(&format!("/v1/accounts/{account}/analytics/funnel?from={before}&to={before}"), Some(&owner)).await;
