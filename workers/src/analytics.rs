@@ -162,12 +162,14 @@ type Tally = [i64; 7];
 /// multi-row statements differ in length from batch to batch, so they are
 /// not kept prepared (they would crowd the connection's statement cache).
 async fn count(tx: &mut Tx, steps: &[Step<'_>]) -> Result<()> {
-    let first_time = mark_seen(tx, steps).await?;
+    let mut first_time = mark_seen(tx, steps).await?;
     let mut known = known(tx, steps).await?;
     let mut daily: BTreeMap<(Uuid, String), Tally> = BTreeMap::new();
     let mut once: [Vec<Uuid>; 3] = Default::default();
     let mut accepted: Vec<(Uuid, Uuid, String, i64)> = Vec::new();
-    for step in steps.iter().filter(|s| first_time.contains(&s.env.event_id)) {
+    // Taken out of the set as counted: an event delivered twice in one
+    // batch counts once too.
+    for step in steps.iter().filter(|s| first_time.remove(&s.env.event_id)) {
         let at = step.env.recorded_at;
         if let Some(account) = step.sent_to {
             known.entry(step.invitation).or_insert(Known { account, sent_at: at, once: [false; 3], new: true });
