@@ -356,11 +356,17 @@ impl Tx {
             let version = self.stream_version(stream, false).await?.unwrap_or(0);
             return Ok(AppendOutcome { version, already_appended: false });
         }
-        if let Some(outcome) = self.existing_append(stream, events).await? {
-            return Ok(outcome);
-        }
-
         let head = self.stream_head(stream, true).await?;
+        // A retry finds its events stored in their stream, so a stream
+        // that has no head yet holds none of them: an append that opens a
+        // stream (every new invitation, account and user) skips the lookup.
+        // An event id stored in another stream then fails the insert as a
+        // conflict, and the transaction stores nothing.
+        if head.is_some() {
+            if let Some(outcome) = self.existing_append(stream, events).await? {
+                return Ok(outcome);
+            }
+        }
         let (current, previous_hash) = head.clone().unwrap_or((0, GENESIS.to_vec()));
         if head.is_some() {
             self.ensure_after_the_streams_last_writer(stream, current).await?;

@@ -68,6 +68,13 @@ async fn a_retried_append_is_a_no_op() {
         let mixed = [batch[0].clone(), event(3)];
         let err = db.append("s", ExpectedVersion::Any, &mixed, &meta()).await.unwrap_err();
         assert!(matches!(err, LedgerError::PartialDuplicate { .. }), "{url}: {err}");
+        // An event stored in another stream, appended to a new one: refused,
+        // and the new stream is not opened.
+        let err = db.append("t", ExpectedVersion::Any, &batch[..1], &meta()).await.unwrap_err();
+        assert!(matches!(err, LedgerError::Conflict { .. }), "{url}: {err}");
+        assert!(db.read_stream("t").await.unwrap().is_empty(), "{url}");
+        let opened = db.append("t", ExpectedVersion::Exact(0), &[event(9)], &meta()).await.unwrap();
+        assert_eq!(opened.version, 1, "{url}: the failed append left no head");
     }
 }
 
