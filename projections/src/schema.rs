@@ -33,6 +33,13 @@ pub struct Table {
     /// ROWID`) instead of a row-id table plus a key index: for narrow rows
     /// under a composite or text key, one B-tree to write instead of two.
     pub without_rowid: bool,
+    /// On SQLite, which has no substring index: columns added at the end of
+    /// some of [`indexes`](Self::indexes) (by their place in it), so that a
+    /// listing searched by a substring tests the pattern on the index's
+    /// entries and reads only the rows that match. Walking the list's index
+    /// of 100,000 invitations took 31–48 ms when every row had to be read
+    /// for its email, 16–19 ms this way.
+    pub sqlite_search: Option<(&'static [usize], &'static str)>,
 }
 
 use Kind::*;
@@ -54,6 +61,7 @@ pub const TABLES: &[Table] = &[
         primary_key: "account_id",
         indexes: &["customer_number"],
         without_rowid: false,
+        sqlite_search: None,
     },
     Table {
         name: "roles",
@@ -67,6 +75,7 @@ pub const TABLES: &[Table] = &[
         primary_key: "account_id, role",
         indexes: &[],
         without_rowid: true,
+        sqlite_search: None,
     },
     Table {
         name: "users",
@@ -85,6 +94,7 @@ pub const TABLES: &[Table] = &[
         primary_key: "user_id",
         indexes: &["email_hash", "person_id"],
         without_rowid: false,
+        sqlite_search: None,
     },
     Table {
         name: "members",
@@ -102,6 +112,7 @@ pub const TABLES: &[Table] = &[
         primary_key: "account_id, user_id",
         indexes: &["user_id", "account_id, status"],
         without_rowid: false,
+        sqlite_search: None,
     },
     Table {
         name: "invitations",
@@ -140,6 +151,9 @@ pub const TABLES: &[Table] = &[
         // matching rows walked in that order, not every match sorted.
         indexes: &["account_id, status, created_at, invitation_id", "account_id, created_at, invitation_id", "invited_by, status", "person_id"],
         without_rowid: false,
+        // After the whole order, so they change neither the order nor the
+        // walk; `lower(name)` is computed from the entry's `name`.
+        sqlite_search: Some((&[0, 1], "email, name")),
     },
     Table {
         name: "api_keys",
@@ -156,6 +170,7 @@ pub const TABLES: &[Table] = &[
         primary_key: "key_id",
         indexes: &["secret_hash", "account_id"],
         without_rowid: false,
+        sqlite_search: None,
     },
     Table {
         name: "account_streams",
@@ -163,6 +178,7 @@ pub const TABLES: &[Table] = &[
         primary_key: "stream_id",
         indexes: &["account_id"],
         without_rowid: true,
+        sqlite_search: None,
     },
     Table {
         name: "invitation_deliveries",
@@ -170,6 +186,7 @@ pub const TABLES: &[Table] = &[
         primary_key: "invitation_id, seq",
         indexes: &[],
         without_rowid: true,
+        sqlite_search: None,
     },
 ];
 
@@ -180,6 +197,7 @@ pub const CHECKPOINTS: Table = Table {
     primary_key: "projector",
     indexes: &[],
     without_rowid: false,
+    sqlite_search: None,
 };
 
 fn sql_type(backend: Backend, kind: Kind) -> &'static str {
@@ -204,15 +222,21 @@ impl Table {
             cols.join(", "),
             self.primary_key
         )];
-        out.extend(self.index_ddl(prefix));
+        out.extend(self.index_ddl(backend, prefix));
         out
     }
 
     /// `CREATE INDEX` statements of the secondary indexes under `prefix`.
-    fn index_ddl<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = String> + 'a {
+    fn index_ddl<'a>(&'a self, backend: Backend, prefix: &'a str) -> impl Iterator<Item = String> + 'a {
         let name = self.name;
         let names = self.index_names(prefix);
-        self.indexes.iter().zip(names).map(move |(ix, n)| format!("CREATE INDEX IF NOT EXISTS {n} ON {prefix}{name} ({ix})"))
+        let search = self.sqlite_search.filter(|_| backend == Backend::Sqlite);
+        self.indexes.iter().zip(names).enumerate().map(move |(i, (ix, n))| match search {
+            Some((searched, columns)) if searched.contains(&i) => {
+                format!("CREATE INDEX IF NOT EXISTS {n} ON {prefix}{name} ({ix}, {columns})")
+            }
+            _ => format!("CREATE INDEX IF NOT EXISTS {n} ON {prefix}{name} ({ix})"),
+        })
     }
 
     /// Names of the secondary indexes under `prefix`, in the order of
@@ -280,13 +304,13 @@ pub(crate) fn search_indexes(prefix: &str) -> Vec<String> {
 const SEARCH_BY_EMAIL: &str = "invitations_email_trgm";
 const SEARCH_BY_NAME: &str = "invitations_name_trgm";
 
-/// The `CREATE INDEX` statements of every read model's secondary indexes
+/// The PostgreSQL `CREATE INDEX` statements of every read model's secondary indexes
 /// under `prefix` (what [`create`] adds to [`create_tables`]), the search
 /// indexes not included, the largest table's first.
 pub(crate) fn secondary_indexes(prefix: &str) -> Vec<String> {
     let mut tables: Vec<&Table> = TABLES.iter().collect();
     tables.sort_by_key(|t| t.name != "invitations");
-    tables.iter().flat_map(|t| t.index_ddl(prefix)).collect()
+    tables.iter().flat_map(|t| t.index_ddl(Backend::Postgres, prefix)).collect()
 }
 
 /// Makes pg_trgm available for the search indexes; false (and a
