@@ -357,6 +357,7 @@ impl Tx {
             return Ok(AppendOutcome { version, already_appended: false });
         }
         let head = self.stream_head(stream, true).await?;
+        let (current, previous_hash) = head.clone().unwrap_or((0, GENESIS.to_vec()));
         // A retry finds its events stored in their stream, so a stream
         // that has no head yet holds none of them: an append that opens a
         // stream (every new invitation, account and user) skips the lookup.
@@ -366,9 +367,6 @@ impl Tx {
             if let Some(outcome) = self.existing_append(stream, events).await? {
                 return Ok(outcome);
             }
-        }
-        let (current, previous_hash) = head.clone().unwrap_or((0, GENESIS.to_vec()));
-        if head.is_some() {
             self.ensure_after_the_streams_last_writer(stream, current).await?;
         }
         if let ExpectedVersion::Exact(v) = expected {
