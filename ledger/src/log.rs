@@ -477,16 +477,12 @@ impl Tx {
     /// When the events of this append are already stored (a retry), the
     /// outcome of the first attempt; an error when only some are.
     async fn existing_append(&mut self, stream: &str, events: &[NewEvent]) -> Result<Option<AppendOutcome>> {
+        let ids = events.iter().map(|e| e.event_id);
         let found: Vec<(Uuid, String, i64)> = on_tx!(self, c => {
-            let mut q = sqlx::QueryBuilder::new(
-                "SELECT event_id, stream_id, stream_version FROM events WHERE event_id IN (",
-            );
-            let mut sep = q.separated(", ");
-            for e in events {
-                sep.push_bind(e.event_id);
-            }
-            q.push(")");
-            q.build_query_as().fetch_all(&mut *c).await?
+            crate::database::ids_in("SELECT event_id, stream_id, stream_version FROM events WHERE event_id IN", ids)
+                .build_query_as()
+                .fetch_all(&mut *c)
+                .await?
         });
         if found.is_empty() {
             return Ok(None);
