@@ -6,13 +6,16 @@
 //! racing it is settled by the invitation stream's version: exactly one of
 //! the two commits. The accept path refuses lapsed links by itself anyway.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use admit_api::Admit;
 use admit_domain::ids::InvitationId;
 use admit_domain::invitation::InvitationEvent;
 use admit_domain::Event;
-use admit_ledger::{on_db, on_db_write};
+use admit_ledger::database::ids_in;
+use admit_ledger::{on_db, on_db_write, on_tx, Conn, Tx};
+use sqlx::QueryBuilder;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -96,50 +99,28 @@ impl Expiry {
         self.expire_due().await
     }
 
+    /// Takes in every event available now, a batch at a time: each batch's
+    /// deadline changes are folded per invitation ([`fold`]) and written
+    /// in one transaction of at most three statements, so an invitation
+    /// costs no commit of its own (an autocommitted statement per event
+    /// was one more commit per invitation than the command's).
     async fn ingest(&self) -> Result<()> {
         loop {
             let batch = self.feed.poll(500).await?;
             if batch.is_empty() {
                 return Ok(());
             }
-            for env in &batch {
-                if let Event::Invitation(id, e) = &env.event {
-                    match e {
-                        // A new deadline counts as a new link for the reminder.
-                        InvitationEvent::InvitationSent { expires_at, .. }
-                        | InvitationEvent::InvitationUpdated { expires_at, .. }
-                        | InvitationEvent::InvitationResent { expires_at, .. } => {
-                            self.keep(id.0, *expires_at, env.recorded_at).await?
-                        }
-                        InvitationEvent::InvitationReminded { .. } => self.reminded(id.0).await?,
-                        InvitationEvent::InvitationAccepted { .. }
-                        | InvitationEvent::InvitationDeclined {}
-                        | InvitationEvent::InvitationExpired {}
-                        | InvitationEvent::InvitationRevoked { .. } => self.forget(id.0).await?,
-                        InvitationEvent::InvitationDeliveryRecorded { .. } => {}
-                    }
-                }
+            let fates = fold(&batch, self.config.reminders);
+            if !fates.is_empty() {
+                let mut tx = self.admit.db.begin().await?;
+                write(&mut tx, &fates).await?;
+                tx.commit().await?;
             }
             self.feed.commit().await?;
         }
     }
 
-    /// Stores a link's deadline and its reminder time.
-    async fn keep(&self, id: Uuid, expires_at: DateTime<Utc>, issued: DateTime<Utc>) -> Result<()> {
-        let remind_at = self.config.reminders.and_then(|r| r.remind_at(issued, expires_at));
-        on_db_write!(&self.admit.db, p => sqlx::query(
-            "INSERT INTO expiry_deadlines (invitation_id, expires_at, remind_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (invitation_id) DO UPDATE SET expires_at = excluded.expires_at, remind_at = excluded.remind_at",
-        )
-        .bind(id)
-        .bind(expires_at)
-        .bind(remind_at)
-        .execute(p)
-        .await
-        .map(|_| ())?);
-        Ok(())
-    }
-
+    /// Clears a link's reminder time once its reminder was recorded.
     async fn reminded(&self, id: Uuid) -> Result<()> {
         on_db_write!(&self.admit.db, p => sqlx::query("UPDATE expiry_deadlines SET remind_at = NULL WHERE invitation_id = $1")
             .bind(id)
@@ -149,6 +130,7 @@ impl Expiry {
         Ok(())
     }
 
+    /// Drops a link's deadline once it is settled.
     async fn forget(&self, id: Uuid) -> Result<()> {
         on_db_write!(&self.admit.db, p => sqlx::query("DELETE FROM expiry_deadlines WHERE invitation_id = $1")
             .bind(id)
@@ -187,5 +169,155 @@ impl Expiry {
             self.forget(id).await?;
         }
         Ok(expired)
+    }
+}
+
+/// What a batch of events leaves of one invitation's row in
+/// `expiry_deadlines`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// The row is (re)written with this deadline and reminder time.
+    Keep { expires_at: DateTime<Utc>, remind_at: Option<DateTime<Utc>> },
+    /// The reminder was sent: a stored row keeps its deadline only.
+    Reminded,
+    /// The invitation is settled: no row.
+    Forget,
+}
+
+/// The batch's effect on `expiry_deadlines`, one fate per invitation, as
+/// applying its events one by one would leave the table: a later event of
+/// an invitation overrides an earlier one, and a reminder clears the
+/// reminder time of a deadline kept earlier in the batch.
+fn fold(batch: &[admit_projections::Envelope], reminders: Option<ReminderPolicy>) -> BTreeMap<Uuid, Fate> {
+    let mut fates = BTreeMap::new();
+    for env in batch {
+        let Event::Invitation(id, e) = &env.event else { continue };
+        let fate = match e {
+            InvitationEvent::InvitationSent { expires_at, .. }
+            | InvitationEvent::InvitationUpdated { expires_at, .. }
+            | InvitationEvent::InvitationResent { expires_at, .. } => Fate::Keep {
+                expires_at: *expires_at,
+                remind_at: reminders.and_then(|r| r.remind_at(env.recorded_at, *expires_at)),
+            },
+            InvitationEvent::InvitationReminded { .. } => match fates.get(&id.0) {
+                Some(Fate::Keep { expires_at, .. }) => Fate::Keep { expires_at: *expires_at, remind_at: None },
+                Some(Fate::Forget) => Fate::Forget,
+                _ => Fate::Reminded,
+            },
+            InvitationEvent::InvitationAccepted { .. }
+            | InvitationEvent::InvitationDeclined {}
+            | InvitationEvent::InvitationExpired {}
+            | InvitationEvent::InvitationRevoked { .. } => Fate::Forget,
+            InvitationEvent::InvitationDeliveryRecorded { .. } => continue,
+        };
+        fates.insert(id.0, fate);
+    }
+    fates
+}
+
+/// Writes `fates` in `tx`: one upsert of the kept rows, one update of the
+/// reminded ones, one delete of the settled ones (each invitation is in
+/// one of them, so their order does not matter). A batch holds at most 500
+/// events, so the upsert binds at most 1,500 values, within SQLite's bound.
+/// The statements' lengths vary, so they are not kept prepared.
+async fn write(tx: &mut Tx, fates: &BTreeMap<Uuid, Fate>) -> Result<()> {
+    let kept: Vec<(Uuid, DateTime<Utc>, Option<DateTime<Utc>>)> = fates
+        .iter()
+        .filter_map(|(id, f)| match f {
+            Fate::Keep { expires_at, remind_at } => Some((*id, *expires_at, *remind_at)),
+            _ => None,
+        })
+        .collect();
+    let only = |wanted: Fate| fates.iter().filter(move |(_, f)| **f == wanted).map(|(id, _)| *id).collect::<Vec<Uuid>>();
+    let (reminded, settled) = (only(Fate::Reminded), only(Fate::Forget));
+    if !kept.is_empty() {
+        on_tx!(tx, c => {
+            let mut b = QueryBuilder::new("INSERT INTO expiry_deadlines (invitation_id, expires_at, remind_at) ");
+            b.push_values(&kept, |mut row, (id, expires_at, remind_at)| {
+                row.push_bind(*id).push_bind(*expires_at).push_bind(*remind_at);
+            });
+            b.push(" ON CONFLICT (invitation_id) DO UPDATE SET expires_at = excluded.expires_at, remind_at = excluded.remind_at");
+            b.build().persistent(false).execute(&mut *c).await.map(|_| ())?
+        });
+    }
+    for (statement, ids) in [("UPDATE expiry_deadlines SET remind_at = NULL WHERE invitation_id", reminded), ("DELETE FROM expiry_deadlines WHERE invitation_id", settled)] {
+        if ids.is_empty() {
+            continue;
+        }
+        match &mut tx.conn {
+            Conn::Postgres(t) => sqlx::query(&format!("{statement} = ANY($1)")).bind(&ids).execute(&mut **t).await.map(|_| ())?,
+            Conn::Sqlite(t) => ids_in(&format!("{statement} IN"), ids).build().persistent(false).execute(&mut **t).await.map(|_| ())?,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The fold of a batch, given events, then the fates it leaves.
+    use super::*;
+    use admit_domain::access::Access;
+    use admit_domain::ids::Actor;
+    use admit_domain::invitation::DeliveryState;
+    use admit_projections::Envelope;
+
+    fn at(hours: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap() + chrono::Duration::hours(hours)
+    }
+
+    fn on(id: u128, event: InvitationEvent) -> Envelope {
+        Envelope {
+            event_id: Uuid::nil(),
+            stream_version: 1,
+            recorded_at: at(0),
+            actor: None,
+            event: Event::Invitation(InvitationId(Uuid::from_u128(id)), event),
+        }
+    }
+
+    fn updated(expires_in_hours: i64) -> InvitationEvent {
+        InvitationEvent::InvitationUpdated { access: Access::default(), expires_at: at(expires_in_hours), updated_by: Actor::System }
+    }
+
+    fn fates(batch: &[Envelope]) -> Vec<(u128, Fate)> {
+        let policy = ReminderPolicy::default();
+        fold(batch, Some(policy)).into_iter().map(|(id, f)| (id.as_u128(), f)).collect()
+    }
+
+    #[test]
+    fn a_later_event_of_an_invitation_overrides_an_earlier_one() {
+        let batch = [
+            on(1, updated(72)),
+            on(2, updated(72)),
+            on(1, updated(24)),
+            on(2, InvitationEvent::InvitationExpired {}),
+            on(3, InvitationEvent::InvitationDeliveryRecorded { state: DeliveryState::Delivered, detail: None }),
+        ];
+        assert_eq!(
+            fates(&batch),
+            [(1, Fate::Keep { expires_at: at(24), remind_at: None }), (2, Fate::Forget)],
+            "invitation 1 keeps its last deadline (24 h: too short for a reminder), 2 is settled, 3 has no deadline change"
+        );
+    }
+
+    #[test]
+    fn a_reminder_clears_the_reminder_time_kept_earlier_in_the_batch() {
+        let batch = [
+            on(1, updated(72)),
+            on(1, InvitationEvent::InvitationReminded { expires_at: at(72) }),
+            on(2, InvitationEvent::InvitationReminded { expires_at: at(72) }),
+            on(3, InvitationEvent::InvitationDeclined {}),
+            on(3, InvitationEvent::InvitationReminded { expires_at: at(72) }),
+            on(4, updated(72)),
+        ];
+        assert_eq!(
+            fates(&batch),
+            [
+                (1, Fate::Keep { expires_at: at(72), remind_at: None }),
+                (2, Fate::Reminded),
+                (3, Fate::Forget),
+                (4, Fate::Keep { expires_at: at(72), remind_at: Some(at(48)) }),
+            ]
+        );
     }
 }
