@@ -23,13 +23,14 @@ use std::time::Duration;
 
 use admit_api::Admit;
 use admit_domain::access::Permission;
-use admit_domain::account::{AccountEvent, MemberStatus};
+use admit_domain::account::{Account, AccountEvent, MemberStatus};
 use admit_domain::ids::{AccountId, Actor, InvitationId, UserId};
 use admit_domain::invitation::{DeliveryState, Invitation, InvitationEvent, InvitationStatus};
 use admit_domain::template::{MailKind, MailTemplate};
 use admit_domain::token::InvitationToken;
 use admit_domain::user::UserEvent;
 use admit_domain::Event;
+use admit_ledger::database::ids_in;
 use admit_ledger::{on_db, on_db_write, on_tx, Database};
 use admit_projections::Envelope;
 use chrono::Utc;
@@ -112,6 +113,18 @@ struct Finished {
 /// Told once the outcome of an email is committed.
 type Ack = tokio::sync::oneshot::Sender<()>;
 
+/// What a batch's invitation emails are made from, read together once
+/// per batch rather than once per email: the invitations as they stand
+/// now, their accounts, and the names of the users who invited. A batch of
+/// one account's invitations reads its account and its inviters once.
+#[derive(Default)]
+struct Sources {
+    invitations: HashMap<InvitationId, Invitation>,
+    accounts: HashMap<AccountId, Account>,
+    /// Inviters of `invitations` that have a name.
+    inviter_names: HashMap<UserId, String>,
+}
+
 /// Events one run takes from the feed. A run's emails go out side by side
 /// and the next run starts when the last is recorded, so each run ends on
 /// a tail where few slots are busy; with 200 events (about 66 invitations
@@ -157,8 +170,8 @@ impl Mailer {
         use futures::{StreamExt, TryStreamExt};
         let at_once = self.config.at_once.max(1);
         let batch = self.feed.poll(BATCH).await?;
-        let invitations = self.invitations_to_mail(&batch).await?;
-        let preparing: Vec<_> = batch.iter().map(|env| self.outgoing(env, &invitations)).collect();
+        let sources = self.sources(&batch).await?;
+        let preparing: Vec<_> = batch.iter().map(|env| self.outgoing(env, &sources)).collect();
         let prepared: Vec<Vec<Outgoing>> = futures::stream::iter(preparing).buffered(at_once).try_collect().await?;
         let mut queues: BTreeMap<String, Vec<Outgoing>> = BTreeMap::new();
         for out in self.claim(prepared.into_iter().flatten().collect()).await? {
@@ -213,9 +226,9 @@ impl Mailer {
         Ok(batch.len())
     }
 
-    /// The invitations whose emails `batch` asks for, as they stand now,
-    /// read together (see [`Admit::invitation_snapshots`]).
-    async fn invitations_to_mail(&self, batch: &[Envelope]) -> Result<HashMap<InvitationId, Invitation>> {
+    /// What the batch's invitation emails are made from, read once per
+    /// batch (see [`Sources`]).
+    async fn sources(&self, batch: &[Envelope]) -> Result<Sources> {
         let ids: Vec<InvitationId> = batch
             .iter()
             .filter_map(|env| match &env.event {
@@ -229,13 +242,39 @@ impl Mailer {
             })
             .collect();
         if ids.is_empty() {
-            return Ok(HashMap::new());
+            return Ok(Sources::default());
         }
-        Ok(self.admit.invitation_snapshots(&ids).await?)
+        let invitations = self.admit.invitation_snapshots(&ids).await?;
+        let mut accounts = HashMap::new();
+        for account_id in invitations.values().map(|inv| inv.account_id).collect::<HashSet<_>>() {
+            accounts.insert(account_id, self.admit.account_snapshot(account_id).await?);
+        }
+        let inviters: HashSet<Uuid> = invitations.values().filter_map(|inv| inv.invited_by.user()).map(|u| u.0).collect();
+        let inviter_names = self.user_names(inviters).await?;
+        Ok(Sources { invitations, accounts, inviter_names })
     }
 
-    async fn outgoing(&self, env: &Envelope, invitations: &HashMap<InvitationId, Invitation>) -> Result<Vec<Outgoing>> {
-        let mail = |id: &InvitationId, kind, copy_to| self.invitation_mail(env.event_id, *id, invitations.get(id), kind, copy_to);
+    /// The names of `users` (one statement); a user without a row or a
+    /// name is missing.
+    async fn user_names(&self, users: HashSet<Uuid>) -> Result<HashMap<UserId, String>> {
+        if users.is_empty() {
+            return Ok(HashMap::new());
+        }
+        const SELECT: &str = "SELECT user_id, name FROM users WHERE name IS NOT NULL AND user_id";
+        let rows: Vec<(Uuid, String)> = match &self.admit.db {
+            Database::Postgres(p) => {
+                let users: Vec<Uuid> = users.into_iter().collect();
+                sqlx::query_as(&format!("{SELECT} = ANY($1)")).bind(&users).fetch_all(p).await?
+            }
+            Database::Sqlite { reader, .. } => {
+                ids_in(&format!("{SELECT} IN"), users).build_query_as().persistent(false).fetch_all(reader).await?
+            }
+        };
+        Ok(rows.into_iter().map(|(id, name)| (UserId(id), name)).collect())
+    }
+
+    async fn outgoing(&self, env: &Envelope, sources: &Sources) -> Result<Vec<Outgoing>> {
+        let mail = |id: &InvitationId, kind, copy_to| self.invitation_mail(env.event_id, *id, sources, kind, copy_to);
         Ok(match &env.event {
             Event::Invitation(id, InvitationEvent::InvitationSent { .. }) => mail(id, MailKind::Invitation, None).await?,
             Event::Invitation(id, InvitationEvent::InvitationResent { resent_by, send_copy_to_me, .. }) => {
@@ -343,16 +382,16 @@ impl Mailer {
     /// The invitation (or reminder) email for the invitation's current
     /// link, in the account's own template when it has one; nothing when
     /// the invitation is no longer pending (the link would not work).
-    /// `read` is the invitation as the batch read it (read here when missing).
+    /// `sources` holds what the batch read (what it lacks is read here).
     async fn invitation_mail(
         &self,
         event_id: Uuid,
         id: InvitationId,
-        read: Option<&Invitation>,
+        sources: &Sources,
         kind: MailKind,
         copy_to: Option<UserId>,
     ) -> Result<Vec<Outgoing>> {
-        let inv = match read {
+        let inv = match sources.invitations.get(&id) {
             Some(inv) => inv.clone(),
             None => self.admit.invitation_snapshot(id).await?,
         };
@@ -362,8 +401,12 @@ impl Mailer {
         if inv.status != InvitationStatus::Pending {
             return Ok(vec![]);
         }
-        let account = self.admit.account_snapshot(inv.account_id).await?;
+        let account = match sources.accounts.get(&inv.account_id) {
+            Some(account) => account.clone(),
+            None => self.admit.account_snapshot(inv.account_id).await?,
+        };
         let inviter = match inv.invited_by {
+            Actor::User(u) if sources.invitations.contains_key(&id) => sources.inviter_names.get(&u).cloned(),
             Actor::User(u) => self.user_name_and_email(u).await?.0,
             _ => None,
         }
@@ -458,7 +501,7 @@ impl Mailer {
                     .await?
             }
             Database::Sqlite { reader, .. } => {
-                admit_ledger::database::ids_in("SELECT event_id, kind, status FROM mail_sends WHERE event_id IN", events)
+                ids_in("SELECT event_id, kind, status FROM mail_sends WHERE event_id IN", events)
                     .build_query_as()
                     .fetch_all(reader)
                     .await?
