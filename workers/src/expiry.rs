@@ -15,8 +15,8 @@ use admit_domain::invitation::InvitationEvent;
 use admit_domain::Event;
 use admit_ledger::database::ids_in;
 use admit_ledger::{on_db, on_db_write, on_tx, Conn, Tx};
-use sqlx::QueryBuilder;
 use chrono::{DateTime, Utc};
+use sqlx::QueryBuilder;
 use uuid::Uuid;
 
 use crate::feed::Feed;
@@ -142,8 +142,10 @@ impl Expiry {
 
     /// Invitations whose `column` (`remind_at` or `expires_at`) has passed.
     async fn due(&self, column: &str) -> Result<Vec<Uuid>> {
-        let sql = format!("SELECT invitation_id FROM expiry_deadlines WHERE {column} <= $1 ORDER BY {column} LIMIT 1000");
-        let due: Vec<(Uuid,)> = on_db!(&self.admit.db, p => sqlx::query_as(&sql).bind(self.admit.now()).fetch_all(p).await?);
+        let sql =
+            format!("SELECT invitation_id FROM expiry_deadlines WHERE {column} <= $1 ORDER BY {column} LIMIT 1000");
+        let due: Vec<(Uuid,)> =
+            on_db!(&self.admit.db, p => sqlx::query_as(&sql).bind(self.admit.now()).fetch_all(p).await?);
         Ok(due.into_iter().map(|(id,)| id).collect())
     }
 
@@ -228,7 +230,8 @@ async fn write(tx: &mut Tx, fates: &BTreeMap<Uuid, Fate>) -> Result<()> {
             _ => None,
         })
         .collect();
-    let only = |wanted: Fate| fates.iter().filter(move |(_, f)| **f == wanted).map(|(id, _)| *id).collect::<Vec<Uuid>>();
+    let only =
+        |wanted: Fate| fates.iter().filter(move |(_, f)| **f == wanted).map(|(id, _)| *id).collect::<Vec<Uuid>>();
     let (reminded, settled) = (only(Fate::Reminded), only(Fate::Forget));
     if !kept.is_empty() {
         on_tx!(tx, c => {
@@ -240,13 +243,20 @@ async fn write(tx: &mut Tx, fates: &BTreeMap<Uuid, Fate>) -> Result<()> {
             b.build().persistent(false).execute(&mut *c).await.map(|_| ())?
         });
     }
-    for (statement, ids) in [("UPDATE expiry_deadlines SET remind_at = NULL WHERE invitation_id", reminded), ("DELETE FROM expiry_deadlines WHERE invitation_id", settled)] {
+    for (statement, ids) in [
+        ("UPDATE expiry_deadlines SET remind_at = NULL WHERE invitation_id", reminded),
+        ("DELETE FROM expiry_deadlines WHERE invitation_id", settled),
+    ] {
         if ids.is_empty() {
             continue;
         }
         match &mut tx.conn {
-            Conn::Postgres(t) => sqlx::query(&format!("{statement} = ANY($1)")).bind(&ids).execute(&mut **t).await.map(|_| ())?,
-            Conn::Sqlite(t) => ids_in(&format!("{statement} IN"), ids).build().persistent(false).execute(&mut **t).await.map(|_| ())?,
+            Conn::Postgres(t) => {
+                sqlx::query(&format!("{statement} = ANY($1)")).bind(&ids).execute(&mut **t).await.map(|_| ())?
+            }
+            Conn::Sqlite(t) => {
+                ids_in(&format!("{statement} IN"), ids).build().persistent(false).execute(&mut **t).await.map(|_| ())?
+            }
         }
     }
     Ok(())
@@ -276,7 +286,11 @@ mod tests {
     }
 
     fn updated(expires_in_hours: i64) -> InvitationEvent {
-        InvitationEvent::InvitationUpdated { access: Access::default(), expires_at: at(expires_in_hours), updated_by: Actor::System }
+        InvitationEvent::InvitationUpdated {
+            access: Access::default(),
+            expires_at: at(expires_in_hours),
+            updated_by: Actor::System,
+        }
     }
 
     fn fates(batch: &[Envelope]) -> Vec<(u128, Fate)> {

@@ -192,7 +192,8 @@ impl Mailer {
                     for out in queue {
                         let outcome = self.send(&out).await?;
                         let (ack, acked) = tokio::sync::oneshot::channel();
-                        let finished = Finished { event_id: out.event_id, kind: out.kind, invitation: out.invitation, outcome };
+                        let finished =
+                            Finished { event_id: out.event_id, kind: out.kind, invitation: out.invitation, outcome };
                         if done.send((finished, ack)).is_err() || acked.await.is_err() {
                             // The recorder stopped on an error, which the batch reports.
                             return Ok(());
@@ -249,7 +250,8 @@ impl Mailer {
         for account_id in invitations.values().map(|inv| inv.account_id).collect::<HashSet<_>>() {
             accounts.insert(account_id, self.admit.account_snapshot(account_id).await?);
         }
-        let inviters: HashSet<Uuid> = invitations.values().filter_map(|inv| inv.invited_by.user()).map(|u| u.0).collect();
+        let inviters: HashSet<Uuid> =
+            invitations.values().filter_map(|inv| inv.invited_by.user()).map(|u| u.0).collect();
         let inviter_names = self.user_names(inviters).await?;
         Ok(Sources { invitations, accounts, inviter_names })
     }
@@ -276,12 +278,16 @@ impl Mailer {
     async fn outgoing(&self, env: &Envelope, sources: &Sources) -> Result<Vec<Outgoing>> {
         let mail = |id: &InvitationId, kind, copy_to| self.invitation_mail(env.event_id, *id, sources, kind, copy_to);
         Ok(match &env.event {
-            Event::Invitation(id, InvitationEvent::InvitationSent { .. }) => mail(id, MailKind::Invitation, None).await?,
+            Event::Invitation(id, InvitationEvent::InvitationSent { .. }) => {
+                mail(id, MailKind::Invitation, None).await?
+            }
             Event::Invitation(id, InvitationEvent::InvitationResent { resent_by, send_copy_to_me, .. }) => {
                 let copy_to = if *send_copy_to_me { resent_by.user() } else { None };
                 mail(id, MailKind::Invitation, copy_to).await?
             }
-            Event::Invitation(id, InvitationEvent::InvitationReminded { .. }) => mail(id, MailKind::Reminder, None).await?,
+            Event::Invitation(id, InvitationEvent::InvitationReminded { .. }) => {
+                mail(id, MailKind::Reminder, None).await?
+            }
             Event::User(_, UserEvent::UserRegistered { personal, .. }) => match personal.email() {
                 Some(email) => vec![Outgoing {
                     event_id: env.event_id,
@@ -483,7 +489,8 @@ impl Mailer {
     /// `sent` or `failed` is never sent again.
     async fn claim(&self, outgoing: Vec<Outgoing>) -> Result<Vec<Outgoing>> {
         let mut seen = HashSet::new();
-        let outgoing: Vec<Outgoing> = outgoing.into_iter().filter(|o| seen.insert((o.event_id, o.kind.clone()))).collect();
+        let outgoing: Vec<Outgoing> =
+            outgoing.into_iter().filter(|o| seen.insert((o.event_id, o.kind.clone()))).collect();
         if outgoing.is_empty() {
             return Ok(outgoing);
         }
