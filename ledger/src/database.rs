@@ -333,6 +333,23 @@ impl Tx {
         Ok(())
     }
 
+    /// Runs `statement`, which ends in `WHERE <id column>`, for the rows
+    /// whose id is in `ids`: `= ANY($1)` with one array on PostgreSQL (one
+    /// prepared statement whatever the list's length), [`ids_in`] on SQLite
+    /// (not kept prepared: its length varies). The workers' batched updates
+    /// and deletes go through here.
+    pub async fn execute_for_ids(&mut self, statement: &str, ids: Vec<uuid::Uuid>) -> Result<()> {
+        match &mut self.conn {
+            Conn::Postgres(t) => {
+                sqlx::query(&format!("{statement} = ANY($1)")).bind(ids).execute(&mut **t).await?;
+            }
+            Conn::Sqlite(t) => {
+                ids_in(&format!("{statement} IN"), ids).build().persistent(false).execute(&mut **t).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Discards every write of the transaction.
     pub async fn rollback(self) -> Result<()> {
         match self.conn {

@@ -210,10 +210,7 @@ async fn count(tx: &mut Tx, steps: &[Step<'_>]) -> Result<()> {
             continue;
         }
         let set = format!("UPDATE analytics_invitations SET {0} = 1 WHERE {0} = 0 AND invitation_id", column.name());
-        match &mut tx.conn {
-            Conn::Postgres(t) => sqlx::query(&format!("{set} = ANY($1)")).bind(&ids).execute(&mut **t).await.map(|_| ())?,
-            Conn::Sqlite(t) => ids_in(&format!("{set} IN"), ids).build().persistent(false).execute(&mut **t).await.map(|_| ())?,
-        }
+        tx.execute_for_ids(&set, ids).await?;
     }
     if !accepted.is_empty() {
         on_tx!(tx, c => {

@@ -13,8 +13,7 @@ use admit_api::Admit;
 use admit_domain::ids::InvitationId;
 use admit_domain::invitation::InvitationEvent;
 use admit_domain::Event;
-use admit_ledger::database::ids_in;
-use admit_ledger::{on_db, on_db_write, on_tx, Conn, Tx};
+use admit_ledger::{on_db, on_db_write, on_tx, Tx};
 use chrono::{DateTime, Utc};
 use sqlx::QueryBuilder;
 use uuid::Uuid;
@@ -122,21 +121,19 @@ impl Expiry {
 
     /// Clears a link's reminder time once its reminder was recorded.
     async fn reminded(&self, id: Uuid) -> Result<()> {
-        on_db_write!(&self.admit.db, p => sqlx::query("UPDATE expiry_deadlines SET remind_at = NULL WHERE invitation_id = $1")
-            .bind(id)
-            .execute(p)
-            .await
-            .map(|_| ())?);
-        Ok(())
+        self.for_one(CLEAR_REMINDER, id).await
     }
 
     /// Drops a link's deadline once it is settled.
     async fn forget(&self, id: Uuid) -> Result<()> {
-        on_db_write!(&self.admit.db, p => sqlx::query("DELETE FROM expiry_deadlines WHERE invitation_id = $1")
-            .bind(id)
-            .execute(p)
-            .await
-            .map(|_| ())?);
+        self.for_one(DROP_DEADLINE, id).await
+    }
+
+    /// Runs `statement` (one of [`CLEAR_REMINDER`], [`DROP_DEADLINE`]) for
+    /// one invitation, on its own.
+    async fn for_one(&self, statement: &str, id: Uuid) -> Result<()> {
+        let sql = format!("{statement} = $1");
+        on_db_write!(&self.admit.db, p => sqlx::query(&sql).bind(id).execute(p).await.map(|_| ())?);
         Ok(())
     }
 
@@ -173,6 +170,13 @@ impl Expiry {
         Ok(expired)
     }
 }
+
+/// Clears the reminder time of the invitations the statement is completed
+/// with (`= $1`, `= ANY($1)` or `IN (...)`).
+const CLEAR_REMINDER: &str = "UPDATE expiry_deadlines SET remind_at = NULL WHERE invitation_id";
+
+/// Drops the deadlines of the invitations the statement is completed with.
+const DROP_DEADLINE: &str = "DELETE FROM expiry_deadlines WHERE invitation_id";
 
 /// What a batch of events leaves of one invitation's row in
 /// `expiry_deadlines`.
@@ -243,21 +247,11 @@ async fn write(tx: &mut Tx, fates: &BTreeMap<Uuid, Fate>) -> Result<()> {
             b.build().persistent(false).execute(&mut *c).await.map(|_| ())?
         });
     }
-    for (statement, ids) in [
-        ("UPDATE expiry_deadlines SET remind_at = NULL WHERE invitation_id", reminded),
-        ("DELETE FROM expiry_deadlines WHERE invitation_id", settled),
-    ] {
+    for (statement, ids) in [(CLEAR_REMINDER, reminded), (DROP_DEADLINE, settled)] {
         if ids.is_empty() {
             continue;
         }
-        match &mut tx.conn {
-            Conn::Postgres(t) => {
-                sqlx::query(&format!("{statement} = ANY($1)")).bind(&ids).execute(&mut **t).await.map(|_| ())?
-            }
-            Conn::Sqlite(t) => {
-                ids_in(&format!("{statement} IN"), ids).build().persistent(false).execute(&mut **t).await.map(|_| ())?
-            }
-        }
+        tx.execute_for_ids(statement, ids).await?;
     }
     Ok(())
 }
