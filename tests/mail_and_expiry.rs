@@ -487,10 +487,12 @@ async fn the_funnel_of_a_scripted_day_matches_the_counts_by_hand() {
         assert_eq!(funnel["total"], expected, "{url}: {funnel}");
         assert_eq!(funnel["days"].as_array().unwrap().len(), 1, "{url}");
         assert_eq!(funnel["days"][0]["day"], d, "{url}");
-        // A redelivery of everything (a fresh analytics worker over the same
-        // checkpoint table would resume; forcing a replay of the feed from the
-        // start counts nothing twice).
+        // A redelivery of everything: a fresh analytics worker resumes from
+        // the checkpoint table, so with its row deleted it reads the feed
+        // from the start, and counts nothing twice.
         admit_ledger::on_db_write!(&app.admit.db, p => sqlx::query("DELETE FROM worker_checkpoints WHERE worker = 'analytics'").execute(p).await.map(|_| ()).unwrap());
+        let analytics = admit_workers::analytics::Analytics::new(app.admit.db.clone(), Duration::from_millis(50));
+        assert!(analytics.run_once().await.unwrap() > 0, "{url}: the fresh worker reads the feed from the start");
         while analytics.run_once().await.unwrap() > 0 {}
         let again = app.get(&funnel_path, Some(&owner)).await;
         assert_eq!(again.body["total"], expected, "{url}: redelivered events count once");

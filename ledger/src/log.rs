@@ -175,10 +175,8 @@ impl TryFrom<EventRow> for RecordedEvent {
     fn try_from(row: EventRow) -> Result<RecordedEvent> {
         let metadata = serde_json::from_str(&row.metadata)
             .map_err(|e| LedgerError::Corrupt(format!("metadata of event {}: {e}", row.event_id)))?;
-        let transaction_id = row
-            .transaction_id
-            .parse()
-            .map_err(|e| LedgerError::Corrupt(format!("transaction id: {e}")))?;
+        let transaction_id =
+            row.transaction_id.parse().map_err(|e| LedgerError::Corrupt(format!("transaction id: {e}")))?;
         Ok(RecordedEvent {
             position: row.position,
             transaction_id,
@@ -328,12 +326,8 @@ impl Tx {
     /// transaction (sees its own uncommitted appends).
     pub async fn read_stream(&mut self, stream: &str) -> Result<Vec<RecordedEvent>> {
         let is_pg = matches!(self.conn, Conn::Postgres(_));
-        let sql = format!(
-            "SELECT {} FROM events WHERE stream_id = $1 ORDER BY stream_version",
-            columns(is_pg)
-        );
-        let rows: Vec<EventRow> =
-            on_tx!(self, c => sqlx::query_as(&sql).bind(stream).fetch_all(&mut *c).await?);
+        let sql = format!("SELECT {} FROM events WHERE stream_id = $1 ORDER BY stream_version", columns(is_pg));
+        let rows: Vec<EventRow> = on_tx!(self, c => sqlx::query_as(&sql).bind(stream).fetch_all(&mut *c).await?);
         rows.into_iter().map(RecordedEvent::try_from).collect()
     }
 
@@ -355,6 +349,13 @@ impl Tx {
         if events.is_empty() {
             let version = self.stream_version(stream, false).await?.unwrap_or(0);
             return Ok(AppendOutcome { version, already_appended: false });
+        }
+        let recorded_at = storable_time(recorded_at);
+        let metadata_text = metadata_text(metadata)?;
+        if expected == ExpectedVersion::Exact(0) {
+            if let Some(outcome) = self.open_stream(stream, events, &metadata_text, recorded_at).await? {
+                return Ok(outcome);
+            }
         }
         let head = self.stream_head(stream, true).await?;
         let (current, previous_hash) = head.clone().unwrap_or((0, GENESIS.to_vec()));
@@ -379,24 +380,43 @@ impl Tx {
             }
         }
 
-        let recorded_at = storable_time(recorded_at);
-        let metadata_text = metadata_text(metadata)?;
         let (rows, previous) = chain_rows(stream, current, previous_hash, events, &metadata_text, recorded_at);
         let new_version = current + events.len() as i64;
 
         let moved = self.move_head(stream, head.map(|(v, _)| v), new_version, &previous).await?;
         if !moved {
             let actual = self.stream_version(stream, false).await?.unwrap_or(0);
-            return Err(LedgerError::Conflict {
-                stream: stream.to_string(),
-                expected: expected.to_string(),
-                actual,
-            });
+            return Err(LedgerError::Conflict { stream: stream.to_string(), expected: expected.to_string(), actual });
         }
 
         let rows: Vec<_> = rows.into_iter().map(|(version, event, hash)| (stream, version, event, hash)).collect();
         self.insert_events(&rows, &metadata_text, recorded_at, &expected.to_string()).await?;
         Ok(AppendOutcome { version: new_version, already_appended: false })
+    }
+
+    /// An append that must open `stream` (every new invitation, account and
+    /// user) claims the stream's head with its insert instead of first
+    /// looking for it: one statement fewer while the command holds its
+    /// locks. A stream that has no head holds no events, so there is no
+    /// retry to recognise and no earlier writer to order after. None when
+    /// the head exists (or a transaction in flight just made it, which the
+    /// insert waited for): the caller then takes the general path, which
+    /// recognises a retry or reports the conflict.
+    async fn open_stream(
+        &mut self,
+        stream: &str,
+        events: &[NewEvent],
+        metadata_text: &str,
+        recorded_at: DateTime<Utc>,
+    ) -> Result<Option<AppendOutcome>> {
+        let (rows, last_hash) = chain_rows(stream, 0, GENESIS.to_vec(), events, metadata_text, recorded_at);
+        let version = events.len() as i64;
+        if !self.move_head(stream, None, version, &last_hash).await? {
+            return Ok(None);
+        }
+        let rows: Vec<_> = rows.into_iter().map(|(version, event, hash)| (stream, version, event, hash)).collect();
+        self.insert_events(&rows, metadata_text, recorded_at, &ExpectedVersion::Exact(0).to_string()).await?;
+        Ok(Some(AppendOutcome { version, already_appended: false }))
     }
 
     /// Inserts chained events (stream, version, event, hash) with one
@@ -517,9 +537,7 @@ impl Tx {
                     .await?
             }
             Conn::Sqlite(t) => {
-                let sql = format!(
-                    "SELECT {SQLITE_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
-                );
+                let sql = format!("SELECT {SQLITE_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2");
                 sqlx::query_as(&sql).bind(after.position).bind(limit).fetch_all(&mut **t).await?
             }
         };
@@ -555,12 +573,8 @@ impl Database {
     /// Reads every committed event of `stream` in version order.
     pub async fn read_stream(&self, stream: &str) -> Result<Vec<RecordedEvent>> {
         let is_pg = matches!(self, Database::Postgres(_));
-        let sql = format!(
-            "SELECT {} FROM events WHERE stream_id = $1 ORDER BY stream_version",
-            columns(is_pg)
-        );
-        let rows: Vec<EventRow> =
-            on_db!(self, p => sqlx::query_as(&sql).bind(stream).fetch_all(p).await?);
+        let sql = format!("SELECT {} FROM events WHERE stream_id = $1 ORDER BY stream_version", columns(is_pg));
+        let rows: Vec<EventRow> = on_db!(self, p => sqlx::query_as(&sql).bind(stream).fetch_all(p).await?);
         rows.into_iter().map(RecordedEvent::try_from).collect()
     }
 
@@ -579,7 +593,8 @@ impl Database {
                 sqlx::query_as(&sql).bind(streams).fetch_all(pool).await?
             }
             Database::Sqlite { reader, .. } => {
-                let mut q = sqlx::QueryBuilder::new(format!("SELECT {SQLITE_COLUMNS} FROM events WHERE stream_id IN ("));
+                let mut q =
+                    sqlx::QueryBuilder::new(format!("SELECT {SQLITE_COLUMNS} FROM events WHERE stream_id IN ("));
                 let mut list = q.separated(", ");
                 for s in streams {
                     list.push_bind(s);
@@ -616,7 +631,13 @@ impl Database {
         Ok(events)
     }
 
-    async fn read_all_columns(&self, after: GlobalCursor, limit: i64, pg: &str, sqlite: &str) -> Result<Vec<RecordedEvent>> {
+    async fn read_all_columns(
+        &self,
+        after: GlobalCursor,
+        limit: i64,
+        pg: &str,
+        sqlite: &str,
+    ) -> Result<Vec<RecordedEvent>> {
         let rows: Vec<EventRow> = match self {
             Database::Postgres(pool) => {
                 let sql = format!(
@@ -633,9 +654,7 @@ impl Database {
                     .await?
             }
             Database::Sqlite { reader, .. } => {
-                let sql = format!(
-                    "SELECT {sqlite} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
-                );
+                let sql = format!("SELECT {sqlite} FROM events WHERE position > $1 ORDER BY position LIMIT $2");
                 sqlx::query_as(&sql).bind(after.position).bind(limit).fetch_all(reader).await?
             }
         };
@@ -663,9 +682,7 @@ impl Database {
         match row {
             None => Ok(GlobalCursor::START),
             Some((tx, position)) => Ok(GlobalCursor {
-                transaction_id: tx
-                    .parse()
-                    .map_err(|e| LedgerError::Corrupt(format!("transaction id: {e}")))?,
+                transaction_id: tx.parse().map_err(|e| LedgerError::Corrupt(format!("transaction id: {e}")))?,
                 position,
             }),
         }

@@ -18,6 +18,39 @@ pub struct Reservation {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// What [`Tx::invitee_claims`] looks up for one invitation.
+#[derive(Debug, Clone, Copy)]
+pub struct InviteeLookup<'a> {
+    /// The invitee's key (their email's lookup hash).
+    pub key: &'a str,
+    /// (`kind`, `scope`) of the claim that makes them a user.
+    pub user: (&'a str, &'a str),
+    /// (`kind`, `scope`) of a pending invitation of theirs in the account;
+    /// the seat count counts this kind in this scope.
+    pub pending: (&'a str, &'a str),
+    /// Claims lapsed at this time hold no seat.
+    pub now: DateTime<Utc>,
+    /// The account, for the inviter's daily quota.
+    pub account: uuid::Uuid,
+    /// Who invites.
+    pub inviter: &'a str,
+    /// The start of the quota's window.
+    pub since: DateTime<Utc>,
+}
+
+/// What [`Tx::invitee_claims`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InviteeClaims {
+    /// The claim under [`InviteeLookup::user`]: the invitee is this user.
+    pub user: Option<Reservation>,
+    /// The claim under [`InviteeLookup::pending`]: their pending invitation.
+    pub pending: Option<Reservation>,
+    /// Unlapsed claims of the pending kind in the account's scope.
+    pub live_in_scope: i64,
+    /// Invitations the inviter sent in the account within the window.
+    pub sent_since: i64,
+}
+
 impl Tx {
     /// The current holder of (`kind`, `scope`, `key`), if any. On
     /// PostgreSQL the row stays locked until commit.
@@ -31,47 +64,18 @@ impl Tx {
             .bind(key)
             .fetch_optional(&mut **t)
             .await?,
-            Conn::Sqlite(t) => sqlx::query_as(
-                "SELECT holder, expires_at FROM reservations WHERE kind = $1 AND scope = $2 AND key = $3",
-            )
-            .bind(kind)
-            .bind(scope)
-            .bind(key)
-            .fetch_optional(&mut **t)
-            .await?,
+            Conn::Sqlite(t) => {
+                sqlx::query_as(
+                    "SELECT holder, expires_at FROM reservations WHERE kind = $1 AND scope = $2 AND key = $3",
+                )
+                .bind(kind)
+                .bind(scope)
+                .bind(key)
+                .fetch_optional(&mut **t)
+                .await?
+            }
         };
         Ok(row.map(|(holder, expires_at)| Reservation { holder, expires_at }))
-    }
-
-    /// [`Tx::reservation`] of one `key` under two (`kind`, `scope`) pairs in
-    /// one statement (an invitation looks up both the invitee's user and
-    /// their pending invitation in the account). On PostgreSQL both rows
-    /// stay locked until commit.
-    pub async fn reservation_pair(
-        &mut self,
-        key: &str,
-        first: (&str, &str),
-        second: (&str, &str),
-    ) -> Result<(Option<Reservation>, Option<Reservation>)> {
-        let lock = if matches!(self.conn, Conn::Postgres(_)) { " FOR UPDATE" } else { "" };
-        let sql = format!(
-            "SELECT kind, scope, holder, expires_at FROM reservations \
-             WHERE key = $1 AND ((kind = $2 AND scope = $3) OR (kind = $4 AND scope = $5)){lock}"
-        );
-        let rows: Vec<(String, String, String, Option<DateTime<Utc>>)> = on_tx!(self, c => sqlx::query_as(&sql)
-            .bind(key)
-            .bind(first.0)
-            .bind(first.1)
-            .bind(second.0)
-            .bind(second.1)
-            .fetch_all(&mut *c)
-            .await?);
-        let find = |(kind, scope): (&str, &str)| {
-            rows.iter()
-                .find(|(k, s, _, _)| k == kind && s == scope)
-                .map(|(_, _, holder, expires_at)| Reservation { holder: holder.clone(), expires_at: *expires_at })
-        };
-        Ok((find(first), find(second)))
     }
 
     /// Claims (`kind`, `scope`, `key`) for `holder`. Returns false when
@@ -156,31 +160,50 @@ impl Tx {
         Ok(n)
     }
 
-    /// [`Tx::count_live_reservations`] and [`Tx::sends_since`] in one
-    /// statement: an invitation is checked against both (the seat limit and
-    /// the inviter's daily quota), and each statement is a round trip.
-    pub async fn live_reservations_and_sends(
-        &mut self,
-        kind: &str,
-        scope: &str,
-        now: DateTime<Utc>,
-        account: uuid::Uuid,
-        inviter: &str,
-        since: DateTime<Utc>,
-    ) -> Result<(i64, i64)> {
-        let counts: (i64, i64) = on_tx!(self, c => sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM reservations WHERE kind = $1 AND scope = $2 AND (expires_at IS NULL OR expires_at > $3)), \
-                    (SELECT COUNT(*) FROM invitation_sends WHERE account_id = $4 AND inviter = $5 AND sent_at > $6)",
-        )
-        .bind(kind)
-        .bind(scope)
-        .bind(now)
-        .bind(account)
-        .bind(inviter)
-        .bind(since)
-        .fetch_one(&mut *c)
-        .await?);
-        Ok(counts)
+    /// Everything an invitation is checked against, in one statement (each
+    /// statement is a round trip, made while the command holds the
+    /// account's lock): the invitee's claims under `lookup.user` and
+    /// `lookup.pending` (on PostgreSQL both rows stay locked until commit),
+    /// the claims of `lookup.pending`'s kind and scope that have not lapsed
+    /// at `lookup.now` (the seat limit), and the invitations the inviter
+    /// sent in the account since `lookup.since` (the daily quota).
+    pub async fn invitee_claims(&mut self, lookup: &InviteeLookup<'_>) -> Result<InviteeClaims> {
+        let lock = if matches!(self.conn, Conn::Postgres(_)) { " FOR UPDATE" } else { "" };
+        let sql = format!(
+            "WITH held AS (SELECT kind, scope, holder, expires_at FROM reservations \
+                           WHERE key = $1 AND ((kind = $2 AND scope = $3) OR (kind = $4 AND scope = $5)){lock}) \
+             SELECT h.kind, h.scope, h.holder, h.expires_at, \
+                    (SELECT COUNT(*) FROM reservations \
+                     WHERE kind = $4 AND scope = $5 AND (expires_at IS NULL OR expires_at > $6)), \
+                    (SELECT COUNT(*) FROM invitation_sends WHERE account_id = $7 AND inviter = $8 AND sent_at > $9) \
+             FROM (SELECT 1 AS one) AS one LEFT JOIN held AS h ON 1 = 1"
+        );
+        type Row = (Option<String>, Option<String>, Option<String>, Option<DateTime<Utc>>, i64, i64);
+        let rows: Vec<Row> = on_tx!(self, c => sqlx::query_as(&sql)
+            .bind(lookup.key)
+            .bind(lookup.user.0)
+            .bind(lookup.user.1)
+            .bind(lookup.pending.0)
+            .bind(lookup.pending.1)
+            .bind(lookup.now)
+            .bind(lookup.account)
+            .bind(lookup.inviter)
+            .bind(lookup.since)
+            .fetch_all(&mut *c)
+            .await?);
+        let mut claims = InviteeClaims::default();
+        for (kind, scope, holder, expires_at, live, sent) in rows {
+            claims.live_in_scope = live;
+            claims.sent_since = sent;
+            let (Some(kind), Some(scope), Some(holder)) = (kind, scope, holder) else { continue };
+            let claim = Some(Reservation { holder, expires_at });
+            if (kind.as_str(), scope.as_str()) == lookup.user {
+                claims.user = claim;
+            } else if (kind.as_str(), scope.as_str()) == lookup.pending {
+                claims.pending = claim;
+            }
+        }
+        Ok(claims)
     }
 
     /// Records that `inviter` sent (or resent) an invitation at `sent_at`.

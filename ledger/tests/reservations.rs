@@ -1,5 +1,6 @@
 //! Reservations, invitation sends and person keys, on SQLite and PostgreSQL.
 
+use admit_ledger::reservations::{InviteeClaims, InviteeLookup};
 use admit_ledger::testing::fresh_databases;
 use chrono::{Duration, Utc};
 use uuid::Uuid;
@@ -24,8 +25,21 @@ async fn person_for_email_makes_one_person_per_email_and_finds_them_again() {
     }
 }
 
+/// The lookup of invitee `key` in account `account` (scope "a") by "user:x".
+fn lookup<'a>(key: &'a str, scope: &'a str, account: Uuid, now: chrono::DateTime<Utc>) -> InviteeLookup<'a> {
+    InviteeLookup {
+        key,
+        user: ("user_email", ""),
+        pending: ("pending", scope),
+        now,
+        account,
+        inviter: "user:x",
+        since: now - Duration::days(1),
+    }
+}
+
 #[tokio::test]
-async fn live_reservations_and_sends_count_what_the_two_single_counts_count() {
+async fn invitee_claims_count_what_the_single_counts_count() {
     for (url, db) in fresh_databases().await {
         let now = Utc::now();
         let account = Uuid::now_v7();
@@ -41,30 +55,35 @@ async fn live_reservations_and_sends_count_what_the_two_single_counts_count() {
         tx.record_send(account, "user:y", Uuid::now_v7(), now).await.unwrap();
         tx.record_send(Uuid::now_v7(), "user:x", Uuid::now_v7(), now).await.unwrap();
         let since = now - Duration::days(1);
-        let both = tx.live_reservations_and_sends("pending", "a", now, account, "user:x", since).await.unwrap();
-        assert_eq!(both, (2, 2), "{url}");
+        let claims = tx.invitee_claims(&lookup("k1", "a", account, now)).await.unwrap();
+        assert_eq!((claims.live_in_scope, claims.sent_since), (2, 2), "{url}");
         let live = tx.count_live_reservations("pending", "a", now).await.unwrap();
         let sent = tx.sends_since(account, "user:x", since).await.unwrap();
-        assert_eq!(both, (live, sent), "{url}");
-        let none = tx.live_reservations_and_sends("pending", "c", now, Uuid::now_v7(), "user:x", since).await.unwrap();
-        assert_eq!(none, (0, 0), "{url}");
+        assert_eq!((claims.live_in_scope, claims.sent_since), (live, sent), "{url}");
+        let none = tx.invitee_claims(&lookup("k7", "c", Uuid::now_v7(), now)).await.unwrap();
+        assert_eq!(none, InviteeClaims::default(), "{url}: no claim, nothing counted");
     }
 }
 
 #[tokio::test]
-async fn reservation_pair_finds_each_of_the_two_claims_of_one_key() {
+async fn invitee_claims_find_each_of_the_two_claims_of_one_key() {
     for (url, db) in fresh_databases().await {
+        let now = Utc::now();
+        let account = Uuid::now_v7();
         let mut tx = db.begin().await.unwrap();
         assert!(tx.reserve("user_email", "", "h1", "u1", None).await.unwrap());
         assert!(tx.reserve("pending", "acct", "h1", "i1", None).await.unwrap());
         assert!(tx.reserve("pending", "other", "h2", "i2", None).await.unwrap());
-        let (user, pending) = tx.reservation_pair("h1", ("user_email", ""), ("pending", "acct")).await.unwrap();
-        assert_eq!(user.map(|r| r.holder).as_deref(), Some("u1"), "{url}");
-        assert_eq!(pending, tx.reservation("pending", "acct", "h1").await.unwrap(), "{url}");
-        assert!(pending.is_some(), "{url}");
-        let (user, pending) = tx.reservation_pair("h2", ("user_email", ""), ("pending", "acct")).await.unwrap();
-        assert_eq!((user, pending), (None, None), "{url}: h2 is only claimed in another scope");
-        let (user, pending) = tx.reservation_pair("h2", ("user_email", ""), ("pending", "other")).await.unwrap();
-        assert_eq!((user.is_some(), pending.map(|r| r.holder)), (false, Some("i2".to_string())), "{url}");
+        tx.record_send(account, "user:x", Uuid::now_v7(), now).await.unwrap();
+        let claims = tx.invitee_claims(&lookup("h1", "acct", account, now)).await.unwrap();
+        assert_eq!(claims.user.map(|r| r.holder).as_deref(), Some("u1"), "{url}");
+        assert_eq!(claims.pending, tx.reservation("pending", "acct", "h1").await.unwrap(), "{url}");
+        assert!(claims.pending.is_some(), "{url}");
+        assert_eq!((claims.live_in_scope, claims.sent_since), (1, 1), "{url}: counted beside two claims");
+        let claims = tx.invitee_claims(&lookup("h2", "acct", account, now)).await.unwrap();
+        assert_eq!((claims.user, claims.pending), (None, None), "{url}: h2 is only claimed in another scope");
+        assert_eq!((claims.live_in_scope, claims.sent_since), (1, 1), "{url}: counted without a claim");
+        let claims = tx.invitee_claims(&lookup("h2", "other", account, now)).await.unwrap();
+        assert_eq!((claims.user.is_some(), claims.pending.map(|r| r.holder)), (false, Some("i2".to_string())), "{url}");
     }
 }

@@ -23,8 +23,8 @@ pub enum Feed {
     Log {
         /// The log reader with its checkpoint.
         log: LogFeed,
-        /// Where the last polled batch ends (committed by [`Feed::commit`]).
-        polled: Mutex<Option<GlobalCursor>>,
+        /// Where the last polled batch ends, and where the checkpoint is.
+        cursors: Mutex<Cursors>,
     },
     /// The Kafka topic, in a consumer group.
     Topic(TopicFeed),
@@ -33,7 +33,7 @@ pub enum Feed {
 impl Feed {
     /// The log of `db`, with `worker`'s checkpoint.
     pub fn log(db: Database, worker: &str) -> Feed {
-        Feed::Log { log: LogFeed::new(db, worker), polled: Mutex::new(None) }
+        Feed::Log { log: LogFeed::new(db, worker), cursors: Mutex::new(Cursors::default()) }
     }
 
     /// The next events after the last commit (at most `limit`; none when
@@ -41,10 +41,16 @@ impl Feed {
     /// same events again.
     pub async fn poll(&self, limit: usize) -> Result<Vec<Envelope>> {
         match self {
-            Feed::Log { log, polled } => {
-                let after = log.checkpoint().await?;
+            Feed::Log { log, cursors } => {
+                let saved = cursors.lock().expect("feed lock").saved;
+                let after = match saved {
+                    Some(c) => c,
+                    None => log.checkpoint().await?,
+                };
                 let batch = log.next(after, limit as i64).await?;
-                *polled.lock().expect("feed lock") = batch.last().map(|(c, _)| *c);
+                let mut cursors = cursors.lock().expect("feed lock");
+                cursors.saved = Some(after);
+                cursors.polled = batch.last().map(|(c, _)| *c);
                 Ok(batch.into_iter().map(|(_, e)| e).collect())
             }
             Feed::Topic(topic) => topic.poll(limit).await,
@@ -54,16 +60,34 @@ impl Feed {
     /// Records that every event polled so far is handled.
     pub async fn commit(&self) -> Result<()> {
         match self {
-            Feed::Log { log, polled } => {
-                let cursor = polled.lock().expect("feed lock").take();
-                match cursor {
-                    Some(c) => log.save(c).await,
-                    None => Ok(()),
-                }
+            Feed::Log { log, cursors } => {
+                let polled = cursors.lock().expect("feed lock").polled.take();
+                let Some(c) = polled else { return Ok(()) };
+                log.save(c).await?;
+                cursors.lock().expect("feed lock").saved = Some(c);
+                Ok(())
             }
             Feed::Topic(topic) => topic.commit().await,
         }
     }
+}
+
+/// A log feed's two positions.
+///
+/// The checkpoint is read from the database once and then kept here, as
+/// the relay keeps its own: only this worker moves it, and reading it back
+/// before every batch was a statement per batch per worker (a worker polls
+/// again at once while it finds events, so under load that is about one
+/// statement per few events appended). A second process running the same
+/// worker on the same database (two embedded servers) therefore follows
+/// its own position; the handlers are idempotent on event id, so the
+/// overlap costs work, never a double effect.
+#[derive(Debug, Default)]
+pub struct Cursors {
+    /// Where the last polled batch ends (saved by [`Feed::commit`]).
+    polled: Option<GlobalCursor>,
+    /// The checkpoint as last read or saved; None until the first poll.
+    saved: Option<GlobalCursor>,
 }
 
 /// A worker's view of the log.

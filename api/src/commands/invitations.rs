@@ -11,6 +11,7 @@ use admit_domain::token::{InvitationToken, LinkNonce};
 use admit_domain::user;
 use admit_domain::values::{EmailAddress, LinkLifetime, PersonName};
 use admit_domain::DomainError;
+use admit_ledger::reservations::InviteeLookup;
 use admit_ledger::Tx;
 use admit_projections::Codec;
 use chrono::{DateTime, Utc};
@@ -109,31 +110,34 @@ impl Admit {
         let scope = account_id.to_string();
         let mut unit = Unit::default();
 
-        let (user, pending) = tx.reservation_pair(&email_hash, (USER_EMAIL, ""), (PENDING_INVITATION, &scope)).await?;
-        let mut facts = InviteeFacts { user: user.and_then(|r| r.holder.parse().ok().map(UserId)), ..Default::default() };
-        if let Some(held) = pending {
+        let inviter = ctx.actor.to_string();
+        let claims = tx
+            .invitee_claims(&InviteeLookup {
+                key: &email_hash,
+                user: (USER_EMAIL, ""),
+                pending: (PENDING_INVITATION, &scope),
+                now,
+                account: account_id.0,
+                inviter: &inviter,
+                since: quota_window_start(now),
+            })
+            .await?;
+        let mut facts =
+            InviteeFacts { user: claims.user.and_then(|r| r.holder.parse().ok().map(UserId)), ..Default::default() };
+        if let Some(held) = claims.pending {
             let holder =
                 InvitationId(held.holder.parse().map_err(|_| Error::Internal("bad reservation holder".into()))?);
             if held.expires_at.is_some_and(|t| t > now) {
                 facts.pending_invitation = Some(holder);
             } else {
                 // Its deadline passed but the expiry worker has not caught
-                // up: expire it now, so it never blocks a fresh invitation.
+                // up: expire it now, so it never blocks a fresh invitation
+                // (a lapsed claim holds no seat in the count either).
                 self.expire_in(tx, &mut unit, holder, now).await?;
             }
         }
-        let (live, sent) = tx
-            .live_reservations_and_sends(
-                PENDING_INVITATION,
-                &scope,
-                now,
-                account_id.0,
-                &ctx.actor.to_string(),
-                quota_window_start(now),
-            )
-            .await?;
-        facts.pending_in_account = live as u32 + extra_seats;
-        facts.sent_by_inviter_today = sent as u32;
+        facts.pending_in_account = claims.live_in_scope as u32 + extra_seats;
+        facts.sent_by_inviter_today = claims.sent_since as u32;
 
         let (person, key) = tx.person_for_email(&email_hash, now).await?;
         let invitation_id = InvitationId(Uuid::now_v7());
@@ -158,7 +162,7 @@ impl Admit {
         if !tx.reserve(PENDING_INVITATION, &scope, &email_hash, &invitation_id.to_string(), Some(expires_at)).await? {
             return Err(DomainError::refused("already_invited", "this person already has a pending invitation").into());
         }
-        tx.record_send(account_id.0, &ctx.actor.to_string(), invitation_id.0, now).await?;
+        tx.record_send(account_id.0, &inviter, invitation_id.0, now).await?;
         unit.key(person, key);
         unit.push(0, invitation_events(invitation_id, events));
         self.write(tx, ctx, unit, now).await?;
