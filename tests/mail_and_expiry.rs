@@ -550,3 +550,33 @@ async fn a_renewal_request_is_mailed_to_the_inviter() {
         assert_eq!(notices, 1, "{url}: once");
     }
 }
+
+/// The expiry and analytics workers read the log without opening anyone's
+/// personal data; the mailer, which writes to people, opens it.
+#[tokio::test]
+async fn only_the_mailer_opens_personal_data_in_the_feed() {
+    use admit_domain::invitation::InvitationEvent;
+    use admit_domain::personal::Personal;
+    use admit_domain::Event;
+    use admit_workers::feed::Feed;
+    for (url, app) in apps().await {
+        let (account, owner_link) = app.open_account("P-1", "owner@sealed.example.com", 10).await;
+        let (_, owner) = app.accept_new(&owner_link, "Olga Owner").await;
+        app.invite(&owner, &account, "pia@example.com", &["viewer"]).await;
+        let sent_to = |events: &[admit_projections::Envelope]| -> Vec<Personal> {
+            events
+                .iter()
+                .filter_map(|e| match &e.event {
+                    Event::Invitation(_, InvitationEvent::InvitationSent { personal, .. }) => Some(personal.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let opened = sent_to(&Feed::log(app.admit.db.clone(), "opened").poll(1000).await.unwrap());
+        let sealed =
+            sent_to(&Feed::log(app.admit.db.clone(), "sealed").without_personal_data().poll(1000).await.unwrap());
+        assert_eq!(opened.len(), 2, "{url}: the owner's and Pia's invitations");
+        assert!(opened.iter().any(|p| p.email().is_some_and(|e| e.as_str() == "pia@example.com")), "{url}: {opened:?}");
+        assert_eq!(sealed, vec![Personal::Erased; 2], "{url}: nobody's data opened");
+    }
+}

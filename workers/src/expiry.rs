@@ -78,7 +78,8 @@ impl Expiry {
 
     /// The worker consuming `feed` (the topic, in a Kafka deployment).
     pub fn with_feed(admit: Admit, config: ExpiryConfig, feed: Feed) -> Expiry {
-        Expiry { admit, config, feed }
+        // Expiring and reminding need no email or name.
+        Expiry { admit, config, feed: feed.without_personal_data() }
     }
 
     /// Works until `shutdown` turns true, one round per tick.

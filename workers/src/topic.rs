@@ -60,6 +60,8 @@ pub struct TopicFeed {
     config: TopicConfig,
     /// Highest offset polled per partition, not yet committed.
     polled: Mutex<BTreeMap<i32, i64>>,
+    /// Open the personal data of the events (see [`TopicFeed::without_personal_data`]).
+    personal: bool,
 }
 
 impl std::fmt::Debug for TopicFeed {
@@ -120,7 +122,12 @@ impl TopicFeed {
             .create_with_context(LogContext)
             .map_err(|e| WorkerError::Kafka(format!("consumer: {e}")))?;
         consumer.subscribe(&[config.topic.as_str()]).map_err(|e| WorkerError::Kafka(format!("subscribe: {e}")))?;
-        Ok(TopicFeed { db, consumer, config, polled: Mutex::new(BTreeMap::new()) })
+        Ok(TopicFeed { db, consumer, config, polled: Mutex::new(BTreeMap::new()), personal: true })
+    }
+
+    /// See [`Feed::without_personal_data`](crate::feed::Feed::without_personal_data).
+    pub fn without_personal_data(self) -> TopicFeed {
+        TopicFeed { personal: false, ..self }
     }
 
     /// Up to `limit` events: waits up to the configured time for the first,
@@ -150,7 +157,10 @@ impl TopicFeed {
                 ),
             }
         }
-        Ok(Codec::decode_all(&self.db, &events).await?)
+        Ok(match self.personal {
+            true => Codec::decode_all(&self.db, &events).await?,
+            false => Codec::decode_batch(&events, &Default::default())?,
+        })
     }
 
     /// Stores the offsets after everything polled so far, for the next
