@@ -352,18 +352,28 @@ impl Tx {
         }
         let recorded_at = storable_time(recorded_at);
         let metadata_text = metadata_text(metadata)?;
+        // An append that must open the stream (every new invitation,
+        // account and user) claims its head with the insert instead of
+        // first looking for it: one statement fewer while the command holds
+        // its locks. A stream that has no head holds no events, so there is
+        // no retry to recognise and no earlier writer to order after. When
+        // the head exists (or a transaction in flight just made it, which
+        // the insert waited for), the general path below recognises a retry
+        // or reports the conflict.
         if expected == ExpectedVersion::Exact(0) {
-            if let Some(outcome) = self.open_stream(stream, events, &metadata_text, recorded_at).await? {
+            if let Some(outcome) =
+                self.append_after(stream, None, events, &metadata_text, recorded_at, expected).await?
+            {
                 return Ok(outcome);
             }
         }
         let head = self.stream_head(stream, true).await?;
-        let (current, previous_hash) = head.clone().unwrap_or((0, GENESIS.to_vec()));
+        let current = head.as_ref().map_or(0, |(v, _)| *v);
         // A retry finds its events stored in their stream, so a stream
         // that has no head yet holds none of them: an append that opens a
-        // stream (every new invitation, account and user) skips the lookup.
-        // An event id stored in another stream then fails the insert as a
-        // conflict, and the transaction stores nothing.
+        // stream skips the lookup. An event id stored in another stream
+        // then fails the insert as a conflict, and the transaction stores
+        // nothing.
         if head.is_some() {
             if let Some(outcome) = self.existing_append(stream, events).await? {
                 return Ok(outcome);
@@ -379,43 +389,36 @@ impl Tx {
                 });
             }
         }
-
-        let (rows, previous) = chain_rows(stream, current, previous_hash, events, &metadata_text, recorded_at);
-        let new_version = current + events.len() as i64;
-
-        let moved = self.move_head(stream, head.map(|(v, _)| v), new_version, &previous).await?;
-        if !moved {
-            let actual = self.stream_version(stream, false).await?.unwrap_or(0);
-            return Err(LedgerError::Conflict { stream: stream.to_string(), expected: expected.to_string(), actual });
+        match self.append_after(stream, head, events, &metadata_text, recorded_at, expected).await? {
+            Some(outcome) => Ok(outcome),
+            None => {
+                let actual = self.stream_version(stream, false).await?.unwrap_or(0);
+                Err(LedgerError::Conflict { stream: stream.to_string(), expected: expected.to_string(), actual })
+            }
         }
-
-        let rows: Vec<_> = rows.into_iter().map(|(version, event, hash)| (stream, version, event, hash)).collect();
-        self.insert_events(&rows, &metadata_text, recorded_at, &expected.to_string()).await?;
-        Ok(AppendOutcome { version: new_version, already_appended: false })
     }
 
-    /// An append that must open `stream` (every new invitation, account and
-    /// user) claims the stream's head with its insert instead of first
-    /// looking for it: one statement fewer while the command holds its
-    /// locks. A stream that has no head holds no events, so there is no
-    /// retry to recognise and no earlier writer to order after. None when
-    /// the head exists (or a transaction in flight just made it, which the
-    /// insert waited for): the caller then takes the general path, which
-    /// recognises a retry or reports the conflict.
-    async fn open_stream(
+    /// Chains `events` after `head` (the stream's version and last hash;
+    /// None for a stream without events), moves the head and inserts them.
+    /// None, with nothing written, when the head was no longer `head`.
+    async fn append_after(
         &mut self,
         stream: &str,
+        head: Option<(i64, Vec<u8>)>,
         events: &[NewEvent],
         metadata_text: &str,
         recorded_at: DateTime<Utc>,
+        expected: ExpectedVersion,
     ) -> Result<Option<AppendOutcome>> {
-        let (rows, last_hash) = chain_rows(stream, 0, GENESIS.to_vec(), events, metadata_text, recorded_at);
-        let version = events.len() as i64;
-        if !self.move_head(stream, None, version, &last_hash).await? {
+        let from = head.as_ref().map(|(v, _)| *v);
+        let (current, previous_hash) = head.unwrap_or((0, GENESIS.to_vec()));
+        let (rows, last_hash) = chain_rows(stream, current, previous_hash, events, metadata_text, recorded_at);
+        let version = current + events.len() as i64;
+        if !self.move_head(stream, from, version, &last_hash).await? {
             return Ok(None);
         }
         let rows: Vec<_> = rows.into_iter().map(|(version, event, hash)| (stream, version, event, hash)).collect();
-        self.insert_events(&rows, metadata_text, recorded_at, &ExpectedVersion::Exact(0).to_string()).await?;
+        self.insert_events(&rows, metadata_text, recorded_at, &expected.to_string()).await?;
         Ok(Some(AppendOutcome { version, already_appended: false }))
     }
 

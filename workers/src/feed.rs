@@ -9,7 +9,7 @@
 
 use std::sync::Mutex;
 
-use admit_ledger::{on_db, on_db_write, Database, GlobalCursor};
+use admit_ledger::{on_db, on_db_write, Database, GlobalCursor, RecordedEvent};
 use admit_projections::{Codec, Envelope};
 use chrono::Utc;
 
@@ -134,10 +134,7 @@ impl LogFeed {
     /// The next events after `after`, decoded, with the cursor after each.
     pub async fn next(&self, after: GlobalCursor, limit: i64) -> Result<Vec<(GlobalCursor, Envelope)>> {
         let batch = self.db.read_all(after, limit).await?;
-        let decoded = match self.personal {
-            true => Codec::decode_all(&self.db, &batch).await?,
-            false => Codec::decode_batch(&batch, &Default::default())?,
-        };
+        let decoded = decode(&self.db, &batch, self.personal).await?;
         Ok(batch.iter().map(GlobalCursor::after).zip(decoded).collect())
     }
 
@@ -163,6 +160,15 @@ impl LogFeed {
         .map(|_| ())?);
         Ok(())
     }
+}
+
+/// Decodes a batch of either feed, opening its personal data with the keys
+/// in `db` when `personal` (see [`Feed::without_personal_data`]).
+pub(crate) async fn decode(db: &Database, events: &[RecordedEvent], personal: bool) -> Result<Vec<Envelope>> {
+    Ok(match personal {
+        true => Codec::decode_all(db, events).await?,
+        false => Codec::decode_batch(events, &Default::default())?,
+    })
 }
 
 /// Runs `round` until `shutdown` turns true: again at once while rounds find

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use admit_ledger::{Database, Metadata, RecordedEvent};
-use admit_projections::{Codec, Envelope};
+use admit_projections::Envelope;
 use chrono::{DateTime, Utc};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -157,10 +157,7 @@ impl TopicFeed {
                 ),
             }
         }
-        Ok(match self.personal {
-            true => Codec::decode_all(&self.db, &events).await?,
-            false => Codec::decode_batch(&events, &Default::default())?,
-        })
+        crate::feed::decode(&self.db, &events, self.personal).await
     }
 
     /// Stores the offsets after everything polled so far, for the next
