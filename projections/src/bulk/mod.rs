@@ -30,6 +30,7 @@
 
 mod postgres;
 mod sqlite;
+mod text;
 
 use std::collections::{HashMap as StdHashMap, HashSet as StdHashSet};
 
@@ -46,6 +47,7 @@ use uuid::Uuid;
 
 use crate::schema::{Table, TABLES};
 use crate::{Envelope, Result};
+use text::Text;
 
 /// Rows per table a rebuild keeps in memory by default: a million-event log
 /// (116,656 invitations) then writes most rows once and replays in under
@@ -60,9 +62,8 @@ pub const DEFAULT_RESIDENT_ROWS: usize = 80_000;
 enum Cell {
     Null,
     Uuid(Uuid),
-    /// Text, boxed (two words, not a growable string's three: a rebuild
-    /// holds millions).
-    Text(Box<str>),
+    /// Text: short text in place, longer text boxed (see [`text`]).
+    Text(Text),
     Int(i64),
     Time(DateTime<Utc>),
 }
@@ -356,20 +357,30 @@ fn roles_text(access: &Access) -> String {
 }
 
 /// `t.to_rfc3339_opts(SecondsFormat::AutoSi, false)`, what sqlx stores for
-/// a time on SQLite (and PostgreSQL reads as a `timestamptz`), without the formatting machinery (a rebuild writes millions):
-/// `2026-11-23T10:00:00.123456+00:00`, the fraction as short as exact in
-/// steps of 3 digits.
+/// a time on SQLite (and PostgreSQL reads as a `timestamptz`), without the
+/// formatting machinery (a rebuild writes millions): see [`push_time`].
+#[cfg(test)]
 fn time_text(t: &DateTime<Utc>) -> String {
+    let mut out = String::with_capacity(32);
+    push_time(&mut out, t);
+    out
+}
+
+/// Appends [`time_text`] of `t` to `out`:
+/// `2026-11-23T10:00:00.123456+00:00`, the fraction as short as exact in
+/// steps of 3 digits. A rebuild formats into one buffer it reuses, so a
+/// time written costs no allocation.
+fn push_time(out: &mut String, t: &DateTime<Utc>) {
     let n = t.naive_utc();
     let nanos = n.nanosecond();
     if !(0..=9999).contains(&n.year()) || nanos >= 1_000_000_000 {
-        return t.to_rfc3339_opts(SecondsFormat::AutoSi, false);
+        out.push_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, false));
+        return;
     }
-    let mut out = String::with_capacity(32);
-    push_digits(&mut out, n.year() as u32, 4);
+    push_digits(out, n.year() as u32, 4);
     for (v, sep) in [(n.month(), '-'), (n.day(), '-'), (n.hour(), 'T'), (n.minute(), ':'), (n.second(), ':')] {
         out.push(sep);
-        push_digits(&mut out, v, 2);
+        push_digits(out, v, 2);
     }
     let (fraction, width) = match nanos {
         0 => (0, 0),
@@ -379,10 +390,9 @@ fn time_text(t: &DateTime<Utc>) -> String {
     };
     if width > 0 {
         out.push('.');
-        push_digits(&mut out, fraction, width);
+        push_digits(out, fraction, width);
     }
     out.push_str("+00:00");
-    out
 }
 
 /// Appends `v` in decimal, zero-padded to `width` digits.
@@ -830,10 +840,14 @@ impl BulkProjector {
                 let members = self.t(T::Members);
                 let (account_col, user_col, access_col) =
                     (c!(Members.account_id), c!(Members.user_id), c!(Members.access));
+                // The key (account, user) is held in the map itself, so
+                // the other accounts' members are passed over without
+                // reaching their rows.
                 let holders: Vec<(Uuid, Access)> = members
                     .slots
-                    .values()
-                    .filter_map(|s| match &s.row {
+                    .iter()
+                    .filter(|(key, _)| key.cells[0] == a)
+                    .filter_map(|(_, s)| match &s.row {
                         Some(row) if row[account_col] == a => match (&row[user_col], &row[access_col]) {
                             (Cell::Uuid(u), Cell::Text(access)) => {
                                 serde_json::from_str::<Access>(access).ok().map(|acc| (*u, acc))

@@ -7,12 +7,12 @@
 //! of rows that costs more than SQLite's own work. Prepared statements
 //! stepped once per row through the C API cost about a microsecond a row.
 
-use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Statement};
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
-use super::{column_list, time_text, update_set, Cell, Reads, Writes};
+use super::{column_list, push_time, update_set, Cell, Reads, Writes};
 use crate::schema::{Kind, Table};
 use crate::{ProjectionError, Result};
 
@@ -35,19 +35,34 @@ pub(super) async fn with_handle<T>(
     Ok(out)
 }
 
-impl rusqlite::ToSql for Cell {
-    /// The values sqlx binds for the same Rust types (a UUID as its 16
-    /// bytes, a time as RFC 3339 text), so rows written here read back
-    /// through sqlx exactly as rows sqlx wrote.
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(match self {
-            Cell::Null => ToSqlOutput::Owned(Value::Null),
-            Cell::Uuid(u) => ToSqlOutput::Borrowed(ValueRef::Blob(u.as_bytes())),
-            Cell::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
-            Cell::Int(i) => ToSqlOutput::Owned(Value::Integer(*i)),
-            Cell::Time(t) => ToSqlOutput::Owned(Value::Text(time_text(t))),
-        })
+/// Binds `cells` as the parameters `?1`, `?2`, ... of `stmt`, as sqlx binds
+/// the same Rust types (a UUID as its 16 bytes, a time as RFC 3339 text),
+/// so rows written here read back through sqlx exactly as rows sqlx wrote.
+/// Times are formatted into `time`, a buffer reused for every one (SQLite
+/// copies what is bound).
+fn bind(stmt: &mut Statement<'_>, cells: &[Cell], time: &mut String) -> rusqlite::Result<()> {
+    for (i, cell) in cells.iter().enumerate() {
+        let at = i + 1;
+        match cell {
+            Cell::Null => stmt.raw_bind_parameter(at, rusqlite::types::Null)?,
+            Cell::Uuid(u) => stmt.raw_bind_parameter(at, &u.as_bytes()[..])?,
+            Cell::Text(s) => stmt.raw_bind_parameter(at, s.as_str())?,
+            Cell::Int(v) => stmt.raw_bind_parameter(at, v)?,
+            Cell::Time(t) => {
+                time.clear();
+                push_time(time, t);
+                stmt.raw_bind_parameter(at, time.as_str())?
+            }
+        }
     }
+    Ok(())
+}
+
+/// Binds `cells` (see [`bind`]) and steps `stmt` once.
+fn execute(stmt: &mut Statement<'_>, cells: &[Cell], time: &mut String) -> rusqlite::Result<()> {
+    bind(stmt, cells, time)?;
+    stmt.raw_execute()?;
+    Ok(())
 }
 
 /// The stored rows of `table` that `reads` asks for.
@@ -56,22 +71,27 @@ pub(super) fn read(conn: &Connection, prefix: &str, table: &Table, key_cols: &[u
     if !reads.keys.is_empty() {
         let sql = format!("SELECT {} FROM {prefix}{} WHERE {}", column_list(table), table.name, key_match(table, key_cols));
         let mut stmt = conn.prepare_cached(&sql)?;
+        let mut time = String::new();
         for key in &reads.keys {
-            collect(&mut stmt, rusqlite::params_from_iter(key.cells()), table, &mut out)?;
+            bind(&mut stmt, key.cells(), &mut time)?;
+            collect(&mut stmt, table, &mut out)?;
         }
     }
     if !reads.accounts.is_empty() {
         let sql = format!("SELECT {} FROM {prefix}{} WHERE account_id = ?1", column_list(table), table.name);
         let mut stmt = conn.prepare_cached(&sql)?;
         for account in &reads.accounts {
-            collect(&mut stmt, [&Cell::Uuid(*account)], table, &mut out)?;
+            stmt.raw_bind_parameter(1, &account.as_bytes()[..])?;
+            collect(&mut stmt, table, &mut out)?;
         }
     }
     Ok(out)
 }
 
-fn collect(stmt: &mut Statement<'_>, params: impl rusqlite::Params, table: &Table, out: &mut Vec<Vec<Cell>>) -> Result<()> {
-    let mut rows = stmt.query(params)?;
+/// Runs `stmt` with the parameters bound to it, adding the rows of `table`
+/// it returns to `out`.
+fn collect(stmt: &mut Statement<'_>, table: &Table, out: &mut Vec<Vec<Cell>>) -> Result<()> {
+    let mut rows = stmt.raw_query();
     while let Some(r) = rows.next()? {
         let mut cells = Vec::with_capacity(table.columns.len());
         for (i, (name, kind)) in table.columns.iter().enumerate() {
@@ -100,10 +120,11 @@ fn cell(v: ValueRef<'_>, kind: Kind) -> Option<Cell> {
 pub(super) fn write(conn: &Connection, prefix: &str, table: &Table, key_cols: &[usize], writes: &Writes<'_>) -> Result<()> {
     let name = table.name;
     let pk = table.primary_key;
+    let mut time = String::with_capacity(40);
     if !writes.deletes.is_empty() {
         let mut stmt = conn.prepare_cached(&format!("DELETE FROM {prefix}{name} WHERE {}", key_match(table, key_cols)))?;
         for key in &writes.deletes {
-            stmt.execute(rusqlite::params_from_iter(key.iter()))?;
+            execute(&mut stmt, key, &mut time)?;
         }
     }
     let columns = column_list(table);
@@ -118,7 +139,7 @@ pub(super) fn write(conn: &Connection, prefix: &str, table: &Table, key_cols: &[
         }
         let mut stmt = conn.prepare_cached(sql)?;
         for row in rows.iter() {
-            stmt.execute(rusqlite::params_from_iter(row.iter()))?;
+            execute(&mut stmt, row, &mut time)?;
         }
     }
     Ok(())
