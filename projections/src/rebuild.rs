@@ -150,6 +150,8 @@ async fn rebuild(db: &Database, lookup: &LookupKey, prefix: &str, swap: bool, op
             None => (begin_batch(db).await?, Instant::now()),
         };
         bulk.apply_all(&mut tx, &decoded).await?;
+        events += decoded.len() as u64;
+        batches.spent(decoded);
         applying += t.elapsed();
         if since.elapsed() >= COMMIT_EVERY {
             let t = Instant::now();
@@ -159,7 +161,6 @@ async fn rebuild(db: &Database, lookup: &LookupKey, prefix: &str, swap: bool, op
             open = Some((tx, since));
         }
         cursor = after;
-        events += decoded.len() as u64;
     }
     let t = Instant::now();
     let mut tx = match open {

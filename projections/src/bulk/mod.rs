@@ -336,7 +336,7 @@ impl RowMut<'_> {
 
 /// A full row of `table` from cells at the positions [`c!`] names;
 /// columns not given are NULL.
-fn row(table: &Table, cells: Vec<(usize, Cell)>) -> Vec<Cell> {
+fn row<const N: usize>(table: &Table, cells: [(usize, Cell); N]) -> Vec<Cell> {
     let mut out = vec![Cell::Null; table.columns.len()];
     for (column, cell) in cells {
         out[column] = cell;
@@ -700,7 +700,9 @@ impl BulkProjector {
             .iter_mut()
             .map(|rows| {
                 rows.appended_keys.clear();
-                std::mem::take(&mut rows.appended)
+                // The next batch appends about as many rows again.
+                let capacity = rows.appended.len();
+                std::mem::replace(&mut rows.appended, Vec::with_capacity(capacity))
             })
             .collect();
         if let Some(side) = &mut self.side {
@@ -744,7 +746,7 @@ impl BulkProjector {
         let rows = self.t(T::AccountStreams);
         let r = row(
             rows.table,
-            vec![
+            [
                 (c!(AccountStreams.account_id), Cell::Uuid(account)),
                 (c!(AccountStreams.stream_id), Cell::Text(stream.into())),
                 (c!(AccountStreams.opened_at), Cell::Time(at)),
@@ -770,7 +772,7 @@ impl BulkProjector {
                 let rows = self.t(T::Accounts);
                 let r = row(
                     rows.table,
-                    vec![
+                    [
                         (c!(Accounts.account_id), a.clone()),
                         (c!(Accounts.name), Cell::Text(name.to_string().into())),
                         (c!(Accounts.customer_number), Cell::Text(customer_number.to_string().into())),
@@ -799,7 +801,7 @@ impl BulkProjector {
                 let rows = self.t(T::ApiKeys);
                 let r = row(
                     rows.table,
-                    vec![
+                    [
                         (c!(ApiKeys.key_id), Cell::Uuid(key_id.0)),
                         (c!(ApiKeys.account_id), a.clone()),
                         (c!(ApiKeys.name), Cell::Text(name.clone().into())),
@@ -818,7 +820,7 @@ impl BulkProjector {
                 let rows = self.t(T::Roles);
                 let r = row(
                     rows.table,
-                    vec![
+                    [
                         (c!(Roles.account_id), a.clone()),
                         (c!(Roles.role), Cell::Text(role.to_string().into())),
                         (c!(Roles.permissions), Cell::Text(json(permissions).into())),
@@ -868,7 +870,7 @@ impl BulkProjector {
                 let rows = self.t(T::Members);
                 let r = row(
                     rows.table,
-                    vec![
+                    [
                         (c!(Members.account_id), a.clone()),
                         (c!(Members.user_id), Cell::Uuid(user_id.0)),
                         (c!(Members.access), Cell::Text(json(access).into())),
@@ -924,7 +926,7 @@ impl BulkProjector {
             let rows = self.t(T::Invitations);
             let r = row(
                 rows.table,
-                vec![
+                [
                     (c!(Invitations.invitation_id), Cell::Uuid(id)),
                     (c!(Invitations.account_id), Cell::Uuid(account_id.0)),
                     (c!(Invitations.person_id), Cell::Uuid(person_id.0)),
@@ -955,7 +957,7 @@ impl BulkProjector {
             let rows = self.t(T::Deliveries);
             let r = row(
                 rows.table,
-                vec![
+                [
                     (c!(Deliveries.invitation_id), Cell::Uuid(id)),
                     (c!(Deliveries.seq), Cell::Int(v)),
                     (c!(Deliveries.state), Cell::Text(state.as_str().into())),
@@ -1041,7 +1043,7 @@ impl BulkProjector {
                 let rows = self.t(T::Users);
                 let r = row(
                     rows.table,
-                    vec![
+                    [
                         (c!(Users.user_id), Cell::Uuid(id)),
                         (c!(Users.person_id), Cell::Uuid(person_id.0)),
                         (c!(Users.email), email),
