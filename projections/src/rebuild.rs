@@ -290,11 +290,13 @@ struct SqliteSettings {
     wal_autocheckpoint: i64,
 }
 
-/// On SQLite, sets the writer connection's page cache and sorting threads
-/// to `restore`, or when None to a rebuild's (the default 2 MiB cache
-/// re-reads the rebuilt tables' pages for every batch, and no helper
-/// thread leaves the second core idle while indexes are built); returns
-/// the settings it replaced. Nothing on PostgreSQL.
+/// On SQLite, sets the writer connection's page cache, sorting threads and
+/// WAL checkpoint interval to `restore`, or when None to a rebuild's (the
+/// default 2 MiB cache re-reads the rebuilt tables' pages for every batch,
+/// no helper thread leaves the second core idle while indexes are built,
+/// and see [`REBUILD_WAL_PAGES`]); returns the settings it replaced. On
+/// restoring, it checkpoints the WAL the rebuild left (passively: readers
+/// are not waited for). Nothing on PostgreSQL.
 async fn sqlite_settings(db: &Database, restore: Option<SqliteSettings>) -> Result<Option<SqliteSettings>> {
     let Database::Sqlite { writer, .. } = db else { return Ok(None) };
     let before = SqliteSettings {
