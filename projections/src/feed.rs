@@ -43,9 +43,7 @@ impl Feed {
 
 /// Frees the batches handed back so far.
 fn free_spent(spent: &std::sync::mpsc::Receiver<Vec<Envelope>>) {
-    while let Ok(events) = spent.try_recv() {
-        drop(events);
-    }
+    spent.try_iter().for_each(drop);
 }
 
 /// Starts reading the whole log in batches of `size` events, in log order;

@@ -68,10 +68,10 @@ fn execute(stmt: &mut Statement<'_>, cells: &[Cell], time: &mut String) -> rusql
 /// The stored rows of `table` that `reads` asks for.
 pub(super) fn read(conn: &Connection, prefix: &str, table: &Table, key_cols: &[usize], reads: &Reads) -> Result<Vec<Vec<Cell>>> {
     let mut out = Vec::new();
+    let mut time = String::new();
     if !reads.keys.is_empty() {
         let sql = format!("SELECT {} FROM {prefix}{} WHERE {}", column_list(table), table.name, key_match(table, key_cols));
         let mut stmt = conn.prepare_cached(&sql)?;
-        let mut time = String::new();
         for key in &reads.keys {
             bind(&mut stmt, key.cells(), &mut time)?;
             collect(&mut stmt, table, &mut out)?;
@@ -81,7 +81,7 @@ pub(super) fn read(conn: &Connection, prefix: &str, table: &Table, key_cols: &[u
         let sql = format!("SELECT {} FROM {prefix}{} WHERE account_id = ?1", column_list(table), table.name);
         let mut stmt = conn.prepare_cached(&sql)?;
         for account in &reads.accounts {
-            stmt.raw_bind_parameter(1, &account.as_bytes()[..])?;
+            bind(&mut stmt, &[Cell::Uuid(*account)], &mut time)?;
             collect(&mut stmt, table, &mut out)?;
         }
     }
