@@ -118,6 +118,20 @@ pub async fn replay_with(db: &Database, lookup: &LookupKey, options: RebuildOpti
 
 async fn rebuild(db: &Database, lookup: &LookupKey, prefix: &str, swap: bool, options: RebuildOptions) -> Result<Rebuilt> {
     let settings_before = sqlite_settings(db, None).await?;
+    let rebuilt = rebuild_with_settings(db, lookup, prefix, swap, options).await;
+    // The writer gets its own settings back whether or not the rebuild
+    // succeeded: a failed one would otherwise leave the service's writes
+    // with its page cache and checkpoint interval.
+    let started = Instant::now();
+    let restored = sqlite_settings(db, settings_before).await;
+    let rebuilt = rebuilt?;
+    restored?;
+    tracing::debug!(elapsed = ?started.elapsed(), "rebuild: the writer's settings restored, the WAL checkpointed");
+    Ok(rebuilt)
+}
+
+/// [`rebuild`] with the writer's settings already set for it.
+async fn rebuild_with_settings(db: &Database, lookup: &LookupKey, prefix: &str, swap: bool, options: RebuildOptions) -> Result<Rebuilt> {
     let mut tx = db.begin().await?;
     schema::drop(&mut tx, prefix).await?;
     schema::create_tables(&mut tx, prefix).await?;
@@ -206,7 +220,6 @@ async fn rebuild(db: &Database, lookup: &LookupKey, prefix: &str, swap: bool, op
         schema::create(&mut tx, prefix).await?;
     }
     tx.commit().await?;
-    sqlite_settings(db, settings_before).await?;
     tracing::debug!(elapsed = ?started.elapsed(), "rebuild: swapped in");
     // Freeing every row held (a million-event log: about a second) is
     // nobody's wait.
