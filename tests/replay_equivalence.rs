@@ -401,37 +401,52 @@ async fn index_definitions(admit: &Admit) -> Vec<(String, String, String)> {
 }
 
 /// A replay that fails (here on an event it cannot decode) changes no read
-/// model and gives SQLite's writer connection its own settings back: the
-/// rebuild's large page cache, sorting thread and rare WAL checkpoints
-/// would otherwise stay with the service's writes.
+/// model, leaves none of its own tables behind (they hold copies of
+/// personal data that erasure does not scrub), and on SQLite gives the
+/// writer connection its own settings back: the rebuild's large page
+/// cache, sorting thread and rare WAL checkpoints would otherwise stay with
+/// the service's writes.
 #[tokio::test]
-async fn a_failed_replay_leaves_the_writer_as_it_was() {
-    let admit = admit_on(&admit_ledger::testing::fresh_sqlite_url()).await;
-    let (account, owner) = account_with_owner(&admit, "FAIL-1", 10).await;
-    admit.invite(&as_user(owner), account, invite("kept@example.com", &[])).await.unwrap();
-    let admit_ledger::Database::Sqlite { writer, .. } = &admit.db else { unreachable!("a SQLite database") };
-    let settings = || async {
-        let mut out = Vec::new();
+async fn a_failed_replay_leaves_the_database_as_it_was() {
+    for (url, admit) in admits().await {
+        let (account, owner) = account_with_owner(&admit, "FAIL-1", 10).await;
+        admit.invite(&as_user(owner), account, invite("kept@example.com", &[])).await.unwrap();
+        let before = writer_settings(&admit.db).await;
+        let live = admit_projections::rebuild::dump(&admit.db, "").await.unwrap();
+        // The log gains an event no release wrote: appended past the
+        // ledger, a copy of the last one with a payload of no event's shape.
+        let (new_id, tables) = match admit.db.backend() {
+            admit_ledger::Backend::Sqlite => ("randomblob(16)", "SELECT name FROM sqlite_master WHERE type = 'table'"),
+            admit_ledger::Backend::Postgres => {
+                ("gen_random_uuid()", "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()")
+            }
+        };
+        let corrupt = format!(
+            "INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, payload, metadata, recorded_at, hash) \
+             SELECT {new_id}, stream_id, stream_version + 1, event_type, schema_version, '{{\"no\": \"such event\"}}', metadata, recorded_at, hash \
+             FROM events ORDER BY position DESC LIMIT 1"
+        );
+        admit_ledger::on_db_write!(&admit.db, p => sqlx::query(&corrupt).execute(p).await.map(|_| ()).unwrap());
+        let failed = admit_projections::rebuild::replay(&admit.db, &admit.secrets.lookup).await;
+        assert!(failed.is_err(), "{url}: a replay of an undecodable event fails, not {failed:?}");
+        assert_eq!(writer_settings(&admit.db).await, before, "{url}: the writer's settings after a failed replay");
+        let names: Vec<String> = admit_ledger::on_db!(&admit.db, p => sqlx::query_scalar(tables).fetch_all(p).await.unwrap());
+        let left: Vec<&String> = names.iter().filter(|n| n.starts_with("rebuild_")).collect();
+        assert!(left.is_empty(), "{url}: tables a failed replay left: {left:?}");
+        let after = admit_projections::rebuild::dump(&admit.db, "").await.unwrap();
+        assert_eq!(after, live, "{url}: the live read models after a failed replay");
+    }
+}
+
+/// The settings of SQLite's writer connection that a rebuild changes
+/// (nothing on PostgreSQL).
+async fn writer_settings(db: &admit_ledger::Database) -> Vec<(&'static str, i64)> {
+    let mut out = Vec::new();
+    if let admit_ledger::Database::Sqlite { writer, .. } = db {
         for pragma in ["cache_size", "threads", "wal_autocheckpoint"] {
             let value: i64 = sqlx::query_scalar(&format!("PRAGMA {pragma}")).fetch_one(writer).await.unwrap();
             out.push((pragma, value));
         }
-        out
-    };
-    let before = settings().await;
-    let live = admit_projections::rebuild::dump(&admit.db, "").await.unwrap();
-    // The log gains an event no release wrote: appended past the ledger,
-    // a copy of the last one with a payload of no event's shape.
-    sqlx::query(
-        "INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, payload, metadata, recorded_at, hash) \
-         SELECT randomblob(16), stream_id, stream_version + 1, event_type, schema_version, '{\"no\": \"such event\"}', metadata, recorded_at, hash \
-         FROM events ORDER BY position DESC LIMIT 1",
-    )
-    .execute(writer)
-    .await
-    .unwrap();
-    let failed = admit_projections::rebuild::replay(&admit.db, &admit.secrets.lookup).await;
-    assert!(failed.is_err(), "a replay of an undecodable event fails, not {failed:?}");
-    assert_eq!(settings().await, before, "the writer's settings after a failed replay");
-    assert_eq!(admit_projections::rebuild::dump(&admit.db, "").await.unwrap(), live, "the live read models after a failed replay");
+    }
+    out
 }

@@ -119,6 +119,13 @@ pub async fn replay_with(db: &Database, lookup: &LookupKey, options: RebuildOpti
 async fn rebuild(db: &Database, lookup: &LookupKey, prefix: &str, swap: bool, options: RebuildOptions) -> Result<Rebuilt> {
     let settings_before = sqlite_settings(db, None).await?;
     let rebuilt = rebuild_with_settings(db, lookup, prefix, swap, options).await;
+    if let Err(e) = &rebuilt {
+        // What a failed rebuild wrote holds copies of personal data that
+        // erasure does not reach (it scrubs the live tables): dropped.
+        if let Err(dropping) = discard(db, prefix).await {
+            tracing::warn!(error = %dropping, rebuild = %e, "a failed rebuild's tables could not be dropped");
+        }
+    }
     // The writer gets its own settings back whether or not the rebuild
     // succeeded: a failed one would otherwise leave the service's writes
     // with its page cache and checkpoint interval.
