@@ -431,7 +431,7 @@ async fn a_failed_replay_leaves_the_database_as_it_was() {
         assert!(failed.is_err(), "{url}: a replay of an undecodable event fails, not {failed:?}");
         assert_eq!(writer_settings(&admit.db).await, before, "{url}: the writer's settings after a failed replay");
         let names: Vec<String> = admit_ledger::on_db!(&admit.db, p => sqlx::query_scalar(tables).fetch_all(p).await.unwrap());
-        let left: Vec<&String> = names.iter().filter(|n| n.starts_with("rebuild_")).collect();
+        let left: Vec<&String> = names.iter().filter(|n| n.starts_with(admit_projections::rebuild::REBUILD_PREFIX)).collect();
         assert!(left.is_empty(), "{url}: tables a failed replay left: {left:?}");
         let after = admit_projections::rebuild::dump(&admit.db, "").await.unwrap();
         assert_eq!(after, live, "{url}: the live read models after a failed replay");
