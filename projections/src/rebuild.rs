@@ -133,7 +133,7 @@ async fn rebuild(db: &Database, lookup: &LookupKey, prefix: &str, swap: bool, op
     let restored = sqlite_settings(db, settings_before).await;
     let rebuilt = rebuilt?;
     restored?;
-    tracing::debug!(elapsed = ?started.elapsed(), "rebuild: the writer's settings restored, the WAL checkpointed");
+    tracing::debug!(elapsed = ?started.elapsed(), "rebuild: the writer's settings restored");
     Ok(rebuilt)
 }
 
