@@ -229,6 +229,10 @@ pub(crate) fn metadata_text(metadata: &Metadata) -> Result<String> {
     serde_json::to_string(metadata).map_err(|e| LedgerError::Corrupt(format!("metadata: {e}")))
 }
 
+/// An event of an append as it is stored: its stream version, the event,
+/// and its hash in the chain.
+pub(crate) type ChainedRow<'e> = (i64, &'e NewEvent, [u8; 32]);
+
 /// `events` numbered after `current` and each hashed onto the one before,
 /// starting from `previous` (the stream head's hash); with the last hash,
 /// the stream's new head.
@@ -239,7 +243,7 @@ pub(crate) fn chain_rows<'e>(
     events: &'e [NewEvent],
     metadata_text: &str,
     recorded_at: DateTime<Utc>,
-) -> (Vec<(i64, &'e NewEvent, [u8; 32])>, Vec<u8>) {
+) -> (Vec<ChainedRow<'e>>, Vec<u8>) {
     let mut rows = Vec::with_capacity(events.len());
     for (i, event) in events.iter().enumerate() {
         let version = current + 1 + i as i64;

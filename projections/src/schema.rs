@@ -363,7 +363,7 @@ pub async fn rename_indexes(tx: &mut Tx, from: &str, to: &str) -> crate::Result<
 async fn create_search_indexes(tx: &mut Tx, prefix: &str) -> crate::Result<()> {
     let Conn::Postgres(c) = &mut tx.conn else { return Ok(()) };
     sqlx::query("SAVEPOINT search_indexes").execute(&mut **c).await?;
-    if trigrams_available(&mut **c).await {
+    if trigrams_available(c).await {
         for stmt in search_indexes(prefix) {
             sqlx::query(&stmt).execute(&mut **c).await?;
         }

@@ -298,7 +298,7 @@ impl Admit {
         }
         Ok(by_invitation
             .into_iter()
-            .filter_map(|(id, events)| Invitation::from_events(events.into_iter()).map(|inv| (id, inv)))
+            .filter_map(|(id, events)| Invitation::from_events(events).map(|inv| (id, inv)))
             .collect())
     }
 
