@@ -337,7 +337,8 @@ async fn main() -> Result<()> {
         Command::Replay { as_of: None, rows_in_memory, .. } => {
             admit.prepare().await?;
             let started = std::time::Instant::now();
-            let options = admit_projections::rebuild::RebuildOptions { resident_rows: rows_in_memory, ..Default::default() };
+            let options =
+                admit_projections::rebuild::RebuildOptions { resident_rows: rows_in_memory, ..Default::default() };
             let rebuilt = admit_projections::rebuild::replay_with(&db, &secrets.lookup, options).await?;
             let secs = started.elapsed().as_secs_f64();
             println!(

@@ -9,8 +9,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -84,7 +84,8 @@ impl Browser {
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=412,915"]
             }
         } } });
-        let r: Value = http.post(format!("{}/session", driver.base)).json(&caps).send().await.unwrap().json().await.unwrap();
+        let r: Value =
+            http.post(format!("{}/session", driver.base)).json(&caps).send().await.unwrap().json().await.unwrap();
         let session = r["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {r}")).to_string();
         std::fs::create_dir_all(&shots).unwrap();
         Browser { http, session: format!("{}/session/{session}", driver.base), shots, shot: 0 }
@@ -103,7 +104,8 @@ impl Browser {
     }
 
     async fn find(&self, css: &str) -> String {
-        let v = self.call(reqwest::Method::POST, "/element", Some(json!({ "using": "css selector", "value": css }))).await;
+        let v =
+            self.call(reqwest::Method::POST, "/element", Some(json!({ "using": "css selector", "value": css }))).await;
         v[ELEMENT].as_str().unwrap_or_else(|| panic!("no element {css}: {v}")).to_string()
     }
 
@@ -121,8 +123,15 @@ impl Browser {
         self.call(reqwest::Method::POST, &format!("/element/{el}/click"), None).await;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let v: Value =
-                self.http.get(format!("{}/element/{root}/name", self.session)).send().await.unwrap().json().await.unwrap();
+            let v: Value = self
+                .http
+                .get(format!("{}/element/{root}/name", self.session))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             if v["value"]["error"] == "stale element reference" {
                 break;
             }
@@ -149,13 +158,22 @@ impl Browser {
 
     async fn value_of(&self, css: &str) -> String {
         let el = self.find(css).await;
-        let v: Value = self.http.get(format!("{}/element/{el}/property/value", self.session)).send().await.unwrap().json().await.unwrap();
+        let v: Value = self
+            .http
+            .get(format!("{}/element/{el}/property/value", self.session))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         v["value"].as_str().unwrap_or_default().to_string()
     }
 
     /// Saves a PNG screenshot of the current page.
     async fn screenshot(&mut self, name: &str) -> PathBuf {
-        let v: Value = self.http.get(format!("{}/screenshot", self.session)).send().await.unwrap().json().await.unwrap();
+        let v: Value =
+            self.http.get(format!("{}/screenshot", self.session)).send().await.unwrap().json().await.unwrap();
         let png = base64::engine::general_purpose::STANDARD.decode(v["value"].as_str().unwrap()).unwrap();
         assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
         self.shot += 1;
@@ -179,7 +197,10 @@ impl Drop for Browser {
         let Some((host, path)) = rest.split_once('/') else { return };
         if let Ok(mut stream) = std::net::TcpStream::connect(host) {
             let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-            let _ = write!(stream, "DELETE /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = write!(
+                stream,
+                "DELETE /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
             let _ = stream.read_to_end(&mut Vec::new());
         }
     }
@@ -207,7 +228,10 @@ async fn emailed_link(app: &TestApp, mailer: &Mailer, dir: &Path, rcpt: &str) ->
         });
         if let Some(m) = found {
             let start = m.find(&prefix).unwrap();
-            let token: String = m[start + prefix.len()..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
+            let token: String = m[start + prefix.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect();
             return format!("{prefix}{token}");
         }
         assert!(std::time::Instant::now() < deadline, "no invitation email for {rcpt}");
@@ -251,7 +275,12 @@ async fn invitees_accept_in_a_real_browser() {
         b.go(&link).await;
         assert!(b.title().await.contains("Invitation to Account C-9001"), "{url}");
         let html = b.source().await;
-        assert!(html.contains("Olga Owner") && html.contains("C-9001") && html.contains("editor") && html.contains("Valid until"));
+        assert!(
+            html.contains("Olga Owner")
+                && html.contains("C-9001")
+                && html.contains("editor")
+                && html.contains("Valid until")
+        );
         b.screenshot("new-user-form").await;
         b.type_into("#name", "Neo Anderson").await;
         b.type_into("#password", "short").await;
@@ -304,7 +333,10 @@ async fn invitees_accept_in_a_real_browser() {
         app.admit.clock.advance(chrono::Duration::hours(25));
         b.go(&late).await;
         let html = b.source().await;
-        assert!(html.contains("This invitation has expired") && html.contains("Request a new invitation"), "{url}: {html}");
+        assert!(
+            html.contains("This invitation has expired") && html.contains("Request a new invitation"),
+            "{url}: {html}"
+        );
         b.screenshot("expired").await;
         b.submit("form button[type=submit]").await;
         assert!(b.source().await.contains("We asked for a new invitation"), "{url}");
@@ -332,8 +364,10 @@ async fn emailed_link_other_than(app: &TestApp, mailer: &Mailer, dir: &Path, rcp
             }
             let mut rest = m.as_str();
             while let Some(start) = rest.find(&prefix) {
-                let token: String =
-                    rest[start + prefix.len()..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
+                let token: String = rest[start + prefix.len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                    .collect();
                 let link = format!("{prefix}{token}");
                 if link != old {
                     return link;

@@ -32,7 +32,10 @@ async fn tamper(url: &str) -> uuid::Uuid {
     let mut tx = db.begin().await.unwrap();
     let id = match &mut tx.conn {
         admit_ledger::Conn::Postgres(t) => {
-            sqlx::query("ALTER TABLE events DISABLE TRIGGER events_refuse_update_delete").execute(&mut **t).await.unwrap();
+            sqlx::query("ALTER TABLE events DISABLE TRIGGER events_refuse_update_delete")
+                .execute(&mut **t)
+                .await
+                .unwrap();
             sqlx::query_scalar(
                 "UPDATE events SET payload = replace(payload, '\"owner\"', '\"viewer\"') \
                  WHERE event_type = 'InvitationSent' RETURNING event_id",
@@ -59,10 +62,20 @@ async fn tamper(url: &str) -> uuid::Uuid {
 #[tokio::test]
 async fn operator_commands_work_from_the_shell_on_both_backends() {
     for url in [admit_ledger::testing::fresh_sqlite_url(), admit_ledger::testing::fresh_postgres_url().await] {
-        let shell = Shell { url: url.clone(), data_dir: std::env::temp_dir().join(format!("admit-cli-{}", uuid::Uuid::new_v4())) };
+        let shell = Shell {
+            url: url.clone(),
+            data_dir: std::env::temp_dir().join(format!("admit-cli-{}", uuid::Uuid::new_v4())),
+        };
         assert!(shell.ok(&["migrate"]).contains("migrations applied"), "{url}");
         let created = shell.ok(&[
-            "account", "create", "--name", "Acme", "--customer-number", "C-7", "--owner-email", "boss@example.com",
+            "account",
+            "create",
+            "--name",
+            "Acme",
+            "--customer-number",
+            "C-7",
+            "--owner-email",
+            "boss@example.com",
         ]);
         assert!(created.contains("/invite/"), "{url}: {created}");
         let account_id = created.lines().next().unwrap().strip_prefix("account ").unwrap().to_string();
@@ -76,7 +89,8 @@ async fn operator_commands_work_from_the_shell_on_both_backends() {
         assert!(replayed.starts_with("replayed 4 events"), "{url}: {replayed}");
 
         let now = chrono::Utc::now().to_rfc3339();
-        let json: serde_json::Value = serde_json::from_str(&shell.ok(&["replay", "--as-of", &now, "--format", "json"])).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&shell.ok(&["replay", "--as-of", &now, "--format", "json"])).unwrap();
         let account = &json["accounts"][0];
         assert_eq!(account["customer_number"], "C-7", "{url}");
         assert_eq!(account["invitations"][0]["status"], "pending", "{url}");
@@ -86,7 +100,8 @@ async fn operator_commands_work_from_the_shell_on_both_backends() {
         assert_eq!(before["accounts"].as_array().unwrap().len(), 0, "{url}: nothing at position 0");
 
         assert!(shell.ok(&["erase", "--email", "BOSS@example.com"]).starts_with("erased person"), "{url}");
-        let json: serde_json::Value = serde_json::from_str(&shell.ok(&["replay", "--as-of", &chrono::Utc::now().to_rfc3339()])).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&shell.ok(&["replay", "--as-of", &chrono::Utc::now().to_rfc3339()])).unwrap();
         assert_eq!(json["accounts"][0]["invitations"][0]["email"], serde_json::Value::Null, "{url}");
         assert!(shell.ok(&["verify"]).starts_with("OK"), "{url}: erasure keeps the chain valid");
 

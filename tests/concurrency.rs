@@ -95,7 +95,8 @@ async fn one_token_accepted_twenty_times_at_once_joins_one_member() {
             tokio::spawn(async move { admit.accept_as_new_user(&token, name("Once Only"), PASSWORD).await })
         })
         .collect();
-    let results: Vec<Result<UserId, _>> = futures::future::join_all(tasks).await.into_iter().map(|r| r.unwrap()).collect();
+    let results: Vec<Result<UserId, _>> =
+        futures::future::join_all(tasks).await.into_iter().map(|r| r.unwrap()).collect();
     let t = tally(results);
     assert_eq!(t.get("ok"), Some(&1), "{t:?}");
     assert_eq!(t.values().sum::<usize>(), 20);
@@ -121,9 +122,17 @@ async fn a_kept_account_state_never_hides_another_processs_change() {
 
         // The second process folds and keeps the account with Alice active,
         // then the first deactivates her: the second sees it.
-        assert_eq!(second.account_snapshot(account).await.unwrap().members[&alice].status, MemberStatus::Active, "{url}");
+        assert_eq!(
+            second.account_snapshot(account).await.unwrap().members[&alice].status,
+            MemberStatus::Active,
+            "{url}"
+        );
         first.deactivate_member(&ctx, account, alice).await.unwrap();
-        assert_eq!(second.account_snapshot(account).await.unwrap().members[&alice].status, MemberStatus::Deactivated, "{url}");
+        assert_eq!(
+            second.account_snapshot(account).await.unwrap().members[&alice].status,
+            MemberStatus::Deactivated,
+            "{url}"
+        );
 
         // The second keeps her deactivated (one seat taken); the first
         // reactivates her (two taken). Of the second's next two

@@ -29,7 +29,8 @@ struct PrivatePostgres {
 /// The folder of PostgreSQL's server programs (`initdb`, `pg_ctl`).
 fn postgres_bin() -> PathBuf {
     let base = Path::new("/usr/lib/postgresql");
-    let mut versions: Vec<PathBuf> = std::fs::read_dir(base).expect("PostgreSQL server programs").flatten().map(|e| e.path()).collect();
+    let mut versions: Vec<PathBuf> =
+        std::fs::read_dir(base).expect("PostgreSQL server programs").flatten().map(|e| e.path()).collect();
     versions.sort();
     versions.pop().expect("a PostgreSQL version").join("bin")
 }
@@ -76,7 +77,8 @@ impl PrivatePostgres {
         let data = self.dir.join("data");
         let log = self.dir.join("server.log");
         let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.display());
-        let out = pg("pg_ctl", &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-o", &options, "-w", "start"]);
+        let out =
+            pg("pg_ctl", &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-o", &options, "-w", "start"]);
         assert!(out.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
     }
 
@@ -150,7 +152,8 @@ async fn postgres_restarted_under_load_gives_503_then_recovers() {
         assert!(Instant::now() < deadline, "admit serve did not become ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let app = common::TestApp { base: base.clone(), http: http.clone(), admit: common::admit_on(&postgres.url()).await };
+    let app =
+        common::TestApp { base: base.clone(), http: http.clone(), admit: common::admit_on(&postgres.url()).await };
     let (account, owner) = app.account_without_limits("O-1", "owner@outage.example.com").await;
 
     // Eight clients invite until told to stop, recording every answer.
@@ -175,7 +178,8 @@ async fn postgres_restarted_under_load_gives_503_then_recovers() {
                     .await
                     .expect("every request gets an answer");
                 let status = resp.status().as_u16();
-                let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let content_type =
+                    resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
                 let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
                 seen.lock().unwrap().push(Seen {
                     status,
@@ -224,7 +228,11 @@ async fn postgres_restarted_under_load_gives_503_then_recovers() {
     for s in &seen {
         assert!(s.status == 201 || s.status == 503, "only 201 or 503, never {s:?}");
         if s.status == 503 {
-            assert_eq!((s.code.as_str(), s.content_type.as_str()), ("database_unavailable", "application/problem+json"), "{s:?}");
+            assert_eq!(
+                (s.code.as_str(), s.content_type.as_str()),
+                ("database_unavailable", "application/problem+json"),
+                "{s:?}"
+            );
         }
         assert!(s.latency <= limit, "an answer took {:?}, beyond the {TIMEOUT_MS} ms timeout: {s:?}", s.latency);
     }
@@ -232,7 +240,12 @@ async fn postgres_restarted_under_load_gives_503_then_recovers() {
     // Every 201 is in the log: each invitation reads back.
     let created: Vec<&String> = seen.iter().filter_map(|s| s.invitation.as_ref()).collect();
     for id in &created {
-        let r = http.get(format!("{base}/v1/accounts/{account}/invitations/{id}")).bearer_auth(&owner).send().await.unwrap();
+        let r = http
+            .get(format!("{base}/v1/accounts/{account}/invitations/{id}"))
+            .bearer_auth(&owner)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 200, "invitation {id} answered 201 but is not there");
     }
     let verify = Command::new(env!("CARGO_BIN_EXE_admit"))
@@ -264,7 +277,11 @@ async fn processes_preparing_one_database_at_once_do_not_collide() {
             let url = url.clone();
             starting.push(tokio::spawn(async move {
                 let db = admit_ledger::Database::connect(&url).await.unwrap();
-                let admit = admit_api::Admit::new(db, admit_api::Secrets::from_master([42; 32]), admit_domain::password::PasswordPolicy::Nist);
+                let admit = admit_api::Admit::new(
+                    db,
+                    admit_api::Secrets::from_master([42; 32]),
+                    admit_domain::password::PasswordPolicy::Nist,
+                );
                 admit.prepare().await
             }));
         }

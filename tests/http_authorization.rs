@@ -75,28 +75,45 @@ async fn the_authorization_matrix() {
                 // Routes that consume an invitation get a fresh one per call.
                 let mut path = path.clone();
                 if path.contains("{fresh}") {
-                    let (fresh, _) = app.invite(&owner, &a, &format!("fresh{n}-{caller}@example.com"), &["viewer"]).await;
+                    let (fresh, _) =
+                        app.invite(&owner, &a, &format!("fresh{n}-{caller}@example.com"), &["viewer"]).await;
                     path = path.replace("{fresh}", &fresh);
                 }
                 if path.contains("{fresh_member}") {
-                    let (_, link) = app.invite(&owner, &a, &format!("member{n}-{caller}@example.com"), &["viewer"]).await;
+                    let (_, link) =
+                        app.invite(&owner, &a, &format!("member{n}-{caller}@example.com"), &["viewer"]).await;
                     let (member, _) = app.accept_new(&link, "Fresh Member").await;
                     path = path.replace("{fresh_member}", &member);
                 }
                 if path.contains("{fresh_role}") {
                     let name = format!("gone{n}-{caller}");
-                    let r = app.post(&format!("/v1/accounts/{a}/roles"), Some(&owner), json!({"name": name, "permissions": ["account.read"]})).await;
+                    let r = app
+                        .post(
+                            &format!("/v1/accounts/{a}/roles"),
+                            Some(&owner),
+                            json!({"name": name, "permissions": ["account.read"]}),
+                        )
+                        .await;
                     assert_eq!(r.status, 201);
                     path = path.replace("{fresh_role}", &name);
                 }
                 if path.contains("{fresh_key}") {
-                    let k = app.post(&format!("/v1/accounts/{a}/api-keys"), Some(&owner), json!({"name": "k", "permissions": ["account.read"]})).await;
+                    let k = app
+                        .post(
+                            &format!("/v1/accounts/{a}/api-keys"),
+                            Some(&owner),
+                            json!({"name": "k", "permissions": ["account.read"]}),
+                        )
+                        .await;
                     path = path.replace("{fresh_key}", k.body["id"].as_str().unwrap());
                 }
                 let answer = app.call(method, &path, token.as_deref(), body).await;
                 let path = &path;
                 if answer.status != expected[i] {
-                    failures.push(format!("{method} {path} as {caller}: {} (expected {}) {}", answer.status, expected[i], answer.body));
+                    failures.push(format!(
+                        "{method} {path} as {caller}: {} (expected {}) {}",
+                        answer.status, expected[i], answer.body
+                    ));
                 }
                 if answer.status >= 400 {
                     assert!(answer.content_type.starts_with("application/problem+json"), "{method} {path} as {caller}");

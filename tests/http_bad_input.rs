@@ -75,7 +75,10 @@ async fn malformed_requests_get_problem_json() {
                 && answer.body["code"] == code
                 && answer.content_type.starts_with("application/problem+json");
             if !ok {
-                failures.push(format!("{method} {path}: {} {} ({}) expected {status} {code}", answer.status, answer.body, answer.content_type));
+                failures.push(format!(
+                    "{method} {path}: {} {} ({}) expected {status} {code}",
+                    answer.status, answer.body, answer.content_type
+                ));
             }
         }
         assert!(failures.is_empty(), "{url}:\n{}", failures.join("\n"));
@@ -85,7 +88,14 @@ async fn malformed_requests_get_problem_json() {
         assert_eq!(listed.body["items"].as_array().unwrap().len(), 2, "{url}: owner's and someone's only");
         // The idempotency key is checked too.
         let long_key = "k".repeat(300);
-        let resp = app.http.post(format!("{}/v1/sessions", app.base)).header("idempotency-key", long_key).json(&json!({})).send().await.unwrap();
+        let resp = app
+            .http
+            .post(format!("{}/v1/sessions", app.base))
+            .header("idempotency-key", long_key)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status().as_u16(), 400, "{url}");
     }
 }

@@ -42,13 +42,16 @@ async fn a_thousand_rows_with_37_planted_errors() {
         for i in 0..5 {
             app.invite(&owner, &a, &format!("pending{i}@bulk.example.com"), &["viewer"]).await;
         }
-        let quota = app.call("PATCH", &format!("/v1/accounts/{a}"), Some(&owner), Some(json!({ "daily_invitation_quota": 973 }))).await;
+        let quota = app
+            .call("PATCH", &format!("/v1/accounts/{a}"), Some(&owner), Some(json!({ "daily_invitation_quota": 973 })))
+            .await;
         assert_eq!(quota.status, 200, "{url}: {quota:?}");
 
         // The file: rows 1..=990 are ordinary rows with 27 errors planted
         // every 35 rows from row 10; rows 991..=995 exceed only the quota,
         // rows 996..=1000 would not fit the seats.
-        let invalid = ["not-an-email", "missing-at.example.com", "a@", "@example.com", "a b@example.com", "x@y@z.example.com"];
+        let invalid =
+            ["not-an-email", "missing-at.example.com", "a@", "@example.com", "a b@example.com", "x@y@z.example.com"];
         let kinds = ["invalid_email", "duplicate_in_file", "already_member", "already_invited", "unknown_role"];
         let mut counts = std::collections::HashMap::new();
         let mut expected: Vec<(usize, &str)> = Vec::new();
@@ -61,7 +64,11 @@ async fn a_thousand_rows_with_37_planted_errors() {
                 let n = counts.entry(kind).or_insert(0);
                 let limit = if kind == "invalid_email" || kind == "duplicate_in_file" { 6 } else { 5 };
                 if *n == limit {
-                    kind = if counts.get("invalid_email").copied().unwrap_or(0) < 6 { "invalid_email" } else { "duplicate_in_file" };
+                    kind = if counts.get("invalid_email").copied().unwrap_or(0) < 6 {
+                        "invalid_email"
+                    } else {
+                        "duplicate_in_file"
+                    };
                 }
                 *counts.entry(kind).or_insert(0) += 1;
                 Some(kind)
@@ -72,12 +79,20 @@ async fn a_thousand_rows_with_37_planted_errors() {
             };
             let line = match planted {
                 None if row % 7 == 0 => format!("{plain},\"Doe, Jane {row}\",\"editor;viewer\",48h\r\n"),
-                None | Some("daily_quota_exceeded") | Some("seat_limit_reached") => format!("{plain},Person {row},viewer,\r\n"),
-                Some("invalid_email") => format!("{},Bad {row},viewer,\r\n", invalid[counts["invalid_email"] % invalid.len()]),
+                None | Some("daily_quota_exceeded") | Some("seat_limit_reached") => {
+                    format!("{plain},Person {row},viewer,\r\n")
+                }
+                Some("invalid_email") => {
+                    format!("{},Bad {row},viewer,\r\n", invalid[counts["invalid_email"] % invalid.len()])
+                }
                 // The same address as three rows earlier, cased and spaced differently.
                 Some("duplicate_in_file") => format!("  USER{:04}@Bulk.Example.COM ,Again,viewer,\r\n", row - 3),
-                Some("already_member") => format!("member{}@bulk.example.com,Member,viewer,\r\n", counts["already_member"] - 1),
-                Some("already_invited") => format!("Pending{}@bulk.example.com,Pending,viewer,\r\n", counts["already_invited"] - 1),
+                Some("already_member") => {
+                    format!("member{}@bulk.example.com,Member,viewer,\r\n", counts["already_member"] - 1)
+                }
+                Some("already_invited") => {
+                    format!("Pending{}@bulk.example.com,Pending,viewer,\r\n", counts["already_invited"] - 1)
+                }
                 Some("unknown_role") => format!("{plain},Ghost {row},\"viewer;ghost\",\r\n"),
                 Some(other) => unreachable!("{other}"),
             };
@@ -106,7 +121,10 @@ async fn a_thousand_rows_with_37_planted_errors() {
         let dry = csv(&app, &format!("{path}?dry_run=true"), &owner, &file).await;
         assert_eq!(dry.status, 200, "{url}: {:?}", dry.body["detail"]);
         assert_eq!(failures(&dry), expected, "{url}: the dry run reports exactly the planted errors");
-        assert_eq!((dry.body["ok"].as_u64(), dry.body["failed"].as_u64(), dry.body["written"].as_bool()), (Some(963), Some(37), Some(false)));
+        assert_eq!(
+            (dry.body["ok"].as_u64(), dry.body["failed"].as_u64(), dry.body["written"].as_bool()),
+            (Some(963), Some(37), Some(false))
+        );
         let row_10 = &dry.body["rows"][9];
         assert_eq!(row_10["line"], 11, "{url}: rows name their line (the header is line 1)");
         assert_eq!(pending(&app, &a, &owner).await, 5, "{url}: a dry run writes nothing");
@@ -143,7 +161,8 @@ async fn csv_dialects_template_and_refusals() {
         let path = format!("/v1/accounts/{a}/invitations/bulk");
 
         // The template is a valid file, and admins (not editors) get it.
-        let template = app.http.get(format!("{}{path}/template.csv", app.base)).bearer_auth(&owner).send().await.unwrap();
+        let template =
+            app.http.get(format!("{}{path}/template.csv", app.base)).bearer_auth(&owner).send().await.unwrap();
         assert_eq!(template.status(), 200);
         assert!(template.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
         let template = template.text().await.unwrap();
@@ -157,7 +176,11 @@ async fn csv_dialects_template_and_refusals() {
         // separators, quotes and line breaks, CRLF, BOM, blank lines.
         let semicolons = "\u{feff}Roles;EMAIL;Name\r\n\"editor;viewer\";semi1@example.com;\"Mustermann; Max\"\r\n\r\nviewer;semi2@example.com;\"Say \"\"hi\"\"\"\r\n;;\r\n\r\n";
         let r = csv(&app, &path, &owner, semicolons).await;
-        assert_eq!((r.status, r.body["ok"].as_u64(), r.body["failed"].as_u64()), (200, Some(2), Some(0)), "{url}: {r:?}");
+        assert_eq!(
+            (r.status, r.body["ok"].as_u64(), r.body["failed"].as_u64()),
+            (200, Some(2), Some(0)),
+            "{url}: {r:?}"
+        );
         assert_eq!(r.body["rows"][1]["line"], 4);
         let got = app.get(&format!("/v1/accounts/{a}/invitations?q=semi1"), Some(&owner)).await;
         assert_eq!(got.body["items"][0]["name"], "Mustermann; Max");
@@ -184,7 +207,8 @@ async fn csv_dialects_template_and_refusals() {
             assert!(r.content_type.starts_with("application/problem+json"));
             assert!(r.body["detail"].as_str().unwrap().contains(line), "{body:?}: {}", r.body["detail"]);
         }
-        let latin1 = app.raw("POST", &path, Some(&owner), "text/csv", b"email,name\nz@example.com,J\xfcrgen\n".to_vec()).await;
+        let latin1 =
+            app.raw("POST", &path, Some(&owner), "text/csv", b"email,name\nz@example.com,J\xfcrgen\n".to_vec()).await;
         assert_eq!((latin1.status, latin1.body["code"].as_str()), (400, Some("malformed_csv")), "{latin1:?}");
         assert!(latin1.body["detail"].as_str().unwrap().contains("line 2"));
         let xml = app.raw("POST", &path, Some(&owner), "application/xml", b"<a/>".to_vec()).await;

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
 use checker::{check, FinalState, Kind, Limits, Op, Outcome};
+use chrono::Utc;
 use common::*;
 use serde_json::{json, Value};
 
@@ -59,7 +59,8 @@ async fn perform(app: &TestApp, account: &str, tokens: &BTreeMap<String, String>
 }
 
 async fn send(app: &TestApp, method: &str, path: &str, bearer: Option<&str>, body: Option<Value>) -> Outcome {
-    let mut req = app.http.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{path}", app.base));
+    let mut req =
+        app.http.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{path}", app.base));
     if let Some(b) = bearer {
         req = req.bearer_auth(b);
     }
@@ -113,7 +114,9 @@ async fn final_state(app: &TestApp, account: &str, owner: &str, history: &[Op], 
     let named: BTreeSet<String> = history
         .iter()
         .filter_map(|op| match &op.kind {
-            Kind::Accept { invitation } | Kind::Revoke { invitation } | Kind::Patch { invitation, .. } => Some(invitation.clone()),
+            Kind::Accept { invitation } | Kind::Revoke { invitation } | Kind::Patch { invitation, .. } => {
+                Some(invitation.clone())
+            }
             Kind::Invite { .. } => None,
         })
         .collect();
@@ -172,9 +175,15 @@ async fn a_hundred_clients_keep_every_invariant() {
     let mut tasks = Vec::new();
     for i in 0..100usize {
         let n = (i * 3) % 70;
-        let email = if i % 3 == 0 { format!("Person{n}@CC-0.Example.com") } else { format!("person{n}@cc-0.example.com") };
+        let email =
+            if i % 3 == 0 { format!("Person{n}@CC-0.Example.com") } else { format!("person{n}@cc-0.example.com") };
         let (by, bearer) = if i % 2 == 0 { ("owner", &owner0) } else { ("admin", &admin0) };
-        tasks.push(Task { account: 0, bearer: Some(bearer.clone()), kind: Kind::Invite { by: by.into(), email }, not_before: None });
+        tasks.push(Task {
+            account: 0,
+            bearer: Some(bearer.clone()),
+            kind: Kind::Invite { by: by.into(), email },
+            not_before: None,
+        });
     }
     // ... and 100 PATCHes of one pending invitation, each with its own
     // lifetime so the final state names the request it came from.
@@ -220,7 +229,12 @@ async fn a_hundred_clients_keep_every_invariant() {
             tasks.push(Task { account: 1, bearer: None, kind: Kind::Accept { invitation: id.clone() }, not_before });
         }
         if i < 15 {
-            tasks.push(Task { account: 1, bearer: Some(owner1.clone()), kind: Kind::Revoke { invitation: id }, not_before: None });
+            tasks.push(Task {
+                account: 1,
+                bearer: Some(owner1.clone()),
+                kind: Kind::Revoke { invitation: id },
+                not_before: None,
+            });
         }
     }
     let held_before = [3usize, 2 + 30];
@@ -263,7 +277,8 @@ async fn a_hundred_clients_keep_every_invariant() {
     loop {
         let listed = app.get(&format!("/v1/accounts/{a1}/invitations?q=deadline"), Some(&owner1)).await;
         let accepted = listed.body["items"].as_array().unwrap().iter().filter(|i| i["status"] == "accepted").count();
-        let expired = app.get(&format!("/v1/accounts/{a1}/events?type=InvitationExpired&limit=100"), Some(&owner1)).await;
+        let expired =
+            app.get(&format!("/v1/accounts/{a1}/events?type=InvitationExpired&limit=100"), Some(&owner1)).await;
         if accepted + expired.body["items"].as_array().map_or(0, |a| a.len()) == 15 {
             break;
         }
@@ -286,20 +301,36 @@ async fn a_hundred_clients_keep_every_invariant() {
         }
         // The checker must have had something to check: every contended
         // resource was contended.
-        let refused = |code: &str| ops.iter().filter(|o| matches!(&o.outcome, Outcome::Failed { code: c, .. } if c == code)).count();
+        let refused = |code: &str| {
+            ops.iter().filter(|o| matches!(&o.outcome, Outcome::Failed { code: c, .. } if c == code)).count()
+        };
         match n {
             0 => {
                 assert!(refused("already_invited") > 0, "no duplicate email was refused: {report:?}");
                 assert!(refused("seat_limit_reached") > 0, "the seats never ran out: {report:?}");
             }
             _ => {
-                let ended = |status: &str| state.invitations.values().filter(|i| i["email"].as_str().is_some_and(|e| e.starts_with("deadline")) && i["status"] == status).count();
+                let ended = |status: &str| {
+                    state
+                        .invitations
+                        .values()
+                        .filter(|i| {
+                            i["email"].as_str().is_some_and(|e| e.starts_with("deadline")) && i["status"] == status
+                        })
+                        .count()
+                };
                 report.push(format!("deadline links: {} accepted, {} expired", ended("accepted"), ended("expired")));
                 // The five links accepted only after their deadline must have
                 // expired; at least one link accepted at once must have joined.
-                assert!(ended("accepted") > 0 && ended("expired") >= 5, "accept and expiry did not both win a race: {report:?}");
+                assert!(
+                    ended("accepted") > 0 && ended("expired") >= 5,
+                    "accept and expiry did not both win a race: {report:?}"
+                );
                 assert!(refused("daily_quota_exceeded") > 0, "the quota never bit: {report:?}");
-                assert!(refused("invitation_used") + refused("invitation_revoked") > 0, "no accept lost a race: {report:?}");
+                assert!(
+                    refused("invitation_used") + refused("invitation_revoked") > 0,
+                    "no accept lost a race: {report:?}"
+                );
             }
         }
     }

@@ -38,18 +38,27 @@ async fn exports_list_everything_with_documented_columns_and_neutralised_cells()
             }
         }
         let invited = app
-            .post(&format!("/v1/accounts/{a}/invitations"), Some(&owner), json!({ "email": "pending@example.com", "name": "=1+2", "roles": ["editor", "viewer"] }))
+            .post(
+                &format!("/v1/accounts/{a}/invitations"),
+                Some(&owner),
+                json!({ "email": "pending@example.com", "name": "=1+2", "roles": ["editor", "viewer"] }),
+            )
             .await;
         assert_eq!(invited.status, 201);
         // Enough invitations to need several pages of the stream (500 each).
-        let items: Vec<_> = (0..520).map(|i| json!({ "email": format!("many{i}@example.com"), "roles": ["viewer"] })).collect();
-        let quota = app.call("PATCH", &format!("/v1/accounts/{a}"), Some(&owner), Some(json!({ "daily_invitation_quota": 1000 }))).await;
+        let items: Vec<_> =
+            (0..520).map(|i| json!({ "email": format!("many{i}@example.com"), "roles": ["viewer"] })).collect();
+        let quota = app
+            .call("PATCH", &format!("/v1/accounts/{a}"), Some(&owner), Some(json!({ "daily_invitation_quota": 1000 })))
+            .await;
         assert_eq!(quota.status, 200);
-        let bulk = app.post(&format!("/v1/accounts/{a}/invitations/bulk"), Some(&owner), json!({ "items": items })).await;
+        let bulk =
+            app.post(&format!("/v1/accounts/{a}/invitations/bulk"), Some(&owner), json!({ "items": items })).await;
         assert_eq!(bulk.status, 200, "{url}: {bulk:?}");
         let bulk_ok = bulk.body["ok"].as_u64().unwrap() as usize;
 
-        let signed_in = app.post("/v1/sessions", None, json!({ "email": "viewer@exp-1.example.com", "password": PASSWORD })).await;
+        let signed_in =
+            app.post("/v1/sessions", None, json!({ "email": "viewer@exp-1.example.com", "password": PASSWORD })).await;
         assert_eq!(signed_in.status, 201);
         let (status, content_type, members) = export(&app, &format!("/v1/accounts/{a}/members.csv"), &owner).await;
         assert_eq!(status, 200, "{url}");
@@ -72,11 +81,19 @@ async fn exports_list_everything_with_documented_columns_and_neutralised_cells()
         let viewer = members.iter().find(|r| r[col("email", &MEMBER_COLUMNS)] == "viewer@exp-1.example.com").unwrap();
         assert_eq!(viewer[col("roles", &MEMBER_COLUMNS)], "viewer");
         assert!(viewer[col("last_login_at", &MEMBER_COLUMNS)].ends_with('Z'), "{url}: {viewer:?}");
-        assert_eq!(viewer[col("invited_by", &MEMBER_COLUMNS)], "owner@exp-1.example.com", "{url}: the inviter by email");
+        assert_eq!(
+            viewer[col("invited_by", &MEMBER_COLUMNS)],
+            "owner@exp-1.example.com",
+            "{url}: the inviter by email"
+        );
 
         let (status, _, invitations) = export(&app, &format!("/v1/accounts/{a}/invitations.csv"), &owner).await;
         assert_eq!(status, 200);
-        assert_eq!(invitations[0], INVITATION_COLUMNS.map(String::from).to_vec(), "{url}: documented invitation columns");
+        assert_eq!(
+            invitations[0],
+            INVITATION_COLUMNS.map(String::from).to_vec(),
+            "{url}: documented invitation columns"
+        );
         // The owner's invitation, the team's 5, the hostile 5, one pending, the bulk rows.
         assert_eq!(invitations.len() - 1, 1 + 5 + hostile.len() + 1 + bulk_ok, "{url}: every invitation, across pages");
         let c = |name: &str| col(name, &INVITATION_COLUMNS);

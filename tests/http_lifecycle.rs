@@ -21,18 +21,26 @@ async fn operator_owner_editor_and_a_second_account() {
         assert_eq!(preview.body["email"], "eddie@example.com");
         assert_eq!(preview.body["user_exists"], false);
 
-        let accepted = app.post("/v1/invitations/accept", None, json!({ "token": link, "name": "Eddie Editor", "password": PASSWORD })).await;
+        let accepted = app
+            .post(
+                "/v1/invitations/accept",
+                None,
+                json!({ "token": link, "name": "Eddie Editor", "password": PASSWORD }),
+            )
+            .await;
         assert_eq!(accepted.status, 200, "{url}: {accepted:?}");
         assert_eq!(accepted.body["redirect_url"], "http://app.test/home");
         let eddie = accepted.body["user_id"].as_str().unwrap().to_string();
 
-        let session = app.post("/v1/sessions", None, json!({ "email": "EDDIE@example.com", "password": PASSWORD })).await;
+        let session =
+            app.post("/v1/sessions", None, json!({ "email": "EDDIE@example.com", "password": PASSWORD })).await;
         assert_eq!(session.status, 201, "{url}: {session:?}");
         let eddie_session = session.body["token"].as_str().unwrap().to_string();
 
         let members = app.get(&format!("/v1/accounts/{account}/members"), Some(&owner)).await;
         assert_eq!(members.status, 200, "{url}: {members:?}");
-        let listed = members.body["items"].as_array().unwrap().iter().find(|m| m["user_id"] == eddie.as_str()).cloned().unwrap();
+        let listed =
+            members.body["items"].as_array().unwrap().iter().find(|m| m["user_id"] == eddie.as_str()).cloned().unwrap();
         assert_eq!(listed["roles"], json!(["editor"]));
         assert_eq!(listed["email"], "eddie@example.com");
         assert!(listed["last_login_at"].is_string(), "{url}: last login recorded");
@@ -52,7 +60,8 @@ async fn operator_owner_editor_and_a_second_account() {
 
         let me = app.get("/v1/me", Some(&eddie_session)).await;
         assert_eq!(me.status, 200, "{url}: {me:?}");
-        let accounts: Vec<&str> = me.body["memberships"].as_array().unwrap().iter().map(|m| m["customer_number"].as_str().unwrap()).collect();
+        let accounts: Vec<&str> =
+            me.body["memberships"].as_array().unwrap().iter().map(|m| m["customer_number"].as_str().unwrap()).collect();
         assert_eq!(accounts, ["C-100", "C-200"], "{url}");
         assert_eq!(me.body["restricted"], false);
 
@@ -71,32 +80,50 @@ async fn dead_links_resend_revoke_expiry_and_single_use() {
 
         // Resend kills the old link.
         let (id, old) = app.invite(&owner, &account, "r@example.com", &["viewer"]).await;
-        let resent = app.post(&format!("/v1/accounts/{account}/invitations/{id}/resend"), Some(&owner), json!({ "send_copy_to_me": true })).await;
+        let resent = app
+            .post(
+                &format!("/v1/accounts/{account}/invitations/{id}/resend"),
+                Some(&owner),
+                json!({ "send_copy_to_me": true }),
+            )
+            .await;
         assert_eq!(resent.status, 200, "{url}: {resent:?}");
         let new = token_of(&resent.body["accept_url"]);
         assert_eq!(resent.body["resend_count"], 1);
-        let a = app.post("/v1/invitations/accept", None, json!({ "token": old, "name": "R", "password": PASSWORD })).await;
+        let a =
+            app.post("/v1/invitations/accept", None, json!({ "token": old, "name": "R", "password": PASSWORD })).await;
         assert_eq!((a.status, a.body["code"].as_str()), (404, Some("invalid_token")), "{url}: {a:?}");
         assert!(a.content_type.starts_with("application/problem+json"));
 
         // A used link is refused; so is updating the accepted invitation.
         app.accept_new(&new, "Rita").await;
-        let again = app.post("/v1/invitations/accept", None, json!({ "token": new, "name": "Rita", "password": PASSWORD })).await;
+        let again = app
+            .post("/v1/invitations/accept", None, json!({ "token": new, "name": "Rita", "password": PASSWORD }))
+            .await;
         assert_eq!((again.status, again.body["code"].as_str()), (409, Some("invitation_used")), "{url}: {again:?}");
-        let patch = app.call("PATCH", &format!("/v1/accounts/{account}/invitations/{id}"), Some(&owner), Some(json!({ "roles": ["editor"] }))).await;
+        let patch = app
+            .call(
+                "PATCH",
+                &format!("/v1/accounts/{account}/invitations/{id}"),
+                Some(&owner),
+                Some(json!({ "roles": ["editor"] })),
+            )
+            .await;
         assert_eq!((patch.status, patch.body["code"].as_str()), (409, Some("invitation_used")), "{url}: {patch:?}");
 
         // Revoking kills the link.
         let (id, link) = app.invite(&owner, &account, "v@example.com", &["viewer"]).await;
         let del = app.call("DELETE", &format!("/v1/accounts/{account}/invitations/{id}"), Some(&owner), None).await;
         assert_eq!(del.status, 204, "{url}");
-        let a = app.post("/v1/invitations/accept", None, json!({ "token": link, "name": "V", "password": PASSWORD })).await;
+        let a =
+            app.post("/v1/invitations/accept", None, json!({ "token": link, "name": "V", "password": PASSWORD })).await;
         assert_eq!((a.status, a.body["code"].as_str()), (410, Some("invitation_revoked")), "{url}: {a:?}");
 
         // An expired link is refused on its own, whatever the expiry worker did.
         let (_, link) = app.invite(&owner, &account, "x@example.com", &["viewer"]).await;
         app.admit.clock.advance(chrono::Duration::hours(25));
-        let a = app.post("/v1/invitations/accept", None, json!({ "token": link, "name": "X", "password": PASSWORD })).await;
+        let a =
+            app.post("/v1/invitations/accept", None, json!({ "token": link, "name": "X", "password": PASSWORD })).await;
         assert_eq!((a.status, a.body["code"].as_str()), (410, Some("invitation_expired")), "{url}: {a:?}");
         let p = app.get(&format!("/v1/invitations/preview?token={link}"), None).await;
         assert_eq!(p.body["code"], "invitation_expired", "{url}");
@@ -124,7 +151,8 @@ async fn deleting_a_custom_role_takes_it_from_invitations_and_members() {
         assert_eq!(first.body["affected_invitations"], 1);
         assert_eq!(first.body["affected_members"], 1);
 
-        let done = app.call("DELETE", &format!("/v1/accounts/{account}/roles/support?confirm=true"), Some(owner), None).await;
+        let done =
+            app.call("DELETE", &format!("/v1/accounts/{account}/roles/support?confirm=true"), Some(owner), None).await;
         assert_eq!(done.status, 204, "{url}: {done:?}");
         let inv = app.get(&format!("/v1/accounts/{account}/invitations/{pending}"), Some(owner)).await;
         assert_eq!(inv.body["access"]["roles"], json!(["viewer"]), "{url}");
@@ -144,7 +172,11 @@ async fn api_keys_settings_and_the_wrong_person() {
 
         // An API key with a chosen set of permissions, shown once.
         let key = app
-            .post(&format!("/v1/accounts/{account}/api-keys"), Some(&owner), json!({ "name": "CI", "permissions": ["account.read", "invitations.read", "invitations.create"] }))
+            .post(
+                &format!("/v1/accounts/{account}/api-keys"),
+                Some(&owner),
+                json!({ "name": "CI", "permissions": ["account.read", "invitations.read", "invitations.create"] }),
+            )
             .await;
         assert_eq!(key.status, 201, "{url}: {key:?}");
         let secret = key.body["secret"].as_str().unwrap().to_string();
@@ -154,17 +186,32 @@ async fn api_keys_settings_and_the_wrong_person() {
         let stored = everything_stored(&app.admit).await;
         assert!(!stored.contains(&secret), "{url}: the key is stored only hashed");
 
-        let by_key = app.post(&format!("/v1/accounts/{account}/invitations"), Some(&secret), json!({ "email": "k@example.com", "roles": ["viewer"] })).await;
+        let by_key = app
+            .post(
+                &format!("/v1/accounts/{account}/invitations"),
+                Some(&secret),
+                json!({ "email": "k@example.com", "roles": ["viewer"] }),
+            )
+            .await;
         assert_eq!(by_key.status, 201, "{url}: {by_key:?}");
         assert_eq!(by_key.body["channel"], "api_key");
         assert!(by_key.body["invited_by"].as_str().unwrap().starts_with("api_key:"));
-        let too_much = app.post(&format!("/v1/accounts/{account}/invitations"), Some(&secret), json!({ "email": "k2@example.com", "roles": ["editor"] })).await;
+        let too_much = app
+            .post(
+                &format!("/v1/accounts/{account}/invitations"),
+                Some(&secret),
+                json!({ "email": "k2@example.com", "roles": ["editor"] }),
+            )
+            .await;
         assert_eq!((too_much.status, too_much.body["code"].as_str()), (403, Some("exceeds_own_rights")), "{url}");
         let elsewhere = app.get("/v1/me", Some(&secret)).await;
         assert_eq!(elsewhere.status, 401, "{url}: a key is no user session");
 
         let key_id = key.body["id"].as_str().unwrap();
-        assert_eq!(app.call("DELETE", &format!("/v1/accounts/{account}/api-keys/{key_id}"), Some(&owner), None).await.status, 204);
+        assert_eq!(
+            app.call("DELETE", &format!("/v1/accounts/{account}/api-keys/{key_id}"), Some(&owner), None).await.status,
+            204
+        );
         let after = app.get(&format!("/v1/accounts/{account}/invitations"), Some(&secret)).await;
         assert_eq!(after.status, 401, "{url}: a revoked key stops working");
 
@@ -174,14 +221,17 @@ async fn api_keys_settings_and_the_wrong_person() {
             .await;
         assert_eq!(set.status, 200, "{url}: {set:?}");
         assert_eq!(set.body["allowed_email_domains"], json!(["example.com"]));
-        let outside = app.post(&format!("/v1/accounts/{account}/invitations"), Some(&owner), json!({ "email": "x@elsewhere.org" })).await;
+        let outside = app
+            .post(&format!("/v1/accounts/{account}/invitations"), Some(&owner), json!({ "email": "x@elsewhere.org" }))
+            .await;
         assert_eq!(outside.body["code"], "email_domain_not_allowed", "{url}");
         let with_redirect = app
             .post(&format!("/v1/accounts/{account}/invitations"), Some(&owner), json!({ "email": "m@example.com", "roles": ["viewer"], "metadata": { "team": "sales" }, "redirect_url": "https://app.example.com/welcome" }))
             .await;
         assert_eq!(with_redirect.status, 201, "{url}: {with_redirect:?}");
         assert_eq!(with_redirect.body["metadata"]["team"], "sales");
-        let seats = app.call("PATCH", &format!("/v1/accounts/{account}"), Some(&owner), Some(json!({ "seats": 500 }))).await;
+        let seats =
+            app.call("PATCH", &format!("/v1/accounts/{account}"), Some(&owner), Some(json!({ "seats": 500 }))).await;
         assert_eq!(seats.status, 400, "{url}: seats are not a setting owners change");
 
         // Someone signed in with another email gets email_mismatch; the link stays usable.
@@ -190,7 +240,9 @@ async fn api_keys_settings_and_the_wrong_person() {
         let link = token_of(&with_redirect.body["accept_url"]);
         let wrong = app.post("/v1/invitations/accept", Some(&other_session), json!({ "token": link })).await;
         assert_eq!((wrong.status, wrong.body["code"].as_str()), (403, Some("email_mismatch")), "{url}: {wrong:?}");
-        let right = app.post("/v1/invitations/accept", None, json!({ "token": link, "name": "Mia", "password": PASSWORD })).await;
+        let right = app
+            .post("/v1/invitations/accept", None, json!({ "token": link, "name": "Mia", "password": PASSWORD }))
+            .await;
         assert_eq!(right.status, 200, "{url}: {right:?}");
         assert_eq!(right.body["redirect_url"], "https://app.example.com/welcome");
     }
@@ -218,11 +270,16 @@ async fn leaving_auditing_bulk_and_role_changes() {
             )
             .await;
         assert_eq!(bulk.status, 200, "{url}: {bulk:?}");
-        let codes: Vec<&str> = bulk.body["rows"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap()).collect();
+        let codes: Vec<&str> =
+            bulk.body["rows"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap()).collect();
         assert_eq!(codes, ["ok", "invalid_email", "duplicate_in_file", "unknown_role", "ok"], "{url}");
         assert_eq!((bulk.body["ok"].as_u64(), bulk.body["failed"].as_u64()), (Some(2), Some(3)));
         let dry = app
-            .post(&format!("/v1/accounts/{a}/invitations/bulk?dry_run=true"), Some(&owner), json!({ "items": [{ "email": "b9@example.com" }] }))
+            .post(
+                &format!("/v1/accounts/{a}/invitations/bulk?dry_run=true"),
+                Some(&owner),
+                json!({ "items": [{ "email": "b9@example.com" }] }),
+            )
             .await;
         assert_eq!((dry.body["ok"].as_u64(), dry.body["written"].as_bool()), (Some(1), Some(false)), "{url}");
         let searched = app.get(&format!("/v1/accounts/{a}/invitations?q=b9"), Some(&owner)).await;
@@ -245,11 +302,21 @@ async fn leaving_auditing_bulk_and_role_changes() {
 
         // Changing a role in use asks first.
         let patch = app
-            .call("PATCH", &format!("/v1/accounts/{a}/roles/support"), Some(&owner), Some(json!({ "permissions": ["account.read"] })))
+            .call(
+                "PATCH",
+                &format!("/v1/accounts/{a}/roles/support"),
+                Some(&owner),
+                Some(json!({ "permissions": ["account.read"] })),
+            )
             .await;
         assert_eq!((patch.status, patch.body["affected_members"].as_u64()), (409, Some(1)), "{url}: {patch:?}");
         let patch = app
-            .call("PATCH", &format!("/v1/accounts/{a}/roles/support?confirm=true"), Some(&owner), Some(json!({ "permissions": ["account.read"] })))
+            .call(
+                "PATCH",
+                &format!("/v1/accounts/{a}/roles/support?confirm=true"),
+                Some(&owner),
+                Some(json!({ "permissions": ["account.read"] })),
+            )
             .await;
         assert_eq!(patch.status, 200, "{url}");
 
@@ -270,9 +337,15 @@ async fn leaving_auditing_bulk_and_role_changes() {
         let viewer = &team.sessions["viewer"];
         let step1 = app.call("DELETE", &format!("/v1/me/memberships/{a}"), Some(viewer), None).await;
         assert_eq!(step1.status, 202, "{url}: {step1:?}");
-        assert_eq!(app.get("/v1/me", Some(viewer)).await.body["memberships"].as_array().unwrap().len(), 1, "{url}: not yet");
+        assert_eq!(
+            app.get("/v1/me", Some(viewer)).await.body["memberships"].as_array().unwrap().len(),
+            1,
+            "{url}: not yet"
+        );
         let confirmation = step1.body["confirmation"].as_str().unwrap();
-        let step2 = app.call("DELETE", &format!("/v1/me/memberships/{a}?confirmation={confirmation}"), Some(viewer), None).await;
+        let step2 = app
+            .call("DELETE", &format!("/v1/me/memberships/{a}?confirmation={confirmation}"), Some(viewer), None)
+            .await;
         assert_eq!(step2.status, 204, "{url}: {step2:?}");
         let me = app.get("/v1/me", Some(viewer)).await;
         assert_eq!(me.body["memberships"].as_array().unwrap().len(), 0, "{url}");

@@ -24,7 +24,8 @@ struct Page {
 
 impl Page {
     fn csrf(&self) -> String {
-        let start = self.html.find("name=\"csrf\" value=\"").expect("a form with a CSRF field") + "name=\"csrf\" value=\"".len();
+        let start = self.html.find("name=\"csrf\" value=\"").expect("a form with a CSRF field")
+            + "name=\"csrf\" value=\"".len();
         self.html[start..].split('"').next().unwrap().to_string()
     }
 }
@@ -89,20 +90,36 @@ async fn the_accept_page_shows_the_invitation_and_registers_a_new_user() {
         let (a, owner_link) = app.open_account("C-7781", "owner@pages.example.com", 20).await;
         let (_, owner) = app.accept_new(&owner_link, "Olga Owner").await;
         let invited = app
-            .post(&format!("/v1/accounts/{a}/invitations"), Some(&owner), json!({ "email": "new@pages.example.com", "name": "<b>Neo</b>", "roles": ["editor", "viewer"] }))
+            .post(
+                &format!("/v1/accounts/{a}/invitations"),
+                Some(&owner),
+                json!({ "email": "new@pages.example.com", "name": "<b>Neo</b>", "roles": ["editor", "viewer"] }),
+            )
             .await;
         let (id, token) = (invited.body["id"].as_str().unwrap().to_string(), token_of(&invited.body["accept_url"]));
 
         let mut v = Visitor::new(&app);
         let page = v.open(&token).await;
         assert_eq!(page.status, 200, "{url}");
-        for shown in ["Account C-7781", "C-7781", "Olga Owner (owner@pages.example.com)", "editor, viewer", "new@pages.example.com", "Valid until"] {
+        for shown in [
+            "Account C-7781",
+            "C-7781",
+            "Olga Owner (owner@pages.example.com)",
+            "editor, viewer",
+            "new@pages.example.com",
+            "Valid until",
+        ] {
             assert!(page.html.contains(shown), "{url}: the page shows {shown}");
         }
         assert!(page.html.contains("name=\"viewport\""));
-        assert!(page.html.contains("<label for=\"password\">") && page.html.contains("aria-describedby=\"password-hint\""));
+        assert!(
+            page.html.contains("<label for=\"password\">") && page.html.contains("aria-describedby=\"password-hint\"")
+        );
         assert!(page.html.contains("at least 15 characters"), "the password policy is stated");
-        assert!(page.html.contains("value=\"&lt;b&gt;Neo&lt;/b&gt;\""), "{url}: the invited name is prefilled, escaped");
+        assert!(
+            page.html.contains("value=\"&lt;b&gt;Neo&lt;/b&gt;\""),
+            "{url}: the invited name is prefilled, escaped"
+        );
         assert!(!page.html.contains("<script"));
         let csp = page.headers["content-security-policy"].to_str().unwrap();
         assert!(csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'"), "{csp}");
@@ -113,26 +130,43 @@ async fn the_accept_page_shows_the_invitation_and_registers_a_new_user() {
         // Opening (twice) records the clicks and changes nothing else.
         v.open(&token).await;
         let inv = status_of(&app, &owner, &a, &id).await;
-        assert_eq!((inv["status"].as_str(), inv["delivery_state"].as_str()), (Some("pending"), Some("clicked")), "{url}");
+        assert_eq!(
+            (inv["status"].as_str(), inv["delivery_state"].as_str()),
+            (Some("pending"), Some("clicked")),
+            "{url}"
+        );
         assert_eq!(inv["clicks"], 2, "{url}: {inv}");
 
         // CSRF: no cookie, a wrong token, or another link's token: refused, nothing happens.
         let csrf = page.csrf();
         let mut stranger = Visitor::new(&app);
-        let r = stranger.submit(&token, &[("action", "register"), ("csrf", &csrf), ("name", "Eve"), ("password", PASSWORD)]).await;
+        let r = stranger
+            .submit(&token, &[("action", "register"), ("csrf", &csrf), ("name", "Eve"), ("password", PASSWORD)])
+            .await;
         assert_eq!(r.status, 403, "{url}: no cookie");
-        let r = v.submit(&token, &[("action", "register"), ("csrf", "0000"), ("name", "Eve"), ("password", PASSWORD)]).await;
+        let r = v
+            .submit(&token, &[("action", "register"), ("csrf", "0000"), ("name", "Eve"), ("password", PASSWORD)])
+            .await;
         assert_eq!(r.status, 403, "{url}: wrong token");
         let (_, other_token) = app.invite(&owner, &a, "other@pages.example.com", &["viewer"]).await;
-        let r = v.submit(&other_token, &[("action", "register"), ("csrf", &csrf), ("name", "Eve"), ("password", PASSWORD)]).await;
+        let r = v
+            .submit(&other_token, &[("action", "register"), ("csrf", &csrf), ("name", "Eve"), ("password", PASSWORD)])
+            .await;
         assert_eq!(r.status, 403, "{url}: a token is tied to its link");
         assert_eq!(status_of(&app, &owner, &a, &id).await["status"], "pending");
 
         // Field errors next to their field, the typed name kept.
         let r = v.submit(&token, &[("action", "register"), ("csrf", &csrf), ("name", ""), ("password", "")]).await;
         assert_eq!(r.status, 422);
-        assert!(r.html.contains("id=\"name-error\">Please enter your name.") && r.html.contains("id=\"password-error\">Please choose a password."), "{}", r.html);
-        let r = v.submit(&token, &[("action", "register"), ("csrf", &csrf), ("name", "Ada Lovelace"), ("password", "short")]).await;
+        assert!(
+            r.html.contains("id=\"name-error\">Please enter your name.")
+                && r.html.contains("id=\"password-error\">Please choose a password."),
+            "{}",
+            r.html
+        );
+        let r = v
+            .submit(&token, &[("action", "register"), ("csrf", &csrf), ("name", "Ada Lovelace"), ("password", "short")])
+            .await;
         assert_eq!(r.status, 422, "{url}");
         assert!(r.html.contains("value=\"Ada Lovelace\""), "the typed name is kept");
         assert!(r.html.contains("id=\"password-error\"") && r.html.contains("aria-invalid=\"true\""));
@@ -140,9 +174,18 @@ async fn the_accept_page_shows_the_invitation_and_registers_a_new_user() {
         assert_eq!(status_of(&app, &owner, &a, &id).await["status"], "pending");
 
         // Success: a confirmation linking to ADMIT_APP_URL, and a session.
-        let r = v.submit(&token, &[("action", "register"), ("csrf", &csrf), ("name", "Ada Lovelace"), ("password", PASSWORD)]).await;
+        let r = v
+            .submit(
+                &token,
+                &[("action", "register"), ("csrf", &csrf), ("name", "Ada Lovelace"), ("password", PASSWORD)],
+            )
+            .await;
         assert_eq!(r.status, 200, "{url}: {}", r.html);
-        assert!(r.html.contains("Welcome to Account C-7781") && r.html.contains("href=\"http://app.test/home\""), "{}", r.html);
+        assert!(
+            r.html.contains("Welcome to Account C-7781") && r.html.contains("href=\"http://app.test/home\""),
+            "{}",
+            r.html
+        );
         assert!(v.cookies.contains_key("admit_session"));
         assert_eq!(status_of(&app, &owner, &a, &id).await["status"], "accepted");
 
@@ -150,13 +193,20 @@ async fn the_accept_page_shows_the_invitation_and_registers_a_new_user() {
         let used = v.open(&token).await;
         assert_eq!(used.status, 409);
         assert!(used.html.contains("already used"));
-        let r = v.submit(&token, &[("action", "register"), ("csrf", &csrf), ("name", "Ada"), ("password", PASSWORD)]).await;
+        let r =
+            v.submit(&token, &[("action", "register"), ("csrf", &csrf), ("name", "Ada"), ("password", PASSWORD)]).await;
         assert_eq!(r.status, 409);
 
         // Signed in as Ada, another invitation (for someone else) is not hers.
         let mismatch = v.open(&other_token).await;
         assert_eq!(mismatch.status, 200);
-        assert!(mismatch.html.contains("You are signed in as <strong>new@pages.example.com</strong>, but this invitation is for"), "{}", mismatch.html);
+        assert!(
+            mismatch
+                .html
+                .contains("You are signed in as <strong>new@pages.example.com</strong>, but this invitation is for"),
+            "{}",
+            mismatch.html
+        );
         assert!(!mismatch.html.contains("value=\"decline\""), "{url}: no decline offered to someone else");
         let csrf2 = mismatch.csrf();
         let r = v.submit(&other_token, &[("action", "accept"), ("csrf", &csrf2)]).await;
@@ -182,9 +232,13 @@ async fn existing_users_sign_in_and_dead_links_explain_themselves() {
         let (id, token) = app.invite(&owner, &a, "sam@dead.example.com", &["viewer"]).await;
         let mut v = Visitor::new(&app);
         let page = v.open(&token).await;
-        assert!(page.html.contains("Sign in to accept") && page.html.contains("autocomplete=\"current-password\""), "{url}");
+        assert!(
+            page.html.contains("Sign in to accept") && page.html.contains("autocomplete=\"current-password\""),
+            "{url}"
+        );
         let csrf = page.csrf();
-        let r = v.submit(&token, &[("action", "log_in"), ("csrf", &csrf), ("password", "not the password at all")]).await;
+        let r =
+            v.submit(&token, &[("action", "log_in"), ("csrf", &csrf), ("password", "not the password at all")]).await;
         assert_eq!(r.status, 401);
         assert!(r.html.contains("That password is not correct."));
         assert_eq!(status_of(&app, &owner, &a, &id).await["status"], "pending");
@@ -195,7 +249,10 @@ async fn existing_users_sign_in_and_dead_links_explain_themselves() {
 
         // Revoked, declined, invalid.
         let (rid, rtoken) = app.invite(&owner, &a, "revoked@dead.example.com", &["viewer"]).await;
-        assert_eq!(app.call("DELETE", &format!("/v1/accounts/{a}/invitations/{rid}"), Some(&owner), None).await.status, 204);
+        assert_eq!(
+            app.call("DELETE", &format!("/v1/accounts/{a}/invitations/{rid}"), Some(&owner), None).await.status,
+            204
+        );
         let r = v.open(&rtoken).await;
         assert_eq!(r.status, 410);
         assert!(r.html.contains("withdrawn"));
@@ -236,7 +293,11 @@ async fn existing_users_sign_in_and_dead_links_explain_themselves() {
         assert_eq!(items.len(), 1, "{url}: {}", events.body);
         assert_eq!(items[0]["data"]["invitation_id"], eid);
         app.admit.clock.advance(chrono::Duration::hours(25));
-        assert_eq!(v.submit(&etoken, &[("action", "request_renewal"), ("csrf", &csrf)]).await.status, 200, "{url}: allowed again a day later");
+        assert_eq!(
+            v.submit(&etoken, &[("action", "request_renewal"), ("csrf", &csrf)]).await.status,
+            200,
+            "{url}: allowed again a day later"
+        );
         // A live link cannot ask for renewal.
         let (_, live) = app.invite(&owner, &a, "live@dead.example.com", &["viewer"]).await;
         let page = v.open(&live).await;

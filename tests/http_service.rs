@@ -75,7 +75,10 @@ async fn openapi_documents_every_route_and_every_route_is_served() {
             .replace("{role}", "r")
             .replace("{key}", &uuid::Uuid::nil().to_string());
         let answer = app.call(&method.to_uppercase(), &concrete, None, None).await;
-        assert!(!(answer.status == 404 && answer.body["detail"] == "route not found"), "{method} {path} is documented but not served");
+        assert!(
+            !(answer.status == 404 && answer.body["detail"] == "route not found"),
+            "{method} {path} is documented but not served"
+        );
         assert_ne!(answer.status, 405, "{method} {path}");
     }
     let (_, ops) = paths.iter().next().unwrap();
@@ -142,13 +145,19 @@ async fn health_metrics_request_ids_idempotency_throttle_and_links() {
         assert!(appended.split(' ').nth(1).unwrap().parse::<u64>().unwrap() >= 4, "{url}: {appended}");
 
         // Failed sign-ins are throttled; unknown and known emails answer alike.
-        let unknown = app.post("/v1/sessions", None, json!({ "email": "nobody@example.com", "password": "wrong wrong wrong" })).await;
-        let known = app.post("/v1/sessions", None, json!({ "email": "o@links.example.com", "password": "wrong wrong wrong" })).await;
+        let unknown = app
+            .post("/v1/sessions", None, json!({ "email": "nobody@example.com", "password": "wrong wrong wrong" }))
+            .await;
+        let known = app
+            .post("/v1/sessions", None, json!({ "email": "o@links.example.com", "password": "wrong wrong wrong" }))
+            .await;
         assert_eq!((unknown.status, &unknown.body["detail"]), (known.status, &known.body["detail"]), "{url}");
         for _ in 0..5 {
-            app.post("/v1/sessions", None, json!({ "email": "o@links.example.com", "password": "wrong wrong wrong" })).await;
+            app.post("/v1/sessions", None, json!({ "email": "o@links.example.com", "password": "wrong wrong wrong" }))
+                .await;
         }
-        let blocked = app.post("/v1/sessions", None, json!({ "email": "o@links.example.com", "password": PASSWORD })).await;
+        let blocked =
+            app.post("/v1/sessions", None, json!({ "email": "o@links.example.com", "password": PASSWORD })).await;
         assert_eq!((blocked.status, blocked.body["code"].as_str()), (429, Some("too_many_attempts")), "{url}");
     }
 }

@@ -130,7 +130,8 @@ async fn invite_mail_click_accept_through_the_topic() {
     })
     .await;
     assert_eq!(app.get(&format!("/v1/invitations/preview?token={token}"), None).await.status, 200);
-    let accepted = app.post("/v1/invitations/accept", None, json!({ "token": token, "name": "Ivy", "password": PASSWORD })).await;
+    let accepted =
+        app.post("/v1/invitations/accept", None, json!({ "token": token, "name": "Ivy", "password": PASSWORD })).await;
     assert_eq!(accepted.status, 200, "{accepted:?}");
     let members = app.get(&format!("/v1/accounts/{account}/members"), Some(&owner)).await;
     assert!(members.body.to_string().contains("ivy@example.com"), "the member appears: {}", members.body);
@@ -204,7 +205,14 @@ async fn five_hundred_invitations_with_the_mailer_killed_twice_are_mailed_once_e
 
     let (account, owner_link) = app.open_account("KW-2", "owner@kw2.example.com", 1000).await;
     let (_, owner) = app.accept_new(&owner_link, "Olga Owner").await;
-    let raised = app.call("PATCH", &format!("/v1/accounts/{account}"), Some(&owner), Some(json!({ "daily_invitation_quota": 1000 }))).await;
+    let raised = app
+        .call(
+            "PATCH",
+            &format!("/v1/accounts/{account}"),
+            Some(&owner),
+            Some(json!({ "daily_invitation_quota": 1000 })),
+        )
+        .await;
     assert_eq!(raised.status, 200, "{raised:?}");
 
     let data = temp_dir("kw2");
@@ -255,7 +263,8 @@ async fn five_hundred_invitations_with_the_mailer_killed_twice_are_mailed_once_e
     // it) can resend the messages in flight with the same Message-ID: at
     // most as many as the mailer sends at once, per kill, and receivers
     // drop them by their id.
-    let mut ids_by_person: std::collections::BTreeMap<&String, std::collections::BTreeSet<&String>> = Default::default();
+    let mut ids_by_person: std::collections::BTreeMap<&String, std::collections::BTreeSet<&String>> =
+        Default::default();
     for (to, id) in &mails_after {
         ids_by_person.entry(to).or_default().insert(id);
     }
@@ -264,7 +273,10 @@ async fn five_hundred_invitations_with_the_mailer_killed_twice_are_mailed_once_e
     let duplicates = mails_after.len() - N;
     let in_flight = admit_workers::mailer::SENDING_AT_ONCE;
     assert!(duplicates <= 2 * in_flight, "{duplicates} same-id resends after 2 kills (first count {})", mails.len());
-    eprintln!("{N} invitations, 2 kills: {} messages at the SMTP server, {duplicates} same-Message-ID resends", mails_after.len());
+    eprintln!(
+        "{N} invitations, 2 kills: {} messages at the SMTP server, {duplicates} same-Message-ID resends",
+        mails_after.len()
+    );
     stop.send(true).unwrap();
     relaying.await.unwrap().unwrap();
 }
@@ -302,6 +314,10 @@ async fn a_broker_frozen_under_the_consumers_loses_and_doubles_no_email() {
     let mails = invitation_mails(&sink.dir);
     let people: std::collections::BTreeSet<&String> = mails.iter().map(|(to, _)| to).collect();
     let ids: std::collections::BTreeSet<&String> = mails.iter().map(|(_, id)| id).collect();
-    assert_eq!((mails.len(), people.len(), ids.len()), (BEFORE + DURING, BEFORE + DURING, BEFORE + DURING), "{mails:#?}");
+    assert_eq!(
+        (mails.len(), people.len(), ids.len()),
+        (BEFORE + DURING, BEFORE + DURING, BEFORE + DURING),
+        "{mails:#?}"
+    );
     deployment.shut_down().await;
 }

@@ -108,7 +108,8 @@ async fn replay_as_of_shows_who_had_access_then_and_why() {
         // Between the acceptance and the removal Dora was a member, through
         // the invitation the owner sent.
         let joined = admit.db.read_stream(&account.stream()).await.unwrap();
-        let joined_at = joined.iter().find(|e| e.event_type == "MemberJoined" && e.stream_version > 2).unwrap().position;
+        let joined_at =
+            joined.iter().find(|e| e.event_type == "MemberJoined" && e.stream_version > 2).unwrap().position;
         let during = accounts_as_of(&admit.db, Moment::Position(joined_at)).await.unwrap();
         let m = during[0].members.iter().find(|m| m.user_id == dora).expect("member then");
         assert_eq!(m.invitation_id, Some(issued.invitation_id), "{url}");

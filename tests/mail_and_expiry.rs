@@ -287,15 +287,21 @@ async fn one_reminder_a_day_before_the_deadline_of_long_links_only() {
         let (_, owner) = app.accept_new(&owner_link, "Olga Owner").await;
         let path = format!("/v1/accounts/{account}/invitations");
         let long = app.post(&path, Some(&owner), json!({ "email": "long@example.com", "expires_in_hours": 72 })).await;
-        let short = app.post(&path, Some(&owner), json!({ "email": "short@example.com", "expires_in_hours": 48 })).await;
-        let (long, short) = (long.body["id"].as_str().unwrap().to_string(), short.body["id"].as_str().unwrap().to_string());
+        let short =
+            app.post(&path, Some(&owner), json!({ "email": "short@example.com", "expires_in_hours": 48 })).await;
+        let (long, short) =
+            (long.body["id"].as_str().unwrap().to_string(), short.body["id"].as_str().unwrap().to_string());
         let dir = temp_dir("remind");
         let mailer = Mailer::new(app.admit.clone(), config(Transport::folder(&dir).unwrap(), 1)).unwrap();
         let expiry = Expiry::new(app.admit.clone(), ExpiryConfig::default());
         // Both invitation emails out; no reminder yet.
-        rounds_until("two invitation emails", || async { mailer.run_once().await.unwrap(); }, || {
-            to(&messages(&dir), "long@example.com").len() + to(&messages(&dir), "short@example.com").len() == 2
-        })
+        rounds_until(
+            "two invitation emails",
+            || async {
+                mailer.run_once().await.unwrap();
+            },
+            || to(&messages(&dir), "long@example.com").len() + to(&messages(&dir), "short@example.com").len() == 2,
+        )
         .await;
         expiry.run_once().await.unwrap();
 
@@ -312,10 +318,14 @@ async fn one_reminder_a_day_before_the_deadline_of_long_links_only() {
             let dir = dir.clone();
             move || to(&messages(&dir), "long@example.com").into_iter().find(|m| m.contains("Subject: Reminder"))
         };
-        rounds_until("the reminder email", || async {
-            expiry.run_once().await.unwrap();
-            mailer.run_once().await.unwrap();
-        }, || reminder().is_some())
+        rounds_until(
+            "the reminder email",
+            || async {
+                expiry.run_once().await.unwrap();
+                mailer.run_once().await.unwrap();
+            },
+            || reminder().is_some(),
+        )
         .await;
         let mail = reminder().unwrap();
         let token = link_in(&mail);
@@ -358,9 +368,13 @@ async fn an_account_template_shapes_its_invitation_email() {
 
         let dir = temp_dir("tpl");
         let mailer = Mailer::new(app.admit.clone(), config(Transport::folder(&dir).unwrap(), 1)).unwrap();
-        rounds_until("the templated email", || async { mailer.run_once().await.unwrap(); }, || {
-            !to(&messages(&dir), "tia@example.com").is_empty()
-        })
+        rounds_until(
+            "the templated email",
+            || async {
+                mailer.run_once().await.unwrap();
+            },
+            || !to(&messages(&dir), "tia@example.com").is_empty(),
+        )
         .await;
         let mail = to(&messages(&dir), "tia@example.com").remove(0);
         assert!(mail.contains("Subject: Join Account T-1 <T-1>"), "{url}: {mail}");
@@ -369,7 +383,8 @@ async fn an_account_template_shapes_its_invitation_email() {
         assert!(mail.contains("pixel.gif?sig="), "{url}: the tracking pixel is added");
 
         // Back to Admit's own email.
-        let reset = app.call("PATCH", &settings, Some(&owner), Some(json!({ "mail_templates": { "invitation": null } }))).await;
+        let reset =
+            app.call("PATCH", &settings, Some(&owner), Some(json!({ "mail_templates": { "invitation": null } }))).await;
         assert_eq!(reset.body["mail_templates"], json!({}), "{url}");
     }
 }
@@ -447,7 +462,11 @@ async fn the_funnel_of_a_scripted_day_matches_the_counts_by_hand() {
         // Opened: a, b, c (a twice); clicked: a, b (a twice).
         for who in ["a", "a", "b", "c"] {
             let sig = app.admit.pixel_signature(ids[who]);
-            app.http.get(format!("{}/v1/invitations/{}/pixel.gif?sig={sig}", app.base, ids[who].0)).send().await.unwrap();
+            app.http
+                .get(format!("{}/v1/invitations/{}/pixel.gif?sig={sig}", app.base, ids[who].0))
+                .send()
+                .await
+                .unwrap();
         }
         for who in ["a", "a", "b"] {
             assert_eq!(app.get(&format!("/v1/invitations/preview?token={}", tokens[who]), None).await.status, 200);
@@ -460,7 +479,9 @@ async fn the_funnel_of_a_scripted_day_matches_the_counts_by_hand() {
             app.accept_new(&tokens[who], &format!("Person {who}")).await;
         }
         // d expires (its deadline moved to 1 s, then passed), e is revoked, f waits.
-        let moved = app.call("PATCH", &format!("{path}/{}", ids["d"].0), Some(&owner), Some(json!({ "expires_in_seconds": 1 }))).await;
+        let moved = app
+            .call("PATCH", &format!("{path}/{}", ids["d"].0), Some(&owner), Some(json!({ "expires_in_seconds": 1 })))
+            .await;
         assert_eq!(moved.status, 200, "{url}: {moved:?}");
         app.admit.clock.advance(chrono::Duration::seconds(2));
         assert!(app.admit.expire(ids["d"]).await.unwrap(), "{url}");
@@ -509,19 +530,29 @@ async fn the_funnel_of_a_scripted_day_matches_the_counts_by_hand() {
             ] {
                 admit_ledger::on_db_write!(&app.admit.db, p => sqlx::query(sql).execute(p).await.map(|_| ()).unwrap());
             }
-            let analytics = admit_workers::analytics::Analytics::new(app.admit.db.clone(), Duration::from_millis(50)).batch_size(events);
+            let analytics = admit_workers::analytics::Analytics::new(app.admit.db.clone(), Duration::from_millis(50))
+                .batch_size(events);
             while analytics.run_once().await.unwrap() > 0 {}
             let again = app.get(&funnel_path, Some(&owner)).await;
             assert_eq!(again.body["total"], expected, "{url}: counted {events} event(s) at a time");
         }
         // The day before holds the owner's own invitation.
         let before = (day - chrono::Duration::days(1)).format("%Y-%m-%d");
-        let earlier = app.get(&format!("/v1/accounts/{account}/analytics/funnel?from={before}&to={before}"), Some(&owner)).await;
-        assert_eq!((earlier.body["total"]["invited"].as_i64(), earlier.body["total"]["accepted"].as_i64()), (Some(1), Some(1)), "{url}");
+        let earlier =
+            app.get(&format!("/v1/accounts/{account}/analytics/funnel?from={before}&to={before}"), Some(&owner)).await;
+        assert_eq!(
+            (earlier.body["total"]["invited"].as_i64(), earlier.body["total"]["accepted"].as_i64()),
+            (Some(1), Some(1)),
+            "{url}"
+        );
         // Bad ranges are refused clearly.
         for q in ["from=2026-13-01", "from=2026-02-01&to=2026-01-01", "from=2020-01-01&to=2026-01-01"] {
             let bad = app.get(&format!("/v1/accounts/{account}/analytics/funnel?{q}"), Some(&owner)).await;
-            assert_eq!((bad.status, bad.body["errors"][0]["code"].as_str()), (422, Some("invalid_date_range")), "{url}: {q}");
+            assert_eq!(
+                (bad.status, bad.body["errors"][0]["code"].as_str()),
+                (422, Some("invalid_date_range")),
+                "{url}: {q}"
+            );
         }
     }
 }
@@ -540,13 +571,28 @@ async fn a_renewal_request_is_mailed_to_the_inviter() {
         let mailer = Mailer::new(app.admit.clone(), config(Transport::folder(&dir).unwrap(), 1)).unwrap();
         let notice = {
             let dir = dir.clone();
-            move || to(&messages(&dir), "owner@renew.example.com").into_iter().find(|m| m.contains("asks for a new invitation"))
+            move || {
+                to(&messages(&dir), "owner@renew.example.com")
+                    .into_iter()
+                    .find(|m| m.contains("asks for a new invitation"))
+            }
         };
-        rounds_until("the renewal notice", || async { mailer.run_once().await.unwrap(); }, || notice().is_some()).await;
+        rounds_until(
+            "the renewal notice",
+            || async {
+                mailer.run_once().await.unwrap();
+            },
+            || notice().is_some(),
+        )
+        .await;
         let mail = notice().unwrap();
-        assert!(mail.contains("Subject: late@example.com asks for a new invitation to Account N-1 (N-1)"), "{url}: {mail}");
+        assert!(
+            mail.contains("Subject: late@example.com asks for a new invitation to Account N-1 (N-1)"),
+            "{url}: {mail}"
+        );
         while mailer.run_once().await.unwrap() > 0 {}
-        let notices = to(&messages(&dir), "owner@renew.example.com").into_iter().filter(|m| m.contains("asks for a new")).count();
+        let notices =
+            to(&messages(&dir), "owner@renew.example.com").into_iter().filter(|m| m.contains("asks for a new")).count();
         assert_eq!(notices, 1, "{url}: once");
     }
 }

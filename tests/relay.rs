@@ -29,7 +29,10 @@ async fn every_event_reaches_the_topic_once_in_stream_order() {
     }
     let admit_ledger::Database::Postgres(pool) = &app.admit.db else { unreachable!() };
     let expected: Vec<(uuid::Uuid, String, i64)> =
-        sqlx::query_as("SELECT event_id, stream_id, stream_version FROM events ORDER BY position").fetch_all(pool).await.unwrap();
+        sqlx::query_as("SELECT event_id, stream_id, stream_version FROM events ORDER BY position")
+            .fetch_all(pool)
+            .await
+            .unwrap();
 
     let config = RelayConfig {
         brokers: broker.addr.clone(),
@@ -52,7 +55,10 @@ async fn every_event_reaches_the_topic_once_in_stream_order() {
             if let Some(h) = m.headers() {
                 for i in 0..h.count() {
                     let header = h.get(i);
-                    headers.insert(header.key.to_string(), String::from_utf8_lossy(header.value.unwrap_or_default()).to_string());
+                    headers.insert(
+                        header.key.to_string(),
+                        String::from_utf8_lossy(header.value.unwrap_or_default()).to_string(),
+                    );
                 }
             }
             let body: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
@@ -92,7 +98,14 @@ async fn a_broker_gone_for_thirty_seconds_loses_and_reorders_nothing() {
     let app = spawn_app(&admit_ledger::testing::fresh_postgres_url().await).await;
     let (account, owner_link) = app.open_account("K-2", "owner@kafka2.example.com", 500).await;
     let (_, owner) = app.accept_new(&owner_link, "Olga Owner").await;
-    let raised = app.call("PATCH", &format!("/v1/accounts/{account}"), Some(&owner), Some(serde_json::json!({ "daily_invitation_quota": 1000 }))).await;
+    let raised = app
+        .call(
+            "PATCH",
+            &format!("/v1/accounts/{account}"),
+            Some(&owner),
+            Some(serde_json::json!({ "daily_invitation_quota": 1000 })),
+        )
+        .await;
     assert_eq!(raised.status, 200, "{raised:?}");
 
     let config = RelayConfig {
@@ -156,7 +169,10 @@ async fn a_broker_gone_for_thirty_seconds_loses_and_reorders_nothing() {
     assert_eq!(positions.len(), seen.len(), "each position exactly once on the topic");
     assert_eq!(positions, expected.iter().map(|e| e.3).collect(), "every position of the log");
     let ids: BTreeSet<&str> = seen.iter().map(|s| s.0.as_str()).collect();
-    assert_eq!(ids, expected.iter().map(|e| e.0.to_string()).collect::<BTreeSet<_>>().iter().map(String::as_str).collect());
+    assert_eq!(
+        ids,
+        expected.iter().map(|e| e.0.to_string()).collect::<BTreeSet<_>>().iter().map(String::as_str).collect()
+    );
     let mut last: BTreeMap<&str, i64> = BTreeMap::new();
     for (_, stream, version, _) in &seen {
         let prev = last.insert(stream, *version).unwrap_or(0);

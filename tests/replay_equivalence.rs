@@ -17,28 +17,73 @@ use proptest::prelude::*;
 /// made so far; out-of-range picks wrap around.
 #[derive(Debug, Clone)]
 enum Step {
-    Invite { person: u8, roles: u8 },
-    AcceptNew { invitation: u8 },
-    AcceptExisting { invitation: u8, user: u8 },
-    Resend { invitation: u8 },
-    Revoke { invitation: u8 },
-    Decline { invitation: u8 },
-    Update { invitation: u8, roles: u8 },
-    Deliver { invitation: u8, state: u8 },
+    Invite {
+        person: u8,
+        roles: u8,
+    },
+    AcceptNew {
+        invitation: u8,
+    },
+    AcceptExisting {
+        invitation: u8,
+        user: u8,
+    },
+    Resend {
+        invitation: u8,
+    },
+    Revoke {
+        invitation: u8,
+    },
+    Decline {
+        invitation: u8,
+    },
+    Update {
+        invitation: u8,
+        roles: u8,
+    },
+    Deliver {
+        invitation: u8,
+        state: u8,
+    },
     /// What the mailer records: several invitations' facts in one
     /// transaction (batched on PostgreSQL unless an open or a click is in it).
-    DeliverMany { facts: Vec<(u8, u8)> },
-    DefineRole { n: u8 },
-    ChangeRole { n: u8 },
-    DeleteRole { n: u8 },
-    ChangeMember { user: u8, roles: u8 },
-    Deactivate { user: u8 },
-    Reactivate { user: u8 },
-    Remove { user: u8 },
-    Cancel { user: u8 },
-    LogIn { user: u8 },
-    Erase { person: u8 },
-    SetAccountActive { active: bool },
+    DeliverMany {
+        facts: Vec<(u8, u8)>,
+    },
+    DefineRole {
+        n: u8,
+    },
+    ChangeRole {
+        n: u8,
+    },
+    DeleteRole {
+        n: u8,
+    },
+    ChangeMember {
+        user: u8,
+        roles: u8,
+    },
+    Deactivate {
+        user: u8,
+    },
+    Reactivate {
+        user: u8,
+    },
+    Remove {
+        user: u8,
+    },
+    Cancel {
+        user: u8,
+    },
+    LogIn {
+        user: u8,
+    },
+    Erase {
+        person: u8,
+    },
+    SetAccountActive {
+        active: bool,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -113,10 +158,12 @@ impl Run {
                 }),
                 None => Ok(()),
             },
-            Step::AcceptExisting { invitation, user } => match (pick(&self.invitations, *invitation), pick(&self.users, *user)) {
-                (Some((_, token, _)), Some((u, _))) => a.accept_as_user(u, &token).await.map(|_| ()),
-                _ => Ok(()),
-            },
+            Step::AcceptExisting { invitation, user } => {
+                match (pick(&self.invitations, *invitation), pick(&self.users, *user)) {
+                    (Some((_, token, _)), Some((u, _))) => a.accept_as_user(u, &token).await.map(|_| ()),
+                    _ => Ok(()),
+                }
+            }
             Step::Resend { invitation } => match pick(&self.invitations, *invitation) {
                 Some((id, _, to)) => a.resend(&self.owner(), self.account, id, false).await.map(|i| {
                     self.invitations.push((id, i.token.as_str().to_string(), to));
@@ -132,7 +179,16 @@ impl Run {
                 None => Ok(()),
             },
             Step::Update { invitation, roles: r } => match pick(&self.invitations, *invitation) {
-                Some((id, _, _)) => a.update_invitation(&self.owner(), self.account, id, Some(roles(*r)), Some(admit_domain::values::LinkLifetime::from_hours(48).unwrap())).await,
+                Some((id, _, _)) => {
+                    a.update_invitation(
+                        &self.owner(),
+                        self.account,
+                        id,
+                        Some(roles(*r)),
+                        Some(admit_domain::values::LinkLifetime::from_hours(48).unwrap()),
+                    )
+                    .await
+                }
                 None => Ok(()),
             },
             Step::Deliver { invitation, state } => match pick(&self.invitations, *invitation) {
@@ -163,7 +219,10 @@ impl Run {
                 ];
                 let facts: Vec<_> = facts
                     .iter()
-                    .filter_map(|(i, st)| pick(&self.invitations, *i).map(|(id, _, _)| (id, states[*st as usize % 8], Some("250 ok".to_string()))))
+                    .filter_map(|(i, st)| {
+                        pick(&self.invitations, *i)
+                            .map(|(id, _, _)| (id, states[*st as usize % 8], Some("250 ok".to_string())))
+                    })
                     .collect();
                 if facts.is_empty() {
                     Ok(())
@@ -189,7 +248,9 @@ impl Run {
                     a.change_role(&self.owner(), self.account, name, perms).await
                 }
             }
-            Step::DeleteRole { n } => a.delete_role(&self.owner(), self.account, role(["support", "billing", "ops"][*n as usize % 3])).await,
+            Step::DeleteRole { n } => {
+                a.delete_role(&self.owner(), self.account, role(["support", "billing", "ops"][*n as usize % 3])).await
+            }
             Step::ChangeMember { user, roles: r } => match pick(&self.users, *user) {
                 Some((u, _)) => a.change_member_access(&self.owner(), self.account, u, roles(*r)).await,
                 None => Ok(()),
@@ -209,12 +270,17 @@ impl Run {
                 Some((_, to)) => a.log_in(&email(&to), PASSWORD).await.map(|_| ()),
                 None => Ok(()),
             },
-            Step::SetAccountActive { active } => a.set_account_active(&RequestContext::cli(), self.account, *active).await,
+            Step::SetAccountActive { active } => {
+                a.set_account_active(&RequestContext::cli(), self.account, *active).await
+            }
             Step::Erase { person } => a.erase(&email(&format!("person{person}@example.com"))).await.map(|_| ()),
         };
         if let Err(e) = r {
             assert!(
-                matches!(e, admit_api::Error::Domain(_) | admit_api::Error::NotFound(_) | admit_api::Error::InvalidCredentials),
+                matches!(
+                    e,
+                    admit_api::Error::Domain(_) | admit_api::Error::NotFound(_) | admit_api::Error::InvalidCredentials
+                ),
                 "step {s:?} failed with a non-rule error: {e}"
             );
         }
@@ -251,10 +317,18 @@ async fn assert_read_models_match_the_domain(admit: &Admit, url: &str) {
     let mut members_from_domain: Vec<(String, String, String)> = Vec::new();
     for v in &views {
         for i in &v.invitations {
-            from_domain.push((i.invitation_id.to_string(), i.status.to_string(), serde_json::to_string(&i.access).unwrap()));
+            from_domain.push((
+                i.invitation_id.to_string(),
+                i.status.to_string(),
+                serde_json::to_string(&i.access).unwrap(),
+            ));
         }
         for m in &v.members {
-            members_from_domain.push((m.user_id.to_string(), m.status.to_string(), serde_json::to_string(&m.access).unwrap()));
+            members_from_domain.push((
+                m.user_id.to_string(),
+                m.status.to_string(),
+                serde_json::to_string(&m.access).unwrap(),
+            ));
         }
     }
     from_domain.sort();
@@ -273,12 +347,18 @@ async fn read_model_rows(admit: &Admit) -> (Vec<(String, String, String)>, Vec<(
         admit_ledger::Database::Postgres(p) => {
             let a: Vec<(uuid::Uuid, String, String)> = sqlx::query_as(inv_sql).fetch_all(p).await.unwrap();
             let b: Vec<(uuid::Uuid, String, String)> = sqlx::query_as(mem_sql).fetch_all(p).await.unwrap();
-            (a.into_iter().map(|(i, s, x)| (i.to_string(), s, x)).collect(), b.into_iter().map(|(i, s, x)| (i.to_string(), s, x)).collect())
+            (
+                a.into_iter().map(|(i, s, x)| (i.to_string(), s, x)).collect(),
+                b.into_iter().map(|(i, s, x)| (i.to_string(), s, x)).collect(),
+            )
         }
         admit_ledger::Database::Sqlite { reader, .. } => {
             let a: Vec<(uuid::Uuid, String, String)> = sqlx::query_as(inv_sql).fetch_all(reader).await.unwrap();
             let b: Vec<(uuid::Uuid, String, String)> = sqlx::query_as(mem_sql).fetch_all(reader).await.unwrap();
-            (a.into_iter().map(|(i, s, x)| (i.to_string(), s, x)).collect(), b.into_iter().map(|(i, s, x)| (i.to_string(), s, x)).collect())
+            (
+                a.into_iter().map(|(i, s, x)| (i.to_string(), s, x)).collect(),
+                b.into_iter().map(|(i, s, x)| (i.to_string(), s, x)).collect(),
+            )
         }
     }
 }
@@ -320,7 +400,8 @@ async fn a_batch_of_delivery_records_projects_as_one_by_one() {
         let (account, owner) = account_with_owner(&admit, "DLV-1", 10).await;
         let mut ids = Vec::new();
         for who in ["sent", "failed", "opened", "alone"] {
-            let issued = admit.invite(&as_user(owner), account, invite(&format!("{who}@example.com"), &[])).await.unwrap();
+            let issued =
+                admit.invite(&as_user(owner), account, invite(&format!("{who}@example.com"), &[])).await.unwrap();
             ids.push(issued.invitation_id);
         }
         let [sent, failed, opened, alone] = [ids[0], ids[1], ids[2], ids[3]];
@@ -389,12 +470,12 @@ async fn index_definitions(admit: &Admit) -> Vec<(String, String, String)> {
         .fetch_all(pool)
         .await
         .unwrap(),
-        admit_ledger::Database::Sqlite { reader, .. } => sqlx::query_as(
-            "SELECT tbl_name, name, COALESCE(sql, '') FROM sqlite_master WHERE type = 'index'",
-        )
-        .fetch_all(reader)
-        .await
-        .unwrap(),
+        admit_ledger::Database::Sqlite { reader, .. } => {
+            sqlx::query_as("SELECT tbl_name, name, COALESCE(sql, '') FROM sqlite_master WHERE type = 'index'")
+                .fetch_all(reader)
+                .await
+                .unwrap()
+        }
     };
     out.sort();
     out
@@ -417,9 +498,10 @@ async fn a_failed_replay_leaves_the_database_as_it_was() {
         // ledger, a copy of the last one with a payload of no event's shape.
         let (new_id, tables) = match admit.db.backend() {
             admit_ledger::Backend::Sqlite => ("randomblob(16)", "SELECT name FROM sqlite_master WHERE type = 'table'"),
-            admit_ledger::Backend::Postgres => {
-                ("gen_random_uuid()", "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()")
-            }
+            admit_ledger::Backend::Postgres => (
+                "gen_random_uuid()",
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()",
+            ),
         };
         let corrupt = format!(
             "INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, payload, metadata, recorded_at, hash) \
@@ -430,8 +512,10 @@ async fn a_failed_replay_leaves_the_database_as_it_was() {
         let failed = admit_projections::rebuild::replay(&admit.db, &admit.secrets.lookup).await;
         assert!(failed.is_err(), "{url}: a replay of an undecodable event fails, not {failed:?}");
         assert_eq!(writer_settings(&admit.db).await, before, "{url}: the writer's settings after a failed replay");
-        let names: Vec<String> = admit_ledger::on_db!(&admit.db, p => sqlx::query_scalar(tables).fetch_all(p).await.unwrap());
-        let left: Vec<&String> = names.iter().filter(|n| n.starts_with(admit_projections::rebuild::REBUILD_PREFIX)).collect();
+        let names: Vec<String> =
+            admit_ledger::on_db!(&admit.db, p => sqlx::query_scalar(tables).fetch_all(p).await.unwrap());
+        let left: Vec<&String> =
+            names.iter().filter(|n| n.starts_with(admit_projections::rebuild::REBUILD_PREFIX)).collect();
         assert!(left.is_empty(), "{url}: tables a failed replay left: {left:?}");
         let after = admit_projections::rebuild::dump(&admit.db, "").await.unwrap();
         assert_eq!(after, live, "{url}: the live read models after a failed replay");

@@ -18,7 +18,8 @@ async fn a_session_of_another_email_cannot_accept() {
         let stolen = app.post("/v1/invitations/accept", Some(&team.sessions["editor"]), json!({ "token": link })).await;
         assert_eq!((stolen.status, stolen.body["code"].as_str()), (403, Some("email_mismatch")), "{url}: {stolen:?}");
         let (bob, _) = app.accept_new(&link, "Bob Invited").await;
-        let members = app.get(&format!("/v1/accounts/{}/members?q=bob", team.account), Some(&team.sessions["owner"])).await;
+        let members =
+            app.get(&format!("/v1/accounts/{}/members?q=bob", team.account), Some(&team.sessions["owner"])).await;
         assert_eq!(members.body["items"][0]["user_id"].as_str(), Some(bob.as_str()), "{url}");
     }
 }
@@ -30,26 +31,58 @@ async fn admins_cannot_grant_above_their_own_rights() {
     for (url, app) in apps().await {
         let team = app.team("SEC-2").await;
         let (account, admin) = (&team.account, &team.sessions["admin"]);
-        let invite = app.post(&format!("/v1/accounts/{account}/invitations"), Some(admin), json!({ "email": "boss@example.com", "roles": ["owner"] })).await;
-        assert_eq!((invite.status, invite.body["code"].as_str()), (403, Some("exceeds_own_rights")), "{url}: {invite:?}");
+        let invite = app
+            .post(
+                &format!("/v1/accounts/{account}/invitations"),
+                Some(admin),
+                json!({ "email": "boss@example.com", "roles": ["owner"] }),
+            )
+            .await;
+        assert_eq!(
+            (invite.status, invite.body["code"].as_str()),
+            (403, Some("exceeds_own_rights")),
+            "{url}: {invite:?}"
+        );
 
         let (id, _) = app.invite(admin, account, "later@example.com", &["viewer"]).await;
         let path = format!("/v1/accounts/{account}/invitations/{id}");
         let widened = app.call("PATCH", &path, Some(admin), Some(json!({ "roles": ["owner"] }))).await;
-        assert_eq!((widened.status, widened.body["code"].as_str()), (403, Some("exceeds_own_rights")), "{url}: {widened:?}");
+        assert_eq!(
+            (widened.status, widened.body["code"].as_str()),
+            (403, Some("exceeds_own_rights")),
+            "{url}: {widened:?}"
+        );
         let unchanged = app.get(&path, Some(admin)).await;
         assert_eq!(unchanged.body["access"]["roles"], json!(["viewer"]), "{url}: the refused PATCH changed nothing");
 
         let viewer = &team.ids["viewer"];
         let promoted = app
-            .call("PATCH", &format!("/v1/accounts/{account}/members/{viewer}"), Some(admin), Some(json!({ "roles": ["owner"] })))
+            .call(
+                "PATCH",
+                &format!("/v1/accounts/{account}/members/{viewer}"),
+                Some(admin),
+                Some(json!({ "roles": ["owner"] })),
+            )
             .await;
-        assert_eq!((promoted.status, promoted.body["code"].as_str()), (403, Some("exceeds_own_rights")), "{url}: {promoted:?}");
+        assert_eq!(
+            (promoted.status, promoted.body["code"].as_str()),
+            (403, Some("exceeds_own_rights")),
+            "{url}: {promoted:?}"
+        );
         let owner_id = &team.ids["owner"];
         let demoted = app
-            .call("PATCH", &format!("/v1/accounts/{account}/members/{owner_id}"), Some(admin), Some(json!({ "roles": ["viewer"] })))
+            .call(
+                "PATCH",
+                &format!("/v1/accounts/{account}/members/{owner_id}"),
+                Some(admin),
+                Some(json!({ "roles": ["viewer"] })),
+            )
             .await;
-        assert_eq!((demoted.status, demoted.body["code"].as_str()), (403, Some("exceeds_own_rights")), "{url}: {demoted:?}");
+        assert_eq!(
+            (demoted.status, demoted.body["code"].as_str()),
+            (403, Some("exceeds_own_rights")),
+            "{url}: {demoted:?}"
+        );
     }
 }
 
@@ -70,11 +103,19 @@ async fn the_role_ceiling_is_checked_again_at_acceptance() {
             )
             .await;
         assert_eq!(demote.status, 200, "{url}: {demote:?}");
-        let refused = app.post("/v1/invitations/accept", None, json!({ "token": link, "name": "New Admin", "password": PASSWORD })).await;
-        assert_eq!((refused.status, refused.body["code"].as_str()), (403, Some("inviter_lacks_rights")), "{url}: {refused:?}");
-        let members = app.get(&format!("/v1/accounts/{account}/members?q=new-admin"), Some(&team.sessions["owner"])).await;
+        let refused = app
+            .post("/v1/invitations/accept", None, json!({ "token": link, "name": "New Admin", "password": PASSWORD }))
+            .await;
+        assert_eq!(
+            (refused.status, refused.body["code"].as_str()),
+            (403, Some("inviter_lacks_rights")),
+            "{url}: {refused:?}"
+        );
+        let members =
+            app.get(&format!("/v1/accounts/{account}/members?q=new-admin"), Some(&team.sessions["owner"])).await;
         assert_eq!(members.body["items"], json!([]), "{url}: nobody joined");
-        let signed_in = app.post("/v1/sessions", None, json!({ "email": "new-admin@example.com", "password": PASSWORD })).await;
+        let signed_in =
+            app.post("/v1/sessions", None, json!({ "email": "new-admin@example.com", "password": PASSWORD })).await;
         assert_eq!(signed_in.status, 401, "{url}: no user was registered by the refused accept");
     }
 }
@@ -88,13 +129,16 @@ async fn removing_or_deactivating_an_inviter_revokes_their_pending_invitations()
         let (account, owner) = (&team.account, &team.sessions["owner"]);
         let (kept, _) = app.invite(owner, account, "kept@example.com", &["viewer"]).await;
         let (by_admin, _) = app.invite(&team.sessions["admin"], account, "from-admin@example.com", &["viewer"]).await;
-        let (by_support, support_link) = app.invite(&team.sessions["support"], account, "from-support@example.com", &["viewer"]).await;
+        let (by_support, support_link) =
+            app.invite(&team.sessions["support"], account, "from-support@example.com", &["viewer"]).await;
 
         let admin_id = &team.ids["admin"];
-        let deactivated = app.post(&format!("/v1/accounts/{account}/members/{admin_id}/deactivate"), Some(owner), json!({})).await;
+        let deactivated =
+            app.post(&format!("/v1/accounts/{account}/members/{admin_id}/deactivate"), Some(owner), json!({})).await;
         assert_eq!(deactivated.status, 200, "{url}: {deactivated:?}");
         let support_id = &team.ids["support"];
-        let removed = app.call("DELETE", &format!("/v1/accounts/{account}/members/{support_id}"), Some(owner), None).await;
+        let removed =
+            app.call("DELETE", &format!("/v1/accounts/{account}/members/{support_id}"), Some(owner), None).await;
         assert!(removed.status == 200 || removed.status == 204, "{url}: {removed:?}");
 
         let listed = app.get(&format!("/v1/accounts/{account}/invitations?status=revoked"), Some(owner)).await;
@@ -107,7 +151,13 @@ async fn removing_or_deactivating_an_inviter_revokes_their_pending_invitations()
         assert!(revoked.contains(&(by_admin.clone(), "inviter_removed".into())), "{url}: {revoked:?}");
         assert!(revoked.contains(&(by_support.clone(), "inviter_removed".into())), "{url}: {revoked:?}");
         assert!(!revoked.iter().any(|(id, _)| id == &kept), "{url}: the owner's invitation stays pending");
-        let late = app.post("/v1/invitations/accept", None, json!({ "token": support_link, "name": "Too Late", "password": PASSWORD })).await;
+        let late = app
+            .post(
+                "/v1/invitations/accept",
+                None,
+                json!({ "token": support_link, "name": "Too Late", "password": PASSWORD }),
+            )
+            .await;
         assert_eq!((late.status, late.body["code"].as_str()), (410, Some("invitation_revoked")), "{url}: {late:?}");
     }
 }
@@ -122,7 +172,10 @@ async fn nobody_can_claim_an_invited_persons_user() {
         let openapi = app.get("/openapi.json", None).await;
         let paths: Vec<&String> = openapi.body["paths"].as_object().unwrap().keys().collect();
         for path in &paths {
-            assert!(!path.contains("register") && !path.contains("signup") && path.as_str() != "/v1/users", "{url}: {path}");
+            assert!(
+                !path.contains("register") && !path.contains("signup") && path.as_str() != "/v1/users",
+                "{url}: {path}"
+            );
         }
         let team = app.team("SEC-5").await;
         let owner = &team.sessions["owner"];
@@ -131,18 +184,28 @@ async fn nobody_can_claim_an_invited_persons_user() {
 
         // Eve's own link registers Eve's email, whatever she sends.
         let smuggled = app
-            .post("/v1/invitations/accept", None, json!({ "token": eve_link, "name": "Eve", "password": PASSWORD, "email": "victim@example.com" }))
+            .post(
+                "/v1/invitations/accept",
+                None,
+                json!({ "token": eve_link, "name": "Eve", "password": PASSWORD, "email": "victim@example.com" }),
+            )
             .await;
-        assert_eq!((smuggled.status, smuggled.body["code"].as_str()), (400, Some("invalid_body")), "{url}: {smuggled:?}");
+        assert_eq!(
+            (smuggled.status, smuggled.body["code"].as_str()),
+            (400, Some("invalid_body")),
+            "{url}: {smuggled:?}"
+        );
         app.accept_new(&eve_link, "Eve").await;
-        let as_victim = app.post("/v1/sessions", None, json!({ "email": "victim@example.com", "password": PASSWORD })).await;
+        let as_victim =
+            app.post("/v1/sessions", None, json!({ "email": "victim@example.com", "password": PASSWORD })).await;
         assert_eq!(as_victim.status, 401, "{url}: no user exists for the invited email yet");
         let me = app.post("/v1/sessions", None, json!({ "email": "eve@example.com", "password": PASSWORD })).await;
         assert_eq!(me.status, 201, "{url}: {me:?}");
 
         // The victim's link still registers the victim.
         app.accept_new(&victim_link, "Victor Victim").await;
-        let victim = app.post("/v1/sessions", None, json!({ "email": "victim@example.com", "password": PASSWORD })).await;
+        let victim =
+            app.post("/v1/sessions", None, json!({ "email": "victim@example.com", "password": PASSWORD })).await;
         assert_eq!(victim.status, 201, "{url}: {victim:?}");
     }
 }
@@ -155,24 +218,46 @@ async fn line_breaks_and_nul_never_reach_a_mail_header() {
     for (url, app) in apps().await {
         let team = app.team("SEC-6").await;
         let (account, owner) = (&team.account, &team.sessions["owner"]);
-        for (n, evil) in ["Eve\r\nBcc: all@example.com", "Eve\nBcc: all@example.com", "Eve\0", "Eve\u{2028}Bcc: x@example.com"].into_iter().enumerate() {
+        for (n, evil) in
+            ["Eve\r\nBcc: all@example.com", "Eve\nBcc: all@example.com", "Eve\0", "Eve\u{2028}Bcc: x@example.com"]
+                .into_iter()
+                .enumerate()
+        {
             let invite = app
-                .post(&format!("/v1/accounts/{account}/invitations"), Some(owner), json!({ "email": "eve@example.com", "name": evil, "roles": ["viewer"] }))
+                .post(
+                    &format!("/v1/accounts/{account}/invitations"),
+                    Some(owner),
+                    json!({ "email": "eve@example.com", "name": evil, "roles": ["viewer"] }),
+                )
                 .await;
             assert_eq!(invite.status, 422, "{url}: invite name {evil:?}: {invite:?}");
             assert_eq!(invite.body["errors"][0]["field"], "name", "{url}: {invite:?}");
 
             let opened = app
-                .post("/v1/accounts", Some(OPERATOR), json!({ "name": evil, "customer_number": "SEC-6B", "owner_email": "o@example.com" }))
+                .post(
+                    "/v1/accounts",
+                    Some(OPERATOR),
+                    json!({ "name": evil, "customer_number": "SEC-6B", "owner_email": "o@example.com" }),
+                )
                 .await;
             assert_eq!(opened.status, 422, "{url}: account name {evil:?}: {opened:?}");
 
             let (_, link) = app.invite(owner, account, &format!("n{n}@example.com"), &["viewer"]).await;
-            let accept = app.post("/v1/invitations/accept", None, json!({ "token": link, "name": evil, "password": PASSWORD })).await;
-            assert_eq!((accept.status, accept.body["errors"][0]["field"].as_str()), (422, Some("name")), "{url}: {accept:?}");
+            let accept = app
+                .post("/v1/invitations/accept", None, json!({ "token": link, "name": evil, "password": PASSWORD }))
+                .await;
+            assert_eq!(
+                (accept.status, accept.body["errors"][0]["field"].as_str()),
+                (422, Some("name")),
+                "{url}: {accept:?}"
+            );
 
             let email = app
-                .post(&format!("/v1/accounts/{account}/invitations"), Some(owner), json!({ "email": format!("x@example.com{evil}"), "roles": ["viewer"] }))
+                .post(
+                    &format!("/v1/accounts/{account}/invitations"),
+                    Some(owner),
+                    json!({ "email": format!("x@example.com{evil}"), "roles": ["viewer"] }),
+                )
                 .await;
             assert_eq!(email.status, 422, "{url}: email {evil:?}: {email:?}");
         }
@@ -201,14 +286,36 @@ async fn redirects_after_accept_go_only_to_configured_urls() {
         let team = app.team("SEC-7").await;
         let (account, owner) = (&team.account, &team.sessions["owner"]);
         let invitations = format!("/v1/accounts/{account}/invitations");
-        let evil = app.post(&invitations, Some(owner), json!({ "email": "r1@example.com", "roles": ["viewer"], "redirect_url": "https://evil.example/steal" })).await;
+        let evil = app
+            .post(
+                &invitations,
+                Some(owner),
+                json!({ "email": "r1@example.com", "roles": ["viewer"], "redirect_url": "https://evil.example/steal" }),
+            )
+            .await;
         assert_eq!(evil.status, 422, "{url}: {evil:?}");
         let settings = app
-            .call("PATCH", &format!("/v1/accounts/{account}"), Some(owner), Some(json!({ "allowed_redirect_urls": ["https://app.example.com/welcome"] })))
+            .call(
+                "PATCH",
+                &format!("/v1/accounts/{account}"),
+                Some(owner),
+                Some(json!({ "allowed_redirect_urls": ["https://app.example.com/welcome"] })),
+            )
             .await;
         assert_eq!(settings.status, 200, "{url}: {settings:?}");
-        for near_miss in ["https://app.example.com.evil.example/welcome", "https://app.example.com/welcome/../../evil", "//evil.example", "javascript:alert(1)"] {
-            let r = app.post(&invitations, Some(owner), json!({ "email": "r2@example.com", "roles": ["viewer"], "redirect_url": near_miss })).await;
+        for near_miss in [
+            "https://app.example.com.evil.example/welcome",
+            "https://app.example.com/welcome/../../evil",
+            "//evil.example",
+            "javascript:alert(1)",
+        ] {
+            let r = app
+                .post(
+                    &invitations,
+                    Some(owner),
+                    json!({ "email": "r2@example.com", "roles": ["viewer"], "redirect_url": near_miss }),
+                )
+                .await;
             assert_eq!(r.status, 422, "{url}: {near_miss}: {r:?}");
         }
         let allowed = app
@@ -216,7 +323,11 @@ async fn redirects_after_accept_go_only_to_configured_urls() {
             .await;
         assert_eq!(allowed.status, 201, "{url}: {allowed:?}");
         let accepted = app
-            .post("/v1/invitations/accept", None, json!({ "token": token_of(&allowed.body["accept_url"]), "name": "R Three", "password": PASSWORD }))
+            .post(
+                "/v1/invitations/accept",
+                None,
+                json!({ "token": token_of(&allowed.body["accept_url"]), "name": "R Three", "password": PASSWORD }),
+            )
             .await;
         assert_eq!(accepted.body["redirect_url"], "https://app.example.com/welcome", "{url}");
         let (_, plain) = app.invite(owner, account, "r4@example.com", &["viewer"]).await;
@@ -229,7 +340,10 @@ async fn redirects_after_accept_go_only_to_configured_urls() {
             .await
             .unwrap();
         let body: serde_json::Value = accepted.json().await.unwrap();
-        assert_eq!(body["redirect_url"], "http://app.test/home", "{url}: the configured app URL, whatever the request says");
+        assert_eq!(
+            body["redirect_url"], "http://app.test/home",
+            "{url}: the configured app URL, whatever the request says"
+        );
     }
 }
 
@@ -247,7 +361,14 @@ async fn link_guessing_is_throttled_per_address() {
         for i in 0..20 {
             let r = match i % 4 {
                 0 => app.get(&format!("/v1/invitations/preview?token={forged}"), None).await,
-                1 => app.post("/v1/invitations/accept", None, json!({ "token": forged, "name": "Guess", "password": PASSWORD })).await,
+                1 => {
+                    app.post(
+                        "/v1/invitations/accept",
+                        None,
+                        json!({ "token": forged, "name": "Guess", "password": PASSWORD }),
+                    )
+                    .await
+                }
                 2 => app.post("/v1/invitations/decline", None, json!({ "token": forged })).await,
                 _ => {
                     // The accept page answers HTML: its status is what tells.
@@ -259,12 +380,19 @@ async fn link_guessing_is_throttled_per_address() {
             assert_eq!((r.status, r.body["code"].as_str()), (404, Some("invalid_token")), "{url}: attempt {i}: {r:?}");
         }
         let blocked = app.get(&format!("/v1/invitations/preview?token={good}"), None).await;
-        assert_eq!((blocked.status, blocked.body["code"].as_str()), (429, Some("too_many_attempts")), "{url}: {blocked:?}");
-        let accept = app.post("/v1/invitations/accept", None, json!({ "token": good, "name": "Good", "password": PASSWORD })).await;
+        assert_eq!(
+            (blocked.status, blocked.body["code"].as_str()),
+            (429, Some("too_many_attempts")),
+            "{url}: {blocked:?}"
+        );
+        let accept = app
+            .post("/v1/invitations/accept", None, json!({ "token": good, "name": "Good", "password": PASSWORD }))
+            .await;
         assert_eq!(accept.status, 429, "{url}: {accept:?}");
         let page = app.http.get(format!("{}/invite/{good}", app.base)).send().await.unwrap();
         assert_eq!(page.status().as_u16(), 429, "{url}");
-        let pending = app.get(&format!("/v1/accounts/{}/invitations?q=good", team.account), Some(&team.sessions["owner"])).await;
+        let pending =
+            app.get(&format!("/v1/accounts/{}/invitations?q=good", team.account), Some(&team.sessions["owner"])).await;
         assert_eq!(pending.body["items"][0]["status"], "pending", "{url}: a blocked address changes nothing");
     }
 }
@@ -280,7 +408,8 @@ async fn unknown_and_known_emails_answer_alike() {
         let app = &app;
         async move {
             let started = Instant::now();
-            let r = app.post("/v1/sessions", None, json!({ "email": email, "password": "not the password at all" })).await;
+            let r =
+                app.post("/v1/sessions", None, json!({ "email": email, "password": "not the password at all" })).await;
             (started.elapsed(), r)
         }
     };
@@ -356,7 +485,8 @@ async fn secrets_never_reach_the_log_the_topic_or_the_server_logs() {
         .stderr(std::fs::File::create(&logs).unwrap())
         .spawn()
         .unwrap();
-    let app = TestApp { base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new(), admit: admit_on(&url).await };
+    let app =
+        TestApp { base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new(), admit: admit_on(&url).await };
     let ready_by = Instant::now() + Duration::from_secs(60);
     while app.http.get(format!("{}/readyz", app.base)).send().await.map(|r| r.status().as_u16()).unwrap_or(0) != 200 {
         assert!(Instant::now() < ready_by, "admit serve did not become ready");
@@ -369,10 +499,12 @@ async fn secrets_never_reach_the_log_the_topic_or_the_server_logs() {
     let (_, owner) = app.accept_new(&owner_link, "Olga Owner").await;
     secrets.extend([owner_link, owner.clone()]);
     let wrong = "a wrong password typed by mistake";
-    let failed = app.post("/v1/sessions", None, json!({ "email": "owner@sec-11.example.com", "password": wrong })).await;
+    let failed =
+        app.post("/v1/sessions", None, json!({ "email": "owner@sec-11.example.com", "password": wrong })).await;
     assert_eq!(failed.status, 401);
     secrets.push(wrong.into());
-    let second = app.post("/v1/sessions", None, json!({ "email": "owner@sec-11.example.com", "password": PASSWORD })).await;
+    let second =
+        app.post("/v1/sessions", None, json!({ "email": "owner@sec-11.example.com", "password": PASSWORD })).await;
     secrets.push(second.body["token"].as_str().unwrap().to_string());
     let (id, first_link) = app.invite(&owner, &account, "bea@example.com", &["editor"]).await;
     let resent = app.post(&format!("/v1/accounts/{account}/invitations/{id}/resend"), Some(&owner), json!({})).await;
@@ -381,10 +513,23 @@ async fn secrets_never_reach_the_log_the_topic_or_the_server_logs() {
     let preview = app.get(&format!("/v1/invitations/preview?token={link}"), None).await;
     assert_eq!(preview.status, 200, "{preview:?}");
     let bea_password = "a different passphrase for bea";
-    let accepted = app.post("/v1/invitations/accept", None, json!({ "token": link, "name": "Bea", "password": bea_password })).await;
+    let accepted = app
+        .post("/v1/invitations/accept", None, json!({ "token": link, "name": "Bea", "password": bea_password }))
+        .await;
     assert_eq!(accepted.status, 200, "{accepted:?}");
-    secrets.extend([first_link, link, bea_password.into(), accepted.body["session_token"].as_str().unwrap().to_string()]);
-    let key = app.post(&format!("/v1/accounts/{account}/api-keys"), Some(&owner), json!({ "name": "ci", "permissions": ["invitations.read"] })).await;
+    secrets.extend([
+        first_link,
+        link,
+        bea_password.into(),
+        accepted.body["session_token"].as_str().unwrap().to_string(),
+    ]);
+    let key = app
+        .post(
+            &format!("/v1/accounts/{account}/api-keys"),
+            Some(&owner),
+            json!({ "name": "ci", "permissions": ["invitations.read"] }),
+        )
+        .await;
     assert_eq!(key.status, 201, "{key:?}");
     let api_key = key.body["secret"].as_str().unwrap().to_string();
     assert_eq!(app.get(&format!("/v1/accounts/{account}/invitations"), Some(&api_key)).await.status, 200);
@@ -411,7 +556,9 @@ async fn secrets_never_reach_the_log_the_topic_or_the_server_logs() {
     )
     .unwrap();
     let events: i64 = match &app.admit.db {
-        admit_ledger::Database::Postgres(p) => sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(p).await.unwrap(),
+        admit_ledger::Database::Postgres(p) => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(p).await.unwrap()
+        }
         _ => unreachable!(),
     };
     let consumer = broker.reader("admit.events", 1);
@@ -461,7 +608,8 @@ async fn link_tokens_carry_128_random_bits_and_a_128_bit_mac() {
     let (mut nonces, mut macs) = (std::collections::BTreeSet::new(), std::collections::BTreeSet::new());
     let mut ones = 0u32;
     for i in 0..40 {
-        let (id, token) = app.invite(&team.sessions["owner"], &team.account, &format!("t{i}@example.com"), &["viewer"]).await;
+        let (id, token) =
+            app.invite(&team.sessions["owner"], &team.account, &format!("t{i}@example.com"), &["viewer"]).await;
         let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&token).unwrap();
         assert_eq!(raw.len(), 48, "id, nonce and MAC of 16 bytes each");
         assert_eq!(uuid::Uuid::from_slice(&raw[..16]).unwrap().to_string(), id);

@@ -55,8 +55,8 @@ impl Secrets {
     /// `data_dir/secret.key`, creating that file with a random key once.
     pub fn load(hex: Option<&str>, data_dir: &Path) -> Result<Secrets, Error> {
         if let Some(hex) = hex.filter(|h| !h.trim().is_empty()) {
-            let master = parse_hex(hex)
-                .ok_or_else(|| Error::Internal("ADMIT_SECRET_KEY must be 64 hex characters".into()))?;
+            let master =
+                parse_hex(hex).ok_or_else(|| Error::Internal("ADMIT_SECRET_KEY must be 64 hex characters".into()))?;
             return Ok(Secrets::from_master(master));
         }
         let path = data_dir.join("secret.key");

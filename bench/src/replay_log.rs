@@ -33,7 +33,9 @@ use admit_domain::invitation::{Channel, DeliveryState, InvitationEvent, RevokeRe
 use admit_domain::personal::Personal;
 use admit_domain::token::LinkNonce;
 use admit_domain::user::{PasswordHash, UserEvent};
-use admit_domain::values::{AccountName, CustomerNumber, EmailAddress, FeatureName, PersonName, RoleName, SiteId, SourceId};
+use admit_domain::values::{
+    AccountName, CustomerNumber, EmailAddress, FeatureName, PersonName, RoleName, SiteId, SourceId,
+};
 use admit_domain::{DomainError, Event};
 use admit_ledger::personal::{LookupKey, PersonKey};
 use admit_ledger::{Database, ExpectedVersion, LedgerError, Metadata, Tx};
@@ -171,14 +173,25 @@ impl Writer {
     }
 
     /// The person holding `email`, created with a fresh key when new.
-    async fn person(&mut self, lookup: &LookupKey, email: &EmailAddress, at: DateTime<Utc>) -> Result<(PersonId, PersonKey), GenerateError> {
+    async fn person(
+        &mut self,
+        lookup: &LookupKey,
+        email: &EmailAddress,
+        at: DateTime<Utc>,
+    ) -> Result<(PersonId, PersonKey), GenerateError> {
         let hash = lookup.email_hash(email.as_str());
         let (id, key) = self.tx().await?.person_for_email(&hash, at).await?;
         Ok((PersonId(id), key))
     }
 
     /// Appends one step: every stream it touches, sealing with `key`.
-    async fn step(&mut self, actor: &Actor, at: DateTime<Utc>, appends: Vec<Append>, key: Option<&PersonKey>) -> Result<(), GenerateError> {
+    async fn step(
+        &mut self,
+        actor: &Actor,
+        at: DateTime<Utc>,
+        appends: Vec<Append>,
+        key: Option<&PersonKey>,
+    ) -> Result<(), GenerateError> {
         let metadata = Metadata {
             actor: Some(actor.to_string()),
             correlation_id: Some(Uuid::now_v7()),
@@ -187,10 +200,7 @@ impl Writer {
         };
         let mut n = 0;
         for (stream, expected, events) in appends {
-            let stored: Vec<_> = events
-                .iter()
-                .map(|e| Codec::encode(e, Uuid::now_v7(), e.person().and(key)))
-                .collect();
+            let stored: Vec<_> = events.iter().map(|e| Codec::encode(e, Uuid::now_v7(), e.person().and(key))).collect();
             for e in &events {
                 *self.by_type.entry(e.event_type()).or_default() += 1;
             }
@@ -378,7 +388,8 @@ impl Simulation {
 
     async fn open_account(&mut self, w: &mut Writer, a: u32) -> Result<(), GenerateError> {
         let id = AccountId(Uuid::now_v7());
-        let mut settings = AccountSettings::with_seats(*[25u32, 50, 100, 250].get(self.rng.gen_range(0..4)).unwrap_or(&50));
+        let mut settings =
+            AccountSettings::with_seats(*[25u32, 50, 100, 250].get(self.rng.gen_range(0..4)).unwrap_or(&50));
         settings.invitation_lifetime_hours = match self.rng.gen_range(0..10) {
             0..=6 => 24,
             7..=8 => 72,
@@ -415,7 +426,8 @@ impl Simulation {
     /// A new person with an email of their own and a fresh ledger key.
     async fn new_person(&mut self, w: &mut Writer, a: u32) -> Result<u32, GenerateError> {
         let n = self.people.len();
-        let domain = if self.chance(0.6) { format!("customer{a}.example") } else { DOMAINS[n % DOMAINS.len()].to_string() };
+        let domain =
+            if self.chance(0.6) { format!("customer{a}.example") } else { DOMAINS[n % DOMAINS.len()].to_string() };
         let email = EmailAddress::parse(&format!("person{n}@{domain}"))?;
         let name = if self.chance(0.7) {
             let f = FIRST[self.rng.gen_range(0..FIRST.len())];
@@ -431,7 +443,15 @@ impl Simulation {
 
     /// Builds an InvitationSent append and its plan; returns the append
     /// and the key that seals it.
-    fn send(&mut self, a: u32, p: u32, access: Access, by: Actor, channel: Channel, owner: bool) -> (Append, PersonKey) {
+    fn send(
+        &mut self,
+        a: u32,
+        p: u32,
+        access: Access,
+        by: Actor,
+        channel: Channel,
+        owner: bool,
+    ) -> (Append, PersonKey) {
         let id = InvitationId(Uuid::now_v7());
         let lifetime = i64::from(self.accounts[a as usize].settings.invitation_lifetime_hours);
         let expires_at = self.now + chrono::Duration::hours(lifetime);
@@ -454,7 +474,17 @@ impl Simulation {
         let key = person.key.clone();
         let plan = self.plan(lifetime, owner);
         let index = self.invitations.len() as u32;
-        self.invitations.push(InvitationState { id, invited_by: by, account: a, person: p, version: 1, access, expires_at, owner, plan });
+        self.invitations.push(InvitationState {
+            id,
+            invited_by: by,
+            account: a,
+            person: p,
+            version: 1,
+            access,
+            expires_at,
+            owner,
+            plan,
+        });
         self.accounts[a as usize].pending.insert(p);
         self.next_move(index);
         ((id.stream(), 0, vec![Event::Invitation(id, event)]), key)
@@ -472,11 +502,7 @@ impl Simulation {
             return plan;
         }
         plan.push_back((Delivered, 15.0));
-        let outcome = if owner {
-            0
-        } else {
-            self.rng.gen_range(0..100)
-        };
+        let outcome = if owner { 0 } else { self.rng.gen_range(0..100) };
         if !owner && self.chance(0.06) {
             plan.push_back((Updated, 3600.0));
         }
@@ -608,7 +634,9 @@ impl Simulation {
             35..=69 => access.roles.insert(RoleName::editor()),
             70..=77 => access.roles.insert(RoleName::admin()),
             78..=81 => access.roles.insert(RoleName::auditor()),
-            82..=92 if !customs.is_empty() => access.roles.insert(customs[self.rng.gen_range(0..customs.len())].clone()),
+            82..=92 if !customs.is_empty() => {
+                access.roles.insert(customs[self.rng.gen_range(0..customs.len())].clone())
+            }
             82..=92 => access.roles.insert(RoleName::viewer()),
             _ => false,
         };
@@ -648,7 +676,8 @@ impl Simulation {
                 w.step(&system, self.now, delivery(DeliveryState::Delivered, Some("250 2.0.0 OK queued")), None).await?
             }
             Move::Bounced => {
-                w.step(&system, self.now, delivery(DeliveryState::Bounced, Some("550 5.1.1 mailbox unavailable")), None).await?
+                w.step(&system, self.now, delivery(DeliveryState::Bounced, Some("550 5.1.1 mailbox unavailable")), None)
+                    .await?
             }
             Move::Opened => w.step(&system, self.now, delivery(DeliveryState::Opened, None), None).await?,
             Move::Clicked => w.step(&system, self.now, delivery(DeliveryState::Clicked, None), None).await?,
@@ -672,7 +701,12 @@ impl Simulation {
                 let hours = i64::from(self.accounts[a as usize].settings.invitation_lifetime_hours);
                 let expires_at = self.now + chrono::Duration::hours(hours);
                 let send_copy_to_me = self.chance(0.2);
-                let e = InvitationEvent::InvitationResent { link_nonce: self.nonce(), expires_at, resent_by: by, send_copy_to_me };
+                let e = InvitationEvent::InvitationResent {
+                    link_nonce: self.nonce(),
+                    expires_at,
+                    resent_by: by,
+                    send_copy_to_me,
+                };
                 w.step(&by, self.now, one(e), None).await?;
                 self.invitations[i as usize].expires_at = expires_at;
             }
@@ -723,7 +757,13 @@ impl Simulation {
         let existing = self.people[p as usize].user;
         if existing.is_some_and(|u| !self.users[u as usize].active) {
             // A deactivated user cannot sign in to accept: they decline.
-            w.step(&Actor::System, self.now, vec![(id.stream(), iv, vec![Event::Invitation(id, InvitationEvent::InvitationDeclined {})])], None).await?;
+            w.step(
+                &Actor::System,
+                self.now,
+                vec![(id.stream(), iv, vec![Event::Invitation(id, InvitationEvent::InvitationDeclined {})])],
+                None,
+            )
+            .await?;
             self.close(i);
             return Ok(());
         }
@@ -732,7 +772,13 @@ impl Simulation {
                 let user = &self.users[u as usize];
                 let (uid, uv) = (user.id, user.version);
                 let actor = Actor::User(uid);
-                w.step(&actor, self.now, vec![(uid.stream(), uv, vec![Event::User(uid, UserEvent::UserLoggedIn {})])], None).await?;
+                w.step(
+                    &actor,
+                    self.now,
+                    vec![(uid.stream(), uv, vec![Event::User(uid, UserEvent::UserLoggedIn {})])],
+                    None,
+                )
+                .await?;
                 self.users[u as usize].version += 1;
                 (u, uid)
             }
@@ -759,7 +805,11 @@ impl Simulation {
             appends.push((user_id.stream(), 0, vec![Event::User(user_id, registered)]));
             self.users[u as usize].version = 1;
         }
-        appends.push((id.stream(), iv, vec![Event::Invitation(id, InvitationEvent::InvitationAccepted { user_id, access: access.clone() })]));
+        appends.push((
+            id.stream(),
+            iv,
+            vec![Event::Invitation(id, InvitationEvent::InvitationAccepted { user_id, access: access.clone() })],
+        ));
         let joined = AccountEvent::MemberJoined { user_id, invitation_id: id, access: access.clone() };
         appends.push((account.stream(), av, vec![Event::Account(account, joined)]));
         w.step(&actor, self.now, appends, key.as_ref()).await?;
@@ -817,7 +867,8 @@ impl Simulation {
             _ if !m.active => {
                 // A deactivated member is reactivated or removed.
                 if self.chance(0.5) {
-                    w.step(&owner, self.now, member_event(AccountEvent::MemberReactivated { user_id: uid }), None).await?;
+                    w.step(&owner, self.now, member_event(AccountEvent::MemberReactivated { user_id: uid }), None)
+                        .await?;
                     self.member_mut(a, u).active = true;
                 } else {
                     w.step(&owner, self.now, member_event(AccountEvent::MemberRemoved { user_id: uid }), None).await?;
@@ -827,8 +878,15 @@ impl Simulation {
             }
             0..=59 if !protected => {
                 let access = self.access(a);
-                let access = Access { roles: access.roles.into_iter().filter(|r| r != &RoleName::admin()).collect(), ..access };
-                w.step(&owner, self.now, member_event(AccountEvent::MemberAccessChanged { user_id: uid, access }), None).await?;
+                let access =
+                    Access { roles: access.roles.into_iter().filter(|r| r != &RoleName::admin()).collect(), ..access };
+                w.step(
+                    &owner,
+                    self.now,
+                    member_event(AccountEvent::MemberAccessChanged { user_id: uid, access }),
+                    None,
+                )
+                .await?;
                 self.accounts[a as usize].version += 1;
             }
             60..=89 if !protected => {
@@ -843,7 +901,8 @@ impl Simulation {
             }
             110..=124 if !protected => {
                 let actor = Actor::User(uid);
-                w.step(&actor, self.now, member_event(AccountEvent::MembershipCancelled { user_id: uid }), None).await?;
+                w.step(&actor, self.now, member_event(AccountEvent::MembershipCancelled { user_id: uid }), None)
+                    .await?;
                 self.accounts[a as usize].version += 1;
                 stays = false;
             }
@@ -854,13 +913,25 @@ impl Simulation {
                 self.users[u as usize].version += 1;
             }
             135..=136 if !protected => {
-                w.step(&Actor::Operator, self.now, vec![(uid.stream(), uv, vec![Event::User(uid, UserEvent::UserDeactivated {})])], None).await?;
+                w.step(
+                    &Actor::Operator,
+                    self.now,
+                    vec![(uid.stream(), uv, vec![Event::User(uid, UserEvent::UserDeactivated {})])],
+                    None,
+                )
+                .await?;
                 self.users[u as usize].version += 1;
                 self.users[u as usize].active = false;
             }
             _ => {
                 let actor = Actor::User(uid);
-                w.step(&actor, self.now, vec![(uid.stream(), uv, vec![Event::User(uid, UserEvent::UserLoggedIn {})])], None).await?;
+                w.step(
+                    &actor,
+                    self.now,
+                    vec![(uid.stream(), uv, vec![Event::User(uid, UserEvent::UserLoggedIn {})])],
+                    None,
+                )
+                .await?;
                 self.users[u as usize].version += 1;
             }
         }
@@ -898,18 +969,33 @@ impl Simulation {
         let event = match roll {
             0..=29 if acc.custom_roles.len() < 4 => {
                 let made = acc.roles_made;
-                let name = if temp { format!("temp-{made}") } else { ["support", "billing", "analyst", "ops"][made as usize % 4].to_string() };
-                let name = if acc.custom_roles.iter().any(|(r, _)| r.as_str() == name) { format!("{name}-{made}") } else { name };
+                let name = if temp {
+                    format!("temp-{made}")
+                } else {
+                    ["support", "billing", "analyst", "ops"][made as usize % 4].to_string()
+                };
+                let name = if acc.custom_roles.iter().any(|(r, _)| r.as_str() == name) {
+                    format!("{name}-{made}")
+                } else {
+                    name
+                };
                 let name = role(&name);
                 acc.roles_made += 1;
                 acc.custom_roles.push((name.clone(), temp));
-                AccountEvent::RoleDefined { role: name, permissions: perms(&[Permission::AccountRead, Permission::MembersRead]) }
+                AccountEvent::RoleDefined {
+                    role: name,
+                    permissions: perms(&[Permission::AccountRead, Permission::MembersRead]),
+                }
             }
             30..=44 if !acc.custom_roles.is_empty() => {
                 let (name, _) = acc.custom_roles[pick % acc.custom_roles.len()].clone();
                 AccountEvent::RoleChanged {
                     role: name,
-                    permissions: perms(&[Permission::AccountRead, Permission::MembersRead, Permission::InvitationsRead]),
+                    permissions: perms(&[
+                        Permission::AccountRead,
+                        Permission::MembersRead,
+                        Permission::InvitationsRead,
+                    ]),
                 }
             }
             45..=54 if acc.custom_roles.iter().any(|(_, temp)| *temp) => {
@@ -944,7 +1030,8 @@ impl Simulation {
             }
             _ => return Ok(()),
         };
-        w.step(&owner_actor, self.now, vec![(account.stream(), av, vec![Event::Account(account, event)])], None).await?;
+        w.step(&owner_actor, self.now, vec![(account.stream(), av, vec![Event::Account(account, event)])], None)
+            .await?;
         self.accounts[a as usize].version += 1;
         Ok(())
     }

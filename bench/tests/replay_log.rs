@@ -17,12 +17,22 @@ async fn a_small_generated_log_replays_and_verifies() {
     let db = Database::connect(&url).await.unwrap();
     let secrets = Secrets::from_master([42; 32]);
     Admit::new(db.clone(), secrets.clone(), PasswordPolicy::Nist).prepare().await.unwrap();
-    let hash = admit_domain::user::PasswordHash::parse("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA")
-        .unwrap();
+    let hash = admit_domain::user::PasswordHash::parse(
+        "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA",
+    )
+    .unwrap();
     let shape = LogShape { events: 2_000, accounts: 20, events_per_transaction: 500, seed: 7 };
     let log = generate(&db, &secrets.lookup, hash, &shape, |_| {}).await.unwrap();
     assert!(log.events >= 2_000, "{log:?}");
-    for t in ["AccountOpened", "InvitationSent", "InvitationDeliveryRecorded", "InvitationAccepted", "MemberJoined", "UserRegistered", "UserLoggedIn"] {
+    for t in [
+        "AccountOpened",
+        "InvitationSent",
+        "InvitationDeliveryRecorded",
+        "InvitationAccepted",
+        "MemberJoined",
+        "UserRegistered",
+        "UserLoggedIn",
+    ] {
         assert!(log.by_type.get(t).is_some_and(|n| *n > 0), "no {t} in {:?}", log.by_type);
     }
 

@@ -74,8 +74,16 @@ pub fn built_in_permissions(role: &RoleName) -> Option<BTreeSet<Permission>> {
     let set: &[Permission] = match role.as_str() {
         "owner" => &Permission::ALL,
         "admin" => &[
-            AccountRead, AccountManage, MembersRead, MembersManage, InvitationsRead,
-            InvitationsCreate, InvitationsBulk, InvitationsManage, RolesManage, AuditRead,
+            AccountRead,
+            AccountManage,
+            MembersRead,
+            MembersManage,
+            InvitationsRead,
+            InvitationsCreate,
+            InvitationsBulk,
+            InvitationsManage,
+            RolesManage,
+            AuditRead,
         ],
         "editor" => &[AccountRead, MembersRead, InvitationsRead],
         "viewer" => &[AccountRead],
@@ -237,14 +245,14 @@ fn sites_cover(mine: &SiteAccess, theirs: &SiteAccess) -> bool {
     match (mine, theirs) {
         (SiteAccess::All, _) => true,
         (SiteAccess::Only(_), SiteAccess::All) => false,
-        (SiteAccess::Only(own), SiteAccess::Only(granted)) => granted.iter().all(|(site, scope)| {
-            match (own.get(site), scope) {
+        (SiteAccess::Only(own), SiteAccess::Only(granted)) => {
+            granted.iter().all(|(site, scope)| match (own.get(site), scope) {
                 (None, _) => false,
                 (Some(SourceScope::All), _) => true,
                 (Some(SourceScope::Only(_)), SourceScope::All) => false,
                 (Some(SourceScope::Only(a)), SourceScope::Only(b)) => b.is_subset(a),
-            }
-        }),
+            })
+        }
     }
 }
 
@@ -306,11 +314,10 @@ mod tests {
     #[test]
     fn given_site_grants_then_only_reachable_sites_and_sources() {
         let c = RoleCatalog::default();
-        let grantor = Access {
-            sites: SiteAccess::Only([site("a", &["s1", "s2"]), site("b", &[])].into()),
-            ..Access::default()
-        };
-        let ok = Access { sites: SiteAccess::Only([site("a", &["s1"]), site("b", &["x"])].into()), ..Access::default() };
+        let grantor =
+            Access { sites: SiteAccess::Only([site("a", &["s1", "s2"]), site("b", &[])].into()), ..Access::default() };
+        let ok =
+            Access { sites: SiteAccess::Only([site("a", &["s1"]), site("b", &["x"])].into()), ..Access::default() };
         assert!(c.check_ceiling(&grantor, &ok).is_ok());
         for bad in [
             SiteAccess::All,

@@ -167,11 +167,7 @@ impl PasswordPolicy {
     /// `password_too_short`, `password_too_long`, `password_common`,
     /// `password_contains_personal_data` (NIST) or `password_composition`,
     /// `password_too_long` (legacy).
-    pub fn check(
-        &self,
-        candidate: &str,
-        user_inputs: &[&str],
-    ) -> Result<PasswordStrength, DomainError> {
+    pub fn check(&self, candidate: &str, user_inputs: &[&str]) -> Result<PasswordStrength, DomainError> {
         // Refuse absurd inputs before normalising them (NFC can grow a string
         // by a small factor only; 4 bytes per char is the UTF-8 maximum).
         if candidate.len() > MAX_CHARS * 4 * 4 {
@@ -272,11 +268,7 @@ impl FromStr for PasswordPolicy {
 }
 
 fn too_long() -> DomainError {
-    DomainError::invalid(
-        FIELD,
-        "password_too_long",
-        format!("must be at most {MAX_CHARS} characters long"),
-    )
+    DomainError::invalid(FIELD, "password_too_long", format!("must be at most {MAX_CHARS} characters long"))
 }
 
 /// Whether the (NFC) password is on a blocklist: one repeated character, a
@@ -344,9 +336,7 @@ fn is_mostly_personal_data(password: &str, user_inputs: &[&str]) -> bool {
         }
         for start in 0..=hay.len() - needle.len() {
             if hay[start..start + needle.len()] == needle[..] {
-                covered[start..start + needle.len()]
-                    .iter_mut()
-                    .for_each(|c| *c = true);
+                covered[start..start + needle.len()].iter_mut().for_each(|c| *c = true);
             }
         }
     }
@@ -359,30 +349,19 @@ fn has_legacy_composition(password: &str) -> bool {
     let upper = password.chars().any(char::is_uppercase);
     let lower = password.chars().any(char::is_lowercase);
     let digit = password.chars().any(char::is_numeric);
-    let symbol = password
-        .chars()
-        .any(|c| !c.is_alphanumeric() && !c.is_whitespace() && !c.is_control());
+    let symbol = password.chars().any(|c| !c.is_alphanumeric() && !c.is_whitespace() && !c.is_control());
     upper && lower && digit && symbol
 }
 
 fn strength(password: &str, user_inputs: &[&str]) -> PasswordStrength {
     let entropy = zxcvbn::zxcvbn(password, user_inputs);
     let (warning, suggestions) = match entropy.feedback() {
-        Some(feedback) => (
-            feedback.warning().map(|w| w.to_string()),
-            feedback
-                .suggestions()
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        ),
+        Some(feedback) => {
+            (feedback.warning().map(|w| w.to_string()), feedback.suggestions().iter().map(|s| s.to_string()).collect())
+        }
         None => (None, Vec::new()),
     };
-    PasswordStrength {
-        score: u8::from(entropy.score()),
-        warning,
-        suggestions,
-    }
+    PasswordStrength { score: u8::from(entropy.score()), warning, suggestions }
 }
 
 #[cfg(test)]
@@ -416,24 +395,12 @@ mod tests {
 
     #[test]
     fn policy_parses_and_serialises_lower_case() {
-        assert_eq!(
-            "nist".parse::<PasswordPolicy>().unwrap(),
-            PasswordPolicy::Nist
-        );
-        assert_eq!(
-            " Legacy ".parse::<PasswordPolicy>().unwrap(),
-            PasswordPolicy::Legacy
-        );
+        assert_eq!("nist".parse::<PasswordPolicy>().unwrap(), PasswordPolicy::Nist);
+        assert_eq!(" Legacy ".parse::<PasswordPolicy>().unwrap(), PasswordPolicy::Legacy);
         let err = "strict".parse::<PasswordPolicy>().unwrap_err();
         assert_eq!(err.code(), "invalid_password_policy");
-        assert_eq!(
-            serde_json::to_string(&PasswordPolicy::Legacy).unwrap(),
-            "\"legacy\""
-        );
-        assert_eq!(
-            serde_json::from_str::<PasswordPolicy>("\"nist\"").unwrap(),
-            PasswordPolicy::Nist
-        );
+        assert_eq!(serde_json::to_string(&PasswordPolicy::Legacy).unwrap(), "\"legacy\"");
+        assert_eq!(serde_json::from_str::<PasswordPolicy>("\"nist\"").unwrap(), PasswordPolicy::Nist);
         assert!(serde_json::from_str::<PasswordPolicy>("\"NIST\"").is_err());
         for p in [PasswordPolicy::Nist, PasswordPolicy::Legacy] {
             assert_eq!(p.to_string().parse::<PasswordPolicy>().unwrap(), p);
@@ -449,10 +416,7 @@ mod tests {
         for d in [n, l] {
             assert!(d.ends_with('.'));
             assert_eq!(d.matches(". ").count(), 0, "one sentence: {d}");
-            assert!(
-                !d.contains("  "),
-                "no doubled spaces from line continuations: {d}"
-            );
+            assert!(!d.contains("  "), "no doubled spaces from line continuations: {d}");
         }
     }
 
@@ -466,10 +430,7 @@ mod tests {
         let long_ok: String = GOOD.chars().cycle().take(128).collect();
         assert!(nist(&long_ok).is_ok());
         let sixty_four: String = GOOD.chars().cycle().take(64).collect();
-        assert!(
-            nist(&sixty_four).is_ok(),
-            "NIST requires at least 64 to be allowed"
-        );
+        assert!(nist(&sixty_four).is_ok(), "NIST requires at least 64 to be allowed");
         let too_long: String = GOOD.chars().cycle().take(129).collect();
         assert_eq!(code(nist(&too_long)), "password_too_long");
         assert_eq!(code(nist(&"ab".repeat(100_000))), "password_too_long");
@@ -486,13 +447,7 @@ mod tests {
         assert!(nfd.chars().count() > 15);
         assert_eq!(code(nist(&nfd)), "password_too_short");
         // 128 characters typed decomposed (256 code points) are allowed.
-        let nfd_128: String = "é"
-            .repeat(64)
-            .chars()
-            .chain("ü".repeat(64).chars())
-            .collect::<String>()
-            .nfd()
-            .collect();
+        let nfd_128: String = "é".repeat(64).chars().chain("ü".repeat(64).chars()).collect::<String>().nfd().collect();
         assert_eq!(nfd_128.chars().count(), 256);
         assert!(nist(&nfd_128).is_ok());
     }
@@ -532,10 +487,7 @@ mod tests {
     #[test]
     fn every_shipped_common_password_is_refused() {
         for p in COMMON_LONG_PASSWORDS {
-            assert!(
-                p.chars().count() >= NIST_MIN_CHARS,
-                "{p} is shorter than the minimum"
-            );
+            assert!(p.chars().count() >= NIST_MIN_CHARS, "{p} is shorter than the minimum");
             assert_eq!(p.to_lowercase(), *p, "{p} must be stored lower-case");
             assert_eq!(code(nist(p)), "password_common", "{p}");
         }
@@ -558,12 +510,7 @@ mod tests {
     fn nist_refuses_long_entries_of_the_zxcvbn_dictionary() {
         // Long entries of zxcvbn's bundled password list that are not in
         // COMMON_LONG_PASSWORDS.
-        for p in [
-            "passwordstandard",
-            "122333444455555",
-            "1qa2ws3ed4rf5tg",
-            "mailcreated5240",
-        ] {
+        for p in ["passwordstandard", "122333444455555", "1qa2ws3ed4rf5tg", "mailcreated5240"] {
             assert!(!COMMON_LONG_PASSWORDS.contains(&p), "{p}");
             assert_eq!(code(nist(p)), "password_common", "{p}");
             assert_eq!(code(nist(&p.to_uppercase())), "password_common", "{p}");
@@ -614,15 +561,10 @@ mod tests {
     fn the_default_dictionary_pattern_is_the_passwords_dictionary() {
         // `is_common` relies on this to name zxcvbn's private enum.
         let entropy = zxcvbn::zxcvbn("password", &[]);
-        let [m] = entropy.sequence() else {
-            panic!("one match expected")
-        };
+        let [m] = entropy.sequence() else { panic!("one match expected") };
         match &m.pattern {
             MatchPattern::Dictionary(d) => {
-                assert_eq!(
-                    d.dictionary_name,
-                    DictionaryPattern::default().dictionary_name
-                );
+                assert_eq!(d.dictionary_name, DictionaryPattern::default().dictionary_name);
                 assert_eq!(format!("{:?}", d.dictionary_name), "Passwords");
             }
             other => panic!("unexpected {other:?}"),
@@ -655,9 +597,7 @@ mod tests {
     #[test]
     fn nist_allows_personal_data_as_a_minority_of_the_password() {
         let inputs = ["Alexandra", "alexandra@example.com"];
-        assert!(PasswordPolicy::Nist
-            .check("alexandra likes quiet harbours", &inputs)
-            .is_ok());
+        assert!(PasswordPolicy::Nist.check("alexandra likes quiet harbours", &inputs).is_ok());
     }
 
     #[test]
@@ -720,33 +660,21 @@ mod tests {
 
         let weak = legacy("Ab1!xy").unwrap();
         assert!(weak.score <= 2, "{weak:?}");
-        assert!(
-            !weak.suggestions.is_empty() || weak.warning.is_some(),
-            "{weak:?}"
-        );
+        assert!(!weak.suggestions.is_empty() || weak.warning.is_some(), "{weak:?}");
     }
 
     #[test]
     fn strength_takes_user_inputs_into_account() {
         let without = PasswordPolicy::Legacy.check("Gwendolyn#1", &[]).unwrap();
-        let with = PasswordPolicy::Legacy
-            .check("Gwendolyn#1", &["gwendolyn"])
-            .unwrap();
+        let with = PasswordPolicy::Legacy.check("Gwendolyn#1", &["gwendolyn"]).unwrap();
         assert!(with.score <= without.score, "{with:?} vs {without:?}");
     }
 
     #[test]
     fn strength_serialises_with_stable_field_names() {
-        let s = PasswordStrength {
-            score: 1,
-            warning: Some("w".into()),
-            suggestions: vec!["s".into()],
-        };
+        let s = PasswordStrength { score: 1, warning: Some("w".into()), suggestions: vec!["s".into()] };
         let json = serde_json::to_value(&s).unwrap();
-        assert_eq!(
-            json,
-            serde_json::json!({"score": 1, "warning": "w", "suggestions": ["s"]})
-        );
+        assert_eq!(json, serde_json::json!({"score": 1, "warning": "w", "suggestions": ["s"]}));
     }
 
     #[test]

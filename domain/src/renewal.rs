@@ -32,7 +32,10 @@ pub fn request_renewal(
     };
     if !lapsed {
         invitation.require_live(now)?;
-        return Err(DomainError::refused("invitation_not_expired", "this invitation has not expired; accept it instead"));
+        return Err(DomainError::refused(
+            "invitation_not_expired",
+            "this invitation has not expired; accept it instead",
+        ));
     }
     if already_requested {
         return Err(DomainError::refused(
@@ -40,5 +43,8 @@ pub fn request_renewal(
             "a new invitation was already requested for this link; the inviter has been told",
         ));
     }
-    Ok(vec![AccountEvent::InvitationRenewalRequested { invitation_id: invitation.id, invited_by: invitation.invited_by }])
+    Ok(vec![AccountEvent::InvitationRenewalRequested {
+        invitation_id: invitation.id,
+        invited_by: invitation.invited_by,
+    }])
 }

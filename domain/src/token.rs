@@ -64,16 +64,13 @@ impl LinkKey {
                 "must be 32 bytes written as unpadded base64url (43 characters)",
             )
         };
-        let bytes = URL_SAFE_NO_PAD
-            .decode(s.trim().as_bytes())
-            .map_err(|_| err())?;
+        let bytes = URL_SAFE_NO_PAD.decode(s.trim().as_bytes()).map_err(|_| err())?;
         let bytes: [u8; 32] = bytes.try_into().map_err(|_| err())?;
         Ok(LinkKey(bytes))
     }
 
     fn mac(&self, invitation_id: &Uuid, nonce: &LinkNonce) -> HmacSha256 {
-        let mut mac =
-            <HmacSha256 as Mac>::new_from_slice(&self.0).expect("HMAC accepts keys of any length");
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.0).expect("HMAC accepts keys of any length");
         mac.update(MAC_CONTEXT);
         mac.update(invitation_id.as_bytes());
         mac.update(&nonce.0);
@@ -126,9 +123,7 @@ impl LinkNonce {
                 "must be 16 bytes written as unpadded base64url (22 characters)",
             )
         };
-        let bytes = URL_SAFE_NO_PAD
-            .decode(s.trim().as_bytes())
-            .map_err(|_| err())?;
+        let bytes = URL_SAFE_NO_PAD.decode(s.trim().as_bytes()).map_err(|_| err())?;
         let bytes: [u8; 16] = bytes.try_into().map_err(|_| err())?;
         Ok(LinkNonce(bytes))
     }
@@ -197,8 +192,7 @@ impl InvitationToken {
     /// not exactly 64 base64url characters fails with field `token`, code
     /// `invalid_token`. Never panics, whatever the input.
     pub fn parse(s: &str) -> Result<ParsedToken, DomainError> {
-        let err =
-            || DomainError::invalid("token", "invalid_token", "is not a valid invitation link");
+        let err = || DomainError::invalid("token", "invalid_token", "is not a valid invitation link");
         let s = s.trim();
         // Byte length first: bounds the work and rejects multi-byte input.
         if s.len() != TOKEN_CHARS {
@@ -213,11 +207,7 @@ impl InvitationToken {
         nonce.copy_from_slice(&raw[16..32]);
         let mut mac = [0u8; MAC_LEN];
         mac.copy_from_slice(&raw[32..]);
-        Ok(ParsedToken {
-            invitation_id: Uuid::from_bytes(id),
-            nonce: LinkNonce(nonce),
-            mac,
-        })
+        Ok(ParsedToken { invitation_id: Uuid::from_bytes(id), nonce: LinkNonce(nonce), mac })
     }
 }
 
@@ -290,11 +280,7 @@ mod tests {
 
     fn invalid_token(s: &str) {
         match InvitationToken::parse(s) {
-            Err(DomainError::Invalid {
-                field: "token",
-                code: "invalid_token",
-                ..
-            }) => {}
+            Err(DomainError::Invalid { field: "token", code: "invalid_token", .. }) => {}
             other => panic!("{s:?}: expected invalid_token, got {other:?}"),
         }
     }
@@ -303,10 +289,7 @@ mod tests {
     fn issued_token_has_the_documented_shape() {
         let t = InvitationToken::issue(&key(1), id(), &nonce(2));
         assert_eq!(t.as_str().len(), 64);
-        assert!(t
-            .as_str()
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(t.as_str().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         let raw = URL_SAFE_NO_PAD.decode(t.as_str()).unwrap();
         assert_eq!(&raw[..16], id().as_bytes());
         assert_eq!(&raw[16..32], &[2u8; 16]);
@@ -389,10 +372,7 @@ mod tests {
         let old = InvitationToken::issue(&k, id(), &nonce(2));
         let p = InvitationToken::parse(old.as_str()).unwrap();
         assert!(p.verify(&k), "the old link is still genuine");
-        assert!(
-            !p.matches(&k, &nonce(3)),
-            "but it is no longer the live link"
-        );
+        assert!(!p.matches(&k, &nonce(3)), "but it is no longer the live link");
     }
 
     #[test]
@@ -449,22 +429,9 @@ mod tests {
 
     #[test]
     fn nonce_rejects_malformed_input() {
-        for bad in [
-            "",
-            "AAAA",
-            "_____________________w==",
-            "______________________",
-            "+++++++++++++++++++++w",
-        ] {
-            assert!(
-                serde_json::from_str::<LinkNonce>(&format!("\"{bad}\"")).is_err(),
-                "{bad}"
-            );
-            assert_eq!(
-                LinkNonce::parse(bad).unwrap_err().code(),
-                "invalid_nonce",
-                "{bad}"
-            );
+        for bad in ["", "AAAA", "_____________________w==", "______________________", "+++++++++++++++++++++w"] {
+            assert!(serde_json::from_str::<LinkNonce>(&format!("\"{bad}\"")).is_err(), "{bad}");
+            assert_eq!(LinkNonce::parse(bad).unwrap_err().code(), "invalid_nonce", "{bad}");
         }
         // Non-canonical trailing bits are refused, so each nonce has one spelling.
         assert!(LinkNonce::parse("_____________________x").is_err());
@@ -482,10 +449,7 @@ mod tests {
         let short = URL_SAFE_NO_PAD.encode([5u8; 31]);
         let e = LinkKey::from_base64url(&short).unwrap_err();
         assert_eq!(e.code(), "invalid_link_key");
-        assert!(
-            !e.to_string().contains(&short),
-            "error must not echo the key"
-        );
+        assert!(!e.to_string().contains(&short), "error must not echo the key");
         assert!(LinkKey::from_base64url("not base64!").is_err());
     }
 

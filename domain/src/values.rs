@@ -95,8 +95,7 @@ fn is_dangerous_format_char(c: char) -> bool {
 /// left-to-right/right-to-left marks, word joiners and the byte-order mark.
 /// Two addresses differing only by one of these would look identical.
 fn is_invisible_char(c: char) -> bool {
-    is_dangerous_format_char(c)
-        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
+    is_dangerous_format_char(c) || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
 }
 
 // ---------------------------------------------------------------------------
@@ -139,13 +138,8 @@ impl EmailAddress {
         if trimmed.len() > 4 * Self::MAX_LEN {
             return Err(email_err("is too long"));
         }
-        if trimmed
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || is_invisible_char(c))
-        {
-            return Err(email_err(
-                "must not contain spaces, line breaks, control or invisible characters",
-            ));
+        if trimmed.chars().any(|c| c.is_whitespace() || c.is_control() || is_invisible_char(c)) {
+            return Err(email_err("must not contain spaces, line breaks, control or invisible characters"));
         }
 
         // NFC, lower-case, NFC again: lower-casing can produce sequences
@@ -167,19 +161,13 @@ impl EmailAddress {
             return Err(email_err("the part before '@' must not be empty"));
         }
         if local.len() > Self::MAX_LOCAL_LEN {
-            return Err(email_err(
-                "the part before '@' is longer than 64 characters",
-            ));
+            return Err(email_err("the part before '@' is longer than 64 characters"));
         }
         if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
-            return Err(email_err(
-                "the part before '@' must not start or end with a dot or contain two dots in a row",
-            ));
+            return Err(email_err("the part before '@' must not start or end with a dot or contain two dots in a row"));
         }
         if let Some(bad) = local.chars().find(|&c| !is_local_part_char(c)) {
-            return Err(email_err(format!(
-                "the part before '@' must not contain {bad:?}"
-            )));
+            return Err(email_err(format!("the part before '@' must not contain {bad:?}")));
         }
 
         let domain = parse_mail_domain(domain)?;
@@ -221,8 +209,8 @@ fn parse_mail_domain(domain: &str) -> Result<String, DomainError> {
     if domain.is_empty() {
         return Err(email_err("the part after '@' must not be empty"));
     }
-    let ascii = idna::domain_to_ascii(domain)
-        .map_err(|_| email_err("the part after '@' is not a valid domain name"))?;
+    let ascii =
+        idna::domain_to_ascii(domain).map_err(|_| email_err("the part after '@' is not a valid domain name"))?;
     if !ascii.contains('.') {
         return Err(email_err("the part after '@' must contain a dot"));
     }
@@ -231,29 +219,18 @@ fn parse_mail_domain(domain: &str) -> Result<String, DomainError> {
             return Err(email_err("the part after '@' has an empty label"));
         }
         if label.len() > 63 {
-            return Err(email_err(
-                "the part after '@' has a label longer than 63 characters",
-            ));
+            return Err(email_err("the part after '@' has a label longer than 63 characters"));
         }
         if label.starts_with('-') || label.ends_with('-') {
-            return Err(email_err(
-                "labels of the part after '@' must not start or end with '-'",
-            ));
+            return Err(email_err("labels of the part after '@' must not start or end with '-'"));
         }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
-            return Err(email_err(
-                "the part after '@' may only contain letters, digits, '-' and '.'",
-            ));
+        if !label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+            return Err(email_err("the part after '@' may only contain letters, digits, '-' and '.'"));
         }
     }
     let tld = ascii.rsplit('.').next().unwrap_or_default();
     if tld.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(email_err(
-            "the part after '@' must be a domain name, not an IP address",
-        ));
+        return Err(email_err("the part after '@' must be a domain name, not an IP address"));
     }
     Ok(ascii)
 }
@@ -264,19 +241,12 @@ fn parse_mail_domain(domain: &str) -> Result<String, DomainError> {
 
 /// Shared rules of [`PersonName`] and [`AccountName`]: trimmed, NFC, 1..=200
 /// characters, no control characters, line separators or bidi overrides.
-fn parse_display_name(
-    input: &str,
-    field: &'static str,
-    code: &'static str,
-) -> Result<String, DomainError> {
+fn parse_display_name(input: &str, field: &'static str, code: &'static str) -> Result<String, DomainError> {
     let trimmed = input.trim();
     if trimmed.is_empty() {
         return Err(DomainError::invalid(field, code, "must not be empty"));
     }
-    if trimmed
-        .chars()
-        .any(|c| c.is_control() || is_dangerous_format_char(c))
-    {
+    if trimmed.chars().any(|c| c.is_control() || is_dangerous_format_char(c)) {
         return Err(DomainError::invalid(
             field,
             code,
@@ -292,11 +262,7 @@ fn parse_display_name(
         trimmed.nfc().take(NAME_MAX_CHARS + 1).collect()
     };
     if normalised.chars().count() > NAME_MAX_CHARS {
-        return Err(DomainError::invalid(
-            field,
-            code,
-            "must be at most 200 characters",
-        ));
+        return Err(DomainError::invalid(field, code, "must be at most 200 characters"));
     }
     Ok(normalised)
 }
@@ -389,19 +355,11 @@ fn parse_identifier(
         return Err(DomainError::invalid(field, code, "must not be empty"));
     }
     if let Some(bad) = trimmed.chars().find(|&c| !allowed(c)) {
-        return Err(DomainError::invalid(
-            field,
-            code,
-            format!("must only contain {alphabet}, found {bad:?}"),
-        ));
+        return Err(DomainError::invalid(field, code, format!("must only contain {alphabet}, found {bad:?}")));
     }
     // Only ASCII remains, so bytes == characters.
     if trimmed.len() > max {
-        return Err(DomainError::invalid(
-            field,
-            code,
-            format!("must be at most {max} characters"),
-        ));
+        return Err(DomainError::invalid(field, code, format!("must be at most {max} characters")));
     }
     Ok(trimmed.to_owned())
 }
@@ -437,11 +395,7 @@ impl RoleName {
             "lower-case ASCII letters, digits, '-' and '_'",
         )?;
         if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
-            return Err(DomainError::invalid(
-                "role",
-                "invalid_role_name",
-                "must start with a letter",
-            ));
+            return Err(DomainError::invalid("role", "invalid_role_name", "must start with a letter"));
         }
         Ok(RoleName(name))
     }
@@ -500,15 +454,7 @@ impl FeatureName {
     /// Parses a feature name. Fails with field `feature`, code
     /// `invalid_feature`.
     pub fn parse(input: &str) -> Result<Self, DomainError> {
-        parse_identifier(
-            input,
-            64,
-            is_key_char,
-            "feature",
-            "invalid_feature",
-            KEY_ALPHABET,
-        )
-        .map(FeatureName)
+        parse_identifier(input, 64, is_key_char, "feature", "invalid_feature", KEY_ALPHABET).map(FeatureName)
     }
 }
 
@@ -543,15 +489,7 @@ string_value!(SourceId);
 impl SourceId {
     /// Parses a source id. Fails with field `source`, code `invalid_source`.
     pub fn parse(input: &str) -> Result<Self, DomainError> {
-        parse_identifier(
-            input,
-            64,
-            is_key_char,
-            "source",
-            "invalid_source",
-            KEY_ALPHABET,
-        )
-        .map(SourceId)
+        parse_identifier(input, 64, is_key_char, "source", "invalid_source", KEY_ALPHABET).map(SourceId)
     }
 }
 
@@ -613,11 +551,7 @@ mod tests {
     }
 
     fn email_rejected(s: &str) {
-        assert_eq!(
-            err_of(EmailAddress::parse(s)),
-            ("email", "invalid_email"),
-            "{s:?} should be rejected"
-        );
+        assert_eq!(err_of(EmailAddress::parse(s)), ("email", "invalid_email"), "{s:?} should be rejected");
     }
 
     // --- EmailAddress -----------------------------------------------------
@@ -692,10 +626,7 @@ mod tests {
 
     #[test]
     fn email_trims_outer_whitespace_but_not_inner_newlines() {
-        assert_eq!(
-            email("\r\n alice@example.com \t\n").as_str(),
-            "alice@example.com"
-        );
+        assert_eq!(email("\r\n alice@example.com \t\n").as_str(), "alice@example.com");
     }
 
     #[test]
@@ -724,10 +655,7 @@ mod tests {
 
     #[test]
     fn email_accepts_rfc_atext_in_local_part() {
-        assert_eq!(
-            email("o'brien+x_y-z!#$%&*=?^`{|}~@example.com").local_part(),
-            "o'brien+x_y-z!#$%&*=?^`{|}~"
-        );
+        assert_eq!(email("o'brien+x_y-z!#$%&*=?^`{|}~@example.com").local_part(), "o'brien+x_y-z!#$%&*=?^`{|}~");
     }
 
     #[test]
@@ -776,10 +704,7 @@ mod tests {
 
     #[test]
     fn email_accepts_hyphen_inside_labels_and_digits() {
-        assert_eq!(
-            email("x@my-host1.example.co.uk").domain(),
-            "my-host1.example.co.uk"
-        );
+        assert_eq!(email("x@my-host1.example.co.uk").domain(), "my-host1.example.co.uk");
         assert_eq!(email("x@123.example.com").domain(), "123.example.com");
     }
 
@@ -804,10 +729,7 @@ mod tests {
         let e: EmailAddress = "Carol@Example.com".parse().unwrap();
         assert_eq!(e.to_string(), "carol@example.com");
         assert_eq!(String::from(e.clone()), "carol@example.com");
-        assert_eq!(
-            EmailAddress::try_from("carol@example.com".to_owned()).unwrap(),
-            e
-        );
+        assert_eq!(EmailAddress::try_from("carol@example.com".to_owned()).unwrap(), e);
     }
 
     #[test]
@@ -819,10 +741,7 @@ mod tests {
 
     #[test]
     fn person_name_is_trimmed_and_keeps_case() {
-        assert_eq!(
-            PersonName::parse("  Ada Lovelace ").unwrap().as_str(),
-            "Ada Lovelace"
-        );
+        assert_eq!(PersonName::parse("  Ada Lovelace ").unwrap().as_str(), "Ada Lovelace");
     }
 
     #[test]
@@ -837,10 +756,7 @@ mod tests {
         assert_eq!(err_of(PersonName::parse("")), ("name", "invalid_name"));
         assert_eq!(err_of(PersonName::parse(" \t ")), ("name", "invalid_name"));
         assert!(PersonName::parse(&"é".repeat(200)).is_ok());
-        assert_eq!(
-            err_of(PersonName::parse(&"a".repeat(201))),
-            ("name", "invalid_name")
-        );
+        assert_eq!(err_of(PersonName::parse(&"a".repeat(201))), ("name", "invalid_name"));
         assert!(PersonName::parse("X").is_ok());
         assert!(PersonName::parse(&"x".repeat(100_000)).is_err());
     }
@@ -857,11 +773,7 @@ mod tests {
             "Ada\u{2028}Lovelace",
             "Ada\u{202E}ecalevol",
         ] {
-            assert_eq!(
-                err_of(PersonName::parse(bad)),
-                ("name", "invalid_name"),
-                "{bad:?}"
-            );
+            assert_eq!(err_of(PersonName::parse(bad)), ("name", "invalid_name"), "{bad:?}");
         }
     }
 
@@ -874,18 +786,9 @@ mod tests {
 
     #[test]
     fn account_name_has_its_own_field_and_code() {
-        assert_eq!(
-            AccountName::parse(" Acme Ltd ").unwrap().as_str(),
-            "Acme Ltd"
-        );
-        assert_eq!(
-            err_of(AccountName::parse("Acme\nLtd")),
-            ("account_name", "invalid_account_name")
-        );
-        assert_eq!(
-            err_of(AccountName::parse("")),
-            ("account_name", "invalid_account_name")
-        );
+        assert_eq!(AccountName::parse(" Acme Ltd ").unwrap().as_str(), "Acme Ltd");
+        assert_eq!(err_of(AccountName::parse("Acme\nLtd")), ("account_name", "invalid_account_name"));
+        assert_eq!(err_of(AccountName::parse("")), ("account_name", "invalid_account_name"));
         assert!(AccountName::parse(&"a".repeat(200)).is_ok());
         assert!(AccountName::parse(&"a".repeat(201)).is_err());
     }
@@ -924,10 +827,7 @@ mod tests {
 
     #[test]
     fn role_name_is_trimmed_and_lower_cased() {
-        assert_eq!(
-            RoleName::parse("  Billing_Admin-2 ").unwrap().as_str(),
-            "billing_admin-2"
-        );
+        assert_eq!(RoleName::parse("  Billing_Admin-2 ").unwrap().as_str(), "billing_admin-2");
         assert_eq!(RoleName::parse("ADMIN").unwrap(), RoleName::admin());
     }
 
@@ -954,13 +854,8 @@ mod tests {
 
     #[test]
     fn role_name_built_ins() {
-        let built_ins = [
-            RoleName::owner(),
-            RoleName::admin(),
-            RoleName::editor(),
-            RoleName::viewer(),
-            RoleName::auditor(),
-        ];
+        let built_ins =
+            [RoleName::owner(), RoleName::admin(), RoleName::editor(), RoleName::viewer(), RoleName::auditor()];
         for (role, name) in built_ins.iter().zip(RoleName::BUILT_IN) {
             assert_eq!(role.as_str(), name);
             assert!(role.is_built_in());
@@ -984,41 +879,18 @@ mod tests {
 
     #[test]
     fn key_like_identifiers_accept_their_alphabet() {
-        assert_eq!(
-            FeatureName::parse(" reports:Export.v2_beta-1 ")
-                .unwrap()
-                .as_str(),
-            "reports:Export.v2_beta-1"
-        );
-        assert_eq!(
-            SiteId::parse("eu-west:shop.example").unwrap().as_str(),
-            "eu-west:shop.example"
-        );
-        assert_eq!(
-            SourceId::parse("api:client_42").unwrap().as_str(),
-            "api:client_42"
-        );
+        assert_eq!(FeatureName::parse(" reports:Export.v2_beta-1 ").unwrap().as_str(), "reports:Export.v2_beta-1");
+        assert_eq!(SiteId::parse("eu-west:shop.example").unwrap().as_str(), "eu-west:shop.example");
+        assert_eq!(SourceId::parse("api:client_42").unwrap().as_str(), "api:client_42");
     }
 
     #[test]
     fn key_like_identifiers_have_their_own_field_and_code() {
         let long = "k".repeat(65);
         for bad in ["", "a b", "a/b", "a@b", "ключ", long.as_str()] {
-            assert_eq!(
-                err_of(FeatureName::parse(bad)),
-                ("feature", "invalid_feature"),
-                "{bad:?}"
-            );
-            assert_eq!(
-                err_of(SiteId::parse(bad)),
-                ("site", "invalid_site"),
-                "{bad:?}"
-            );
-            assert_eq!(
-                err_of(SourceId::parse(bad)),
-                ("source", "invalid_source"),
-                "{bad:?}"
-            );
+            assert_eq!(err_of(FeatureName::parse(bad)), ("feature", "invalid_feature"), "{bad:?}");
+            assert_eq!(err_of(SiteId::parse(bad)), ("site", "invalid_site"), "{bad:?}");
+            assert_eq!(err_of(SourceId::parse(bad)), ("source", "invalid_source"), "{bad:?}");
         }
         assert!(FeatureName::parse(&"k".repeat(64)).is_ok());
         assert!(SiteId::parse(&"k".repeat(64)).is_ok());

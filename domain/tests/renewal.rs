@@ -62,9 +62,13 @@ fn code(r: Result<Vec<AccountEvent>, admit_domain::DomainError>) -> &'static str
 
 #[test]
 fn given_an_expired_link_when_requesting_then_the_inviter_is_asked() {
-    let expected = vec![AccountEvent::InvitationRenewalRequested { invitation_id: INV, invited_by: Actor::User(ADMIN) }];
+    let expected =
+        vec![AccountEvent::InvitationRenewalRequested { invitation_id: INV, invited_by: Actor::User(ADMIN) }];
     // Lapsed but not yet expired by the worker, and expired by the worker.
-    assert_eq!(request_renewal(&account(&[]), &invitation(&[]), &token(1), &key(), false, at(25)), Ok(expected.clone()));
+    assert_eq!(
+        request_renewal(&account(&[]), &invitation(&[]), &token(1), &key(), false, at(25)),
+        Ok(expected.clone())
+    );
     let expired = invitation(&[InvitationEvent::InvitationExpired {}]);
     assert_eq!(request_renewal(&account(&[]), &expired, &token(1), &key(), false, at(25)), Ok(expected));
 }
@@ -79,9 +83,15 @@ fn given_a_recent_request_when_requesting_again_then_refused() {
 fn given_a_live_used_revoked_or_replaced_link_when_requesting_then_refused() {
     let a = account(&[]);
     assert_eq!(code(request_renewal(&a, &invitation(&[]), &token(1), &key(), false, at(1))), "invitation_not_expired");
-    let used = invitation(&[InvitationEvent::InvitationAccepted { user_id: UserId(Uuid::from_u128(0x201)), access: Access::default() }]);
+    let used = invitation(&[InvitationEvent::InvitationAccepted {
+        user_id: UserId(Uuid::from_u128(0x201)),
+        access: Access::default(),
+    }]);
     assert_eq!(code(request_renewal(&a, &used, &token(1), &key(), false, at(25))), "invitation_used");
-    let revoked = invitation(&[InvitationEvent::InvitationRevoked { revoked_by: Actor::User(ADMIN), reason: RevokeReason::ByAdmin }]);
+    let revoked = invitation(&[InvitationEvent::InvitationRevoked {
+        revoked_by: Actor::User(ADMIN),
+        reason: RevokeReason::ByAdmin,
+    }]);
     assert_eq!(code(request_renewal(&a, &revoked, &token(1), &key(), false, at(25))), "invitation_revoked");
     // The link of an earlier issue (replaced by a resend) is not valid.
     assert_eq!(code(request_renewal(&a, &invitation(&[]), &token(2), &key(), false, at(25))), "invalid_token");

@@ -110,24 +110,11 @@ fn with_member(events: Vec<AccountEvent>, user: UserId, roles: &[&str]) -> Vec<A
 
 fn with_member_access(events: Vec<AccountEvent>, user: UserId, access: Access) -> Vec<AccountEvent> {
     let invitation_id = InvitationId(Uuid::from_u128(0x9_0000 + user.0.as_u128()));
-    and(
-        events,
-        AccountEvent::MemberJoined {
-            user_id: user,
-            invitation_id,
-            access,
-        },
-    )
+    and(events, AccountEvent::MemberJoined { user_id: user, invitation_id, access })
 }
 
 fn with_role(events: Vec<AccountEvent>, name: &str, ps: &[Permission]) -> Vec<AccountEvent> {
-    and(
-        events,
-        AccountEvent::RoleDefined {
-            role: role(name),
-            permissions: perms(ps),
-        },
-    )
+    and(events, AccountEvent::RoleDefined { role: role(name), permissions: perms(ps) })
 }
 
 fn deactivated(events: Vec<AccountEvent>, user: UserId) -> Vec<AccountEvent> {
@@ -146,11 +133,7 @@ fn team(seats: u32) -> Vec<AccountEvent> {
 /// The team plus two members whose only way to invite is the custom role
 /// `recruiter` (account.read + invitations.create, no invitations.manage).
 fn team_with_recruiters() -> Vec<AccountEvent> {
-    let e = with_role(
-        team(20),
-        "recruiter",
-        &[Permission::AccountRead, Permission::InvitationsCreate],
-    );
+    let e = with_role(team(20), "recruiter", &[Permission::AccountRead, Permission::InvitationsCreate]);
     let e = with_member(e, RECRUITER, &["recruiter"]);
     with_member(e, RECRUITER2, &["recruiter"])
 }
@@ -190,10 +173,7 @@ fn sent_by(by: Actor, roles: &[&str]) -> InvitationEvent {
         invitation_id: INV,
         account_id: ACCOUNT,
         person_id: PERSON,
-        personal: Personal::Known {
-            email: bob_email(),
-            name: Some(PersonName::parse("Bob").unwrap()),
-        },
+        personal: Personal::Known { email: bob_email(), name: Some(PersonName::parse("Bob").unwrap()) },
         access: access(roles),
         invited_by: by,
         channel: Channel::Session,
@@ -227,17 +207,11 @@ fn resent(n: u8, now: DateTime<Utc>) -> InvitationEvent {
 }
 
 fn accepted(roles: &[&str]) -> InvitationEvent {
-    InvitationEvent::InvitationAccepted {
-        user_id: BOB,
-        access: access(roles),
-    }
+    InvitationEvent::InvitationAccepted { user_id: BOB, access: access(roles) }
 }
 
 fn revoked() -> InvitationEvent {
-    InvitationEvent::InvitationRevoked {
-        revoked_by: Actor::User(ADMIN),
-        reason: RevokeReason::ByAdmin,
-    }
+    InvitationEvent::InvitationRevoked { revoked_by: Actor::User(ADMIN), reason: RevokeReason::ByAdmin }
 }
 
 /// One invitation per non-pending status, with the code each one gives.
@@ -260,10 +234,7 @@ fn token_with(k: &LinkKey, id: InvitationId, n: u8) -> ParsedToken {
 }
 
 fn bob() -> Acceptor {
-    Acceptor {
-        user_id: BOB,
-        email: bob_email(),
-    }
+    Acceptor { user_id: BOB, email: bob_email() }
 }
 
 // ===========================================================================
@@ -273,26 +244,14 @@ fn bob() -> Acceptor {
 #[test]
 fn given_a_viewer_member_when_inviting_then_forbidden() {
     let a = account(&team(20));
-    let r = invitation::invite(
-        &a,
-        &caller(&a, VIEWER),
-        invite_cmd("bob@example.com", &["viewer"]),
-        &no_facts(),
-        t0(),
-    );
+    let r = invitation::invite(&a, &caller(&a, VIEWER), invite_cmd("bob@example.com", &["viewer"]), &no_facts(), t0());
     assert_eq!(code(r), "forbidden");
 }
 
 #[test]
 fn given_an_editor_member_when_inviting_then_forbidden() {
     let a = account(&team(20));
-    let r = invitation::invite(
-        &a,
-        &caller(&a, EDITOR),
-        invite_cmd("bob@example.com", &["viewer"]),
-        &no_facts(),
-        t0(),
-    );
+    let r = invitation::invite(&a, &caller(&a, EDITOR), invite_cmd("bob@example.com", &["viewer"]), &no_facts(), t0());
     assert_eq!(code(r), "forbidden");
 }
 
@@ -308,13 +267,7 @@ fn given_a_non_member_when_inviting_then_forbidden() {
 #[test]
 fn given_a_deactivated_admin_when_inviting_then_forbidden() {
     let a = account(&deactivated(team(20), ADMIN));
-    let r = invitation::invite(
-        &a,
-        &caller(&a, ADMIN),
-        invite_cmd("bob@example.com", &["viewer"]),
-        &no_facts(),
-        t0(),
-    );
+    let r = invitation::invite(&a, &caller(&a, ADMIN), invite_cmd("bob@example.com", &["viewer"]), &no_facts(), t0());
     assert_eq!(code(r), "forbidden");
 }
 
@@ -333,27 +286,16 @@ fn given_an_api_key_without_access_when_inviting_then_forbidden() {
 #[test]
 fn given_an_admin_when_inviting_an_owner_then_exceeds_own_rights() {
     let a = account(&team(20));
-    let r = invitation::invite(
-        &a,
-        &caller(&a, ADMIN),
-        invite_cmd("bob@example.com", &["owner"]),
-        &no_facts(),
-        t0(),
-    );
+    let r = invitation::invite(&a, &caller(&a, ADMIN), invite_cmd("bob@example.com", &["owner"]), &no_facts(), t0());
     assert_eq!(code(r), "exceeds_own_rights");
 }
 
 #[test]
 fn given_an_owner_when_inviting_an_owner_then_sent() {
     let a = account(&team(20));
-    let events = invitation::invite(
-        &a,
-        &caller(&a, OWNER),
-        invite_cmd("bob@example.com", &["owner"]),
-        &no_facts(),
-        t0(),
-    )
-    .unwrap();
+    let events =
+        invitation::invite(&a, &caller(&a, OWNER), invite_cmd("bob@example.com", &["owner"]), &no_facts(), t0())
+            .unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(invitation(&events).access, access(&["owner"]));
 }
@@ -373,28 +315,13 @@ fn given_an_editor_who_may_invite_when_granting_admin_then_exceeds_own_rights() 
 
 #[test]
 fn given_a_custom_role_exceeding_the_inviters_permissions_when_inviting_then_exceeds_own_rights() {
-    let e = with_role(
-        team_with_recruiters(),
-        "support",
-        &[Permission::AccountRead, Permission::AuditRead],
-    );
+    let e = with_role(team_with_recruiters(), "support", &[Permission::AccountRead, Permission::AuditRead]);
     let a = account(&e);
-    let r = invitation::invite(
-        &a,
-        &caller(&a, RECRUITER),
-        invite_cmd("bob@example.com", &["support"]),
-        &no_facts(),
-        t0(),
-    );
+    let r =
+        invitation::invite(&a, &caller(&a, RECRUITER), invite_cmd("bob@example.com", &["support"]), &no_facts(), t0());
     assert_eq!(code(r), "exceeds_own_rights");
     // The admin holds audit.read, so they may grant it.
-    let ok = invitation::invite(
-        &a,
-        &caller(&a, ADMIN),
-        invite_cmd("bob@example.com", &["support"]),
-        &no_facts(),
-        t0(),
-    );
+    let ok = invitation::invite(&a, &caller(&a, ADMIN), invite_cmd("bob@example.com", &["support"]), &no_facts(), t0());
     assert_eq!(ok.unwrap().len(), 1);
 }
 
@@ -420,44 +347,24 @@ fn given_features_and_sites_when_inviting_then_only_up_to_the_inviters_own() {
 
     let mut higher_level = Access::default();
     higher_level.features.insert(reports, Level::Manage);
-    let other_source = Access {
-        sites: SiteAccess::Only([(shop, SourceScope::Only([app].into()))].into()),
-        ..Access::default()
-    };
-    let all_sites = Access {
-        sites: SiteAccess::All,
-        ..Access::default()
-    };
+    let other_source =
+        Access { sites: SiteAccess::Only([(shop, SourceScope::Only([app].into()))].into()), ..Access::default() };
+    let all_sites = Access { sites: SiteAccess::All, ..Access::default() };
     for too_much in [higher_level, other_source, all_sites.clone()] {
         let mut cmd = invite_cmd("bob@example.com", &[]);
         cmd.access = too_much.clone();
-        assert_eq!(
-            code(invitation::invite(&a, &c, cmd, &no_facts(), t0())),
-            "exceeds_own_rights",
-            "{too_much:?}"
-        );
+        assert_eq!(code(invitation::invite(&a, &c, cmd, &no_facts(), t0())), "exceeds_own_rights", "{too_much:?}");
     }
     // Someone who manages the account reaches every site.
     let mut cmd = invite_cmd("bob@example.com", &[]);
     cmd.access = all_sites;
-    assert_eq!(
-        invitation::invite(&a, &caller(&a, ADMIN), cmd, &no_facts(), t0())
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(invitation::invite(&a, &caller(&a, ADMIN), cmd, &no_facts(), t0()).unwrap().len(), 1);
 }
 
 #[test]
 fn given_a_role_the_account_does_not_define_when_inviting_then_unknown_role() {
     let a = account(&team(20));
-    let r = invitation::invite(
-        &a,
-        &caller(&a, OWNER),
-        invite_cmd("bob@example.com", &["ghost"]),
-        &no_facts(),
-        t0(),
-    );
+    let r = invitation::invite(&a, &caller(&a, OWNER), invite_cmd("bob@example.com", &["ghost"]), &no_facts(), t0());
     assert_eq!(code(r), "unknown_role");
 }
 
@@ -474,13 +381,7 @@ fn given_allowed_email_domains_when_inviting_another_domain_then_email_domain_no
     let r = invitation::invite(&a, &c, invite_cmd("bob@example.org", &["viewer"]), &no_facts(), t0());
     assert_eq!(code(r), "email_domain_not_allowed");
     // A subdomain is another domain.
-    let r = invitation::invite(
-        &a,
-        &c,
-        invite_cmd("bob@mail.example.com", &["viewer"]),
-        &no_facts(),
-        t0(),
-    );
+    let r = invitation::invite(&a, &c, invite_cmd("bob@mail.example.com", &["viewer"]), &no_facts(), t0());
     assert_eq!(code(r), "email_domain_not_allowed");
     // The listed domain, in any letter case, is fine.
     let ok = invitation::invite(&a, &c, invite_cmd("Bob@EXAMPLE.com", &["viewer"]), &no_facts(), t0());
@@ -490,102 +391,47 @@ fn given_allowed_email_domains_when_inviting_another_domain_then_email_domain_no
 #[test]
 fn given_no_allowed_domains_when_inviting_any_domain_then_sent() {
     let a = account(&team(20));
-    let ok = invitation::invite(
-        &a,
-        &caller(&a, ADMIN),
-        invite_cmd("bob@example.org", &["viewer"]),
-        &no_facts(),
-        t0(),
-    );
+    let ok = invitation::invite(&a, &caller(&a, ADMIN), invite_cmd("bob@example.org", &["viewer"]), &no_facts(), t0());
     assert_eq!(ok.unwrap().len(), 1);
 }
 
 #[test]
 fn given_an_active_member_when_inviting_them_then_already_member() {
     let a = account(&with_member(team(20), BOB, &["viewer"]));
-    let facts = InviteeFacts {
-        user: Some(BOB),
-        ..InviteeFacts::default()
-    };
-    let r = invitation::invite(
-        &a,
-        &caller(&a, ADMIN),
-        invite_cmd("bob@example.com", &["viewer"]),
-        &facts,
-        t0(),
-    );
+    let facts = InviteeFacts { user: Some(BOB), ..InviteeFacts::default() };
+    let r = invitation::invite(&a, &caller(&a, ADMIN), invite_cmd("bob@example.com", &["viewer"]), &facts, t0());
     assert_eq!(code(r), "already_member");
 }
 
 #[test]
 fn given_a_deactivated_member_when_inviting_them_then_already_member() {
     let a = account(&deactivated(with_member(team(20), BOB, &["viewer"]), BOB));
-    let facts = InviteeFacts {
-        user: Some(BOB),
-        ..InviteeFacts::default()
-    };
-    let r = invitation::invite(
-        &a,
-        &caller(&a, ADMIN),
-        invite_cmd("bob@example.com", &["viewer"]),
-        &facts,
-        t0(),
-    );
+    let facts = InviteeFacts { user: Some(BOB), ..InviteeFacts::default() };
+    let r = invitation::invite(&a, &caller(&a, ADMIN), invite_cmd("bob@example.com", &["viewer"]), &facts, t0());
     assert_eq!(code(r), "already_member");
 }
 
 #[test]
 fn given_a_user_who_is_not_a_member_when_inviting_them_then_sent() {
     let a = account(&team(20));
-    let facts = InviteeFacts {
-        user: Some(BOB),
-        ..InviteeFacts::default()
-    };
-    let ok = invitation::invite(
-        &a,
-        &caller(&a, ADMIN),
-        invite_cmd("bob@example.com", &["viewer"]),
-        &facts,
-        t0(),
-    );
+    let facts = InviteeFacts { user: Some(BOB), ..InviteeFacts::default() };
+    let ok = invitation::invite(&a, &caller(&a, ADMIN), invite_cmd("bob@example.com", &["viewer"]), &facts, t0());
     assert_eq!(ok.unwrap().len(), 1);
 }
 
 #[test]
 fn given_a_removed_former_member_when_inviting_them_again_then_sent() {
-    let a = account(&and(
-        with_member(team(20), BOB, &["viewer"]),
-        AccountEvent::MemberRemoved { user_id: BOB },
-    ));
-    let facts = InviteeFacts {
-        user: Some(BOB),
-        ..InviteeFacts::default()
-    };
-    let ok = invitation::invite(
-        &a,
-        &caller(&a, ADMIN),
-        invite_cmd("bob@example.com", &["viewer"]),
-        &facts,
-        t0(),
-    );
+    let a = account(&and(with_member(team(20), BOB, &["viewer"]), AccountEvent::MemberRemoved { user_id: BOB }));
+    let facts = InviteeFacts { user: Some(BOB), ..InviteeFacts::default() };
+    let ok = invitation::invite(&a, &caller(&a, ADMIN), invite_cmd("bob@example.com", &["viewer"]), &facts, t0());
     assert_eq!(ok.unwrap().len(), 1);
 }
 
 #[test]
 fn given_a_live_pending_invitation_of_the_email_when_inviting_again_then_already_invited() {
     let a = account(&team(20));
-    let facts = InviteeFacts {
-        pending_invitation: Some(OTHER_INV),
-        pending_in_account: 1,
-        ..InviteeFacts::default()
-    };
-    let r = invitation::invite(
-        &a,
-        &caller(&a, ADMIN),
-        invite_cmd("bob@example.com", &["viewer"]),
-        &facts,
-        t0(),
-    );
+    let facts = InviteeFacts { pending_invitation: Some(OTHER_INV), pending_in_account: 1, ..InviteeFacts::default() };
+    let r = invitation::invite(&a, &caller(&a, ADMIN), invite_cmd("bob@example.com", &["viewer"]), &facts, t0());
     assert_eq!(code(r), "already_invited");
 }
 
@@ -597,39 +443,18 @@ fn given_a_live_pending_invitation_of_the_email_when_inviting_again_then_already
 fn given_active_members_plus_pending_equal_the_seat_limit_when_inviting_then_seat_limit_reached() {
     // 4 active members, 1 pending invitation, 5 seats.
     let a = account(&team(5));
-    let full = InviteeFacts {
-        pending_in_account: 1,
-        ..InviteeFacts::default()
-    };
-    let r = invitation::invite(
-        &a,
-        &caller(&a, ADMIN),
-        invite_cmd("bob@example.com", &["viewer"]),
-        &full,
-        t0(),
-    );
+    let full = InviteeFacts { pending_in_account: 1, ..InviteeFacts::default() };
+    let r = invitation::invite(&a, &caller(&a, ADMIN), invite_cmd("bob@example.com", &["viewer"]), &full, t0());
     assert_eq!(code(r), "seat_limit_reached");
     // One seat left: the invitation takes it.
-    let ok = invitation::invite(
-        &a,
-        &caller(&a, ADMIN),
-        invite_cmd("bob@example.com", &["viewer"]),
-        &no_facts(),
-        t0(),
-    );
+    let ok = invitation::invite(&a, &caller(&a, ADMIN), invite_cmd("bob@example.com", &["viewer"]), &no_facts(), t0());
     assert_eq!(ok.unwrap().len(), 1);
 }
 
 #[test]
 fn given_active_members_equal_the_seat_limit_when_inviting_then_seat_limit_reached() {
     let a = account(&team(4));
-    let r = invitation::invite(
-        &a,
-        &caller(&a, ADMIN),
-        invite_cmd("bob@example.com", &["viewer"]),
-        &no_facts(),
-        t0(),
-    );
+    let r = invitation::invite(&a, &caller(&a, ADMIN), invite_cmd("bob@example.com", &["viewer"]), &no_facts(), t0());
     assert_eq!(code(r), "seat_limit_reached");
 }
 
@@ -637,26 +462,11 @@ fn given_active_members_equal_the_seat_limit_when_inviting_then_seat_limit_reach
 fn given_a_full_account_when_a_member_is_deactivated_then_their_seat_is_free_for_an_invitation() {
     let a = account(&deactivated(team(4), VIEWER));
     assert_eq!(a.active_members(), 3);
-    let ok = invitation::invite(
-        &a,
-        &caller(&a, ADMIN),
-        invite_cmd("bob@example.com", &["viewer"]),
-        &no_facts(),
-        t0(),
-    );
+    let ok = invitation::invite(&a, &caller(&a, ADMIN), invite_cmd("bob@example.com", &["viewer"]), &no_facts(), t0());
     assert_eq!(ok.unwrap().len(), 1);
     // ... but only that one seat.
-    let full = InviteeFacts {
-        pending_in_account: 1,
-        ..InviteeFacts::default()
-    };
-    let r = invitation::invite(
-        &a,
-        &caller(&a, ADMIN),
-        invite_cmd("bob@example.com", &["viewer"]),
-        &full,
-        t0(),
-    );
+    let full = InviteeFacts { pending_in_account: 1, ..InviteeFacts::default() };
+    let r = invitation::invite(&a, &caller(&a, ADMIN), invite_cmd("bob@example.com", &["viewer"]), &full, t0());
     assert_eq!(code(r), "seat_limit_reached");
 }
 
@@ -672,34 +482,16 @@ fn given_the_operator_when_the_account_is_full_then_seat_limit_reached_too() {
 fn given_49_invitations_sent_today_when_inviting_then_sent() {
     let a = account(&team(20));
     assert_eq!(a.settings.daily_invitation_quota, 50);
-    let facts = InviteeFacts {
-        sent_by_inviter_today: 49,
-        ..InviteeFacts::default()
-    };
-    let ok = invitation::invite(
-        &a,
-        &caller(&a, ADMIN),
-        invite_cmd("bob@example.com", &["viewer"]),
-        &facts,
-        t0(),
-    );
+    let facts = InviteeFacts { sent_by_inviter_today: 49, ..InviteeFacts::default() };
+    let ok = invitation::invite(&a, &caller(&a, ADMIN), invite_cmd("bob@example.com", &["viewer"]), &facts, t0());
     assert_eq!(ok.unwrap().len(), 1);
 }
 
 #[test]
 fn given_50_invitations_sent_today_when_inviting_then_daily_quota_exceeded() {
     let a = account(&team(20));
-    let facts = InviteeFacts {
-        sent_by_inviter_today: 50,
-        ..InviteeFacts::default()
-    };
-    let r = invitation::invite(
-        &a,
-        &caller(&a, ADMIN),
-        invite_cmd("bob@example.com", &["viewer"]),
-        &facts,
-        t0(),
-    );
+    let facts = InviteeFacts { sent_by_inviter_today: 50, ..InviteeFacts::default() };
+    let r = invitation::invite(&a, &caller(&a, ADMIN), invite_cmd("bob@example.com", &["viewer"]), &facts, t0());
     assert_eq!(code(r), "daily_quota_exceeded");
 }
 
@@ -709,23 +501,11 @@ fn given_a_lower_account_quota_when_reached_then_daily_quota_exceeded() {
     settings.daily_invitation_quota = 3;
     let a = account(&and(team(20), AccountEvent::AccountSettingsChanged { settings }));
     let c = caller(&a, ADMIN);
-    let two = InviteeFacts {
-        sent_by_inviter_today: 2,
-        ..InviteeFacts::default()
-    };
+    let two = InviteeFacts { sent_by_inviter_today: 2, ..InviteeFacts::default() };
     assert!(invitation::invite(&a, &c, invite_cmd("bob@example.com", &["viewer"]), &two, t0()).is_ok());
-    let three = InviteeFacts {
-        sent_by_inviter_today: 3,
-        ..InviteeFacts::default()
-    };
+    let three = InviteeFacts { sent_by_inviter_today: 3, ..InviteeFacts::default() };
     assert_eq!(
-        code(invitation::invite(
-            &a,
-            &c,
-            invite_cmd("bob@example.com", &["viewer"]),
-            &three,
-            t0()
-        )),
+        code(invitation::invite(&a, &c, invite_cmd("bob@example.com", &["viewer"]), &three, t0())),
         "daily_quota_exceeded"
     );
 }
@@ -734,10 +514,7 @@ fn given_a_lower_account_quota_when_reached_then_daily_quota_exceeded() {
 fn given_the_operator_over_the_quota_when_inviting_then_exempt() {
     let a = account(&team(20));
     let c = Caller::of(&a, Actor::Operator);
-    let facts = InviteeFacts {
-        sent_by_inviter_today: 1_000,
-        ..InviteeFacts::default()
-    };
+    let facts = InviteeFacts { sent_by_inviter_today: 1_000, ..InviteeFacts::default() };
     let mut cmd = invite_cmd("bob@example.com", &["owner"]);
     cmd.channel = Channel::Operator;
     let events = invitation::invite(&a, &c, cmd, &facts, t0()).unwrap();
@@ -760,7 +537,13 @@ fn given_a_lifetime_out_of_bounds_when_inviting_then_invalid_expiry() {
     }
     let mut bad_default = a.clone();
     bad_default.settings.invitation_lifetime_hours = 0;
-    let r = invitation::invite(&bad_default, &caller(&a, ADMIN), invite_cmd("bob@example.com", &["viewer"]), &no_facts(), t0());
+    let r = invitation::invite(
+        &bad_default,
+        &caller(&a, ADMIN),
+        invite_cmd("bob@example.com", &["viewer"]),
+        &no_facts(),
+        t0(),
+    );
     assert_eq!(code(r), "invalid_expiry");
 }
 
@@ -782,14 +565,9 @@ fn given_a_lifetime_at_the_bounds_when_inviting_then_the_deadline_is_now_plus_th
 #[test]
 fn given_no_lifetime_when_inviting_then_the_deadline_is_24_hours_from_now() {
     let a = account(&team(20));
-    let events = invitation::invite(
-        &a,
-        &caller(&a, ADMIN),
-        invite_cmd("bob@example.com", &["viewer"]),
-        &no_facts(),
-        t0(),
-    )
-    .unwrap();
+    let events =
+        invitation::invite(&a, &caller(&a, ADMIN), invite_cmd("bob@example.com", &["viewer"]), &no_facts(), t0())
+            .unwrap();
     assert_eq!(invitation(&events).expires_at, at(24));
 }
 
@@ -798,14 +576,9 @@ fn given_an_account_default_lifetime_when_inviting_then_it_is_used() {
     let mut settings = AccountSettings::with_seats(20);
     settings.invitation_lifetime_hours = 72;
     let a = account(&and(team(20), AccountEvent::AccountSettingsChanged { settings }));
-    let events = invitation::invite(
-        &a,
-        &caller(&a, ADMIN),
-        invite_cmd("bob@example.com", &["viewer"]),
-        &no_facts(),
-        t0(),
-    )
-    .unwrap();
+    let events =
+        invitation::invite(&a, &caller(&a, ADMIN), invite_cmd("bob@example.com", &["viewer"]), &no_facts(), t0())
+            .unwrap();
     assert_eq!(invitation(&events).expires_at, at(72));
 }
 
@@ -821,10 +594,7 @@ fn given_an_admin_when_inviting_then_exactly_one_invitation_sent() {
             invitation_id: INV,
             account_id: ACCOUNT,
             person_id: PERSON,
-            personal: Personal::Known {
-                email: bob_email(),
-                name: Some(PersonName::parse("Bob").unwrap())
-            },
+            personal: Personal::Known { email: bob_email(), name: Some(PersonName::parse("Bob").unwrap()) },
             access: access(&["editor"]),
             invited_by: Actor::User(ADMIN),
             channel: Channel::Bulk,
@@ -937,10 +707,7 @@ fn given_nothing_changes_when_updating_then_no_event() {
     let i = invitation(&[sent(&["editor"])]);
     let c = caller(&a, ADMIN);
     assert_eq!(invitation::update(&a, &c, &i, None, None, at(1)), Ok(vec![]));
-    assert_eq!(
-        invitation::update(&a, &c, &i, Some(access(&["editor"])), None, at(1)),
-        Ok(vec![])
-    );
+    assert_eq!(invitation::update(&a, &c, &i, Some(access(&["editor"])), None, at(1)), Ok(vec![]));
     // A lifetime that lands on the current deadline changes nothing either.
     assert_eq!(invitation::update(&a, &c, &i, None, Some(hours(24)), t0()), Ok(vec![]));
 }
@@ -950,7 +717,8 @@ fn given_a_new_grant_and_lifetime_when_updating_then_invitation_updated() {
     let a = account(&team(20));
     let events = vec![sent(&["editor"])];
     let i = invitation(&events);
-    let update = invitation::update(&a, &caller(&a, ADMIN), &i, Some(access(&["viewer"])), Some(hours(48)), at(2)).unwrap();
+    let update =
+        invitation::update(&a, &caller(&a, ADMIN), &i, Some(access(&["viewer"])), Some(hours(48)), at(2)).unwrap();
     assert_eq!(
         update,
         vec![InvitationEvent::InvitationUpdated {
@@ -1008,10 +776,7 @@ fn given_another_member_with_only_invitations_create_when_updating_someones_invi
 
 #[test]
 fn given_an_inviter_who_left_when_updating_their_invitation_then_forbidden() {
-    let e = and(
-        team_with_recruiters(),
-        AccountEvent::MemberRemoved { user_id: RECRUITER },
-    );
+    let e = and(team_with_recruiters(), AccountEvent::MemberRemoved { user_id: RECRUITER });
     let a = account(&e);
     let i = invitation(&[sent_by(Actor::User(RECRUITER), &["viewer"])]);
     let r = invitation::update(&a, &caller(&a, RECRUITER), &i, None, Some(hours(48)), at(1));
@@ -1022,18 +787,8 @@ fn given_an_inviter_who_left_when_updating_their_invitation_then_forbidden() {
 fn given_the_inviter_now_holding_only_invitations_manage_when_updating_their_own_invitation_then_updated() {
     // The recruiter sent the invitation, then their role was swapped for one
     // that manages invitations but does not create them.
-    let e = with_role(
-        team_with_recruiters(),
-        "coordinator",
-        &[Permission::AccountRead, Permission::InvitationsManage],
-    );
-    let e = and(
-        e,
-        AccountEvent::MemberAccessChanged {
-            user_id: RECRUITER,
-            access: access(&["coordinator"]),
-        },
-    );
+    let e = with_role(team_with_recruiters(), "coordinator", &[Permission::AccountRead, Permission::InvitationsManage]);
+    let e = and(e, AccountEvent::MemberAccessChanged { user_id: RECRUITER, access: access(&["coordinator"]) });
     let a = account(&e);
     let i = invitation(&[sent_by(Actor::User(RECRUITER), &["viewer"])]);
     let r = invitation::update(&a, &caller(&a, RECRUITER), &i, None, Some(hours(48)), at(1));
@@ -1075,10 +830,7 @@ fn given_a_resent_invitation_when_checking_tokens_then_only_the_new_link_matches
 
     let resend = invitation::resend(&a, &caller(&a, ADMIN), &before, nonce(2), false, 0, at(1)).unwrap();
     let after = invitation(&[events, resend].concat());
-    assert_eq!(
-        code(invitation::check_token(&after, &token(INV, 1), &key())),
-        "invalid_token"
-    );
+    assert_eq!(code(invitation::check_token(&after, &token(INV, 1), &key())), "invalid_token");
     assert_eq!(invitation::check_token(&after, &token(INV, 2), &key()), Ok(()));
 }
 
@@ -1104,10 +856,7 @@ fn given_the_resender_reached_the_quota_when_resending_then_daily_quota_exceeded
     let i = invitation(&[sent(&["editor"])]);
     let c = caller(&a, ADMIN);
     assert!(invitation::resend(&a, &c, &i, nonce(2), false, 49, at(1)).is_ok());
-    assert_eq!(
-        code(invitation::resend(&a, &c, &i, nonce(2), false, 50, at(1))),
-        "daily_quota_exceeded"
-    );
+    assert_eq!(code(invitation::resend(&a, &c, &i, nonce(2), false, 50, at(1))), "daily_quota_exceeded");
 }
 
 #[test]
@@ -1200,24 +949,15 @@ fn given_an_admin_when_revoking_an_invitation_that_grants_owner_then_exceeds_own
 fn given_the_inviter_was_removed_when_the_cascade_revokes_then_no_rights_are_needed() {
     let a = account(&and(team(20), AccountEvent::MemberRemoved { user_id: ADMIN }));
     let i = invitation(&[sent(&["editor"])]);
-    let system = Caller {
-        actor: Actor::System,
-        access: None,
-    };
+    let system = Caller { actor: Actor::System, access: None };
     let r = invitation::revoke(&a, &system, &i, RevokeReason::InviterRemoved).unwrap();
     assert_eq!(
         r,
-        vec![InvitationEvent::InvitationRevoked {
-            revoked_by: Actor::System,
-            reason: RevokeReason::InviterRemoved
-        }]
+        vec![InvitationEvent::InvitationRevoked { revoked_by: Actor::System, reason: RevokeReason::InviterRemoved }]
     );
     // Still only while pending.
     let done = invitation(&[sent(&["editor"]), accepted(&["editor"])]);
-    assert_eq!(
-        code(invitation::revoke(&a, &system, &done, RevokeReason::InviterRemoved)),
-        "invitation_not_pending"
-    );
+    assert_eq!(code(invitation::revoke(&a, &system, &done, RevokeReason::InviterRemoved)), "invitation_not_pending");
 }
 
 // ===========================================================================
@@ -1234,11 +974,7 @@ fn given_a_live_invitation_and_its_token_when_accepting_then_accepted_and_member
     assert_eq!(inv_events, vec![accepted(&["editor"])]);
     assert_eq!(
         acc_events,
-        vec![AccountEvent::MemberJoined {
-            user_id: BOB,
-            invitation_id: INV,
-            access: access(&["editor"])
-        }]
+        vec![AccountEvent::MemberJoined { user_id: BOB, invitation_id: INV, access: access(&["editor"]) }]
     );
     let after = invitation(&[events, inv_events].concat());
     assert_eq!(after.status, InvitationStatus::Accepted);
@@ -1252,10 +988,7 @@ fn given_a_live_invitation_and_its_token_when_accepting_then_accepted_and_member
 fn given_an_email_typed_differently_when_accepting_then_it_is_the_same_email() {
     let a = account(&team(20));
     let i = invitation(&[sent(&["editor"])]);
-    let acceptor = Acceptor {
-        user_id: BOB,
-        email: email(" BOB@Example.Com "),
-    };
+    let acceptor = Acceptor { user_id: BOB, email: email(" BOB@Example.Com ") };
     assert!(invitation::accept(&a, &i, &token(INV, 1), &key(), &acceptor, t0()).is_ok());
 }
 
@@ -1289,10 +1022,7 @@ fn given_a_token_forged_by_swapping_the_nonce_when_accepting_then_invalid_token(
 fn given_a_resent_invitation_when_accepting_with_the_old_token_then_invalid_token() {
     let a = account(&team(20));
     let i = invitation(&[sent(&["editor"]), resent(2, at(1))]);
-    assert_eq!(
-        code(invitation::accept(&a, &i, &token(INV, 1), &key(), &bob(), at(2))),
-        "invalid_token"
-    );
+    assert_eq!(code(invitation::accept(&a, &i, &token(INV, 1), &key(), &bob(), at(2))), "invalid_token");
     assert!(invitation::accept(&a, &i, &token(INV, 2), &key(), &bob(), at(2)).is_ok());
 }
 
@@ -1300,14 +1030,8 @@ fn given_a_resent_invitation_when_accepting_with_the_old_token_then_invalid_toke
 fn given_the_deadline_passed_without_an_expired_event_when_accepting_then_invitation_expired() {
     let a = account(&team(20));
     let i = invitation(&[sent(&["editor"])]);
-    assert_eq!(
-        code(invitation::accept(&a, &i, &token(INV, 1), &key(), &bob(), at(24))),
-        "invitation_expired"
-    );
-    assert_eq!(
-        code(invitation::accept(&a, &i, &token(INV, 1), &key(), &bob(), at(48))),
-        "invitation_expired"
-    );
+    assert_eq!(code(invitation::accept(&a, &i, &token(INV, 1), &key(), &bob(), at(24))), "invitation_expired");
+    assert_eq!(code(invitation::accept(&a, &i, &token(INV, 1), &key(), &bob(), at(48))), "invitation_expired");
 }
 
 #[test]
@@ -1317,14 +1041,8 @@ fn given_an_accepted_invitation_when_accepting_again_then_invitation_used() {
     let r = invitation::accept(&a, &i, &token(INV, 1), &key(), &bob(), at(1));
     assert_eq!(code(r), "invitation_used");
     // Single use, whoever tries.
-    let other = Acceptor {
-        user_id: STRANGER,
-        email: bob_email(),
-    };
-    assert_eq!(
-        code(invitation::accept(&a, &i, &token(INV, 1), &key(), &other, at(1))),
-        "invitation_used"
-    );
+    let other = Acceptor { user_id: STRANGER, email: bob_email() };
+    assert_eq!(code(invitation::accept(&a, &i, &token(INV, 1), &key(), &other, at(1))), "invitation_used");
 }
 
 #[test]
@@ -1347,10 +1065,7 @@ fn given_another_email_when_accepting_then_email_mismatch_and_the_invitation_is_
     let events = vec![sent(&["editor"])];
     let i = invitation(&events);
     let before = i.clone();
-    let eve = Acceptor {
-        user_id: STRANGER,
-        email: email("eve@example.com"),
-    };
+    let eve = Acceptor { user_id: STRANGER, email: email("eve@example.com") };
     let r = invitation::accept(&a, &i, &token(INV, 1), &key(), &eve, at(1));
     assert_eq!(code(r), "email_mismatch");
     assert_eq!(i, before);
@@ -1361,10 +1076,7 @@ fn given_another_email_when_accepting_then_email_mismatch_and_the_invitation_is_
 
 #[test]
 fn given_an_active_or_deactivated_member_when_accepting_then_already_member() {
-    for events in [
-        with_member(team(20), BOB, &["viewer"]),
-        deactivated(with_member(team(20), BOB, &["viewer"]), BOB),
-    ] {
+    for events in [with_member(team(20), BOB, &["viewer"]), deactivated(with_member(team(20), BOB, &["viewer"]), BOB)] {
         let a = account(&events);
         let i = invitation(&[sent(&["editor"])]);
         let r = invitation::accept(&a, &i, &token(INV, 1), &key(), &bob(), at(1));
@@ -1374,13 +1086,7 @@ fn given_an_active_or_deactivated_member_when_accepting_then_already_member() {
 
 #[test]
 fn given_the_inviter_lost_their_admin_role_when_accepting_then_inviter_lacks_rights() {
-    let e = and(
-        team(20),
-        AccountEvent::MemberAccessChanged {
-            user_id: ADMIN,
-            access: access(&["editor"]),
-        },
-    );
+    let e = and(team(20), AccountEvent::MemberAccessChanged { user_id: ADMIN, access: access(&["editor"]) });
     let a = account(&e);
     let i = invitation(&[sent(&["admin"])]);
     let r = invitation::accept(&a, &i, &token(INV, 1), &key(), &bob(), at(1));
@@ -1390,13 +1096,7 @@ fn given_the_inviter_lost_their_admin_role_when_accepting_then_inviter_lacks_rig
 #[test]
 fn given_the_inviter_lost_rights_but_still_holds_the_grant_when_accepting_then_accepted() {
     // The ceiling is on what is granted: an editor may still "grant" viewer.
-    let e = and(
-        team(20),
-        AccountEvent::MemberAccessChanged {
-            user_id: ADMIN,
-            access: access(&["editor"]),
-        },
-    );
+    let e = and(team(20), AccountEvent::MemberAccessChanged { user_id: ADMIN, access: access(&["editor"]) });
     let a = account(&e);
     let i = invitation(&[sent(&["viewer"])]);
     assert!(invitation::accept(&a, &i, &token(INV, 1), &key(), &bob(), at(1)).is_ok());
@@ -1404,10 +1104,7 @@ fn given_the_inviter_lost_rights_but_still_holds_the_grant_when_accepting_then_a
 
 #[test]
 fn given_the_inviter_was_removed_or_deactivated_when_accepting_then_inviter_lacks_rights() {
-    for e in [
-        and(team(20), AccountEvent::MemberRemoved { user_id: ADMIN }),
-        deactivated(team(20), ADMIN),
-    ] {
+    for e in [and(team(20), AccountEvent::MemberRemoved { user_id: ADMIN }), deactivated(team(20), ADMIN)] {
         let a = account(&e);
         let i = invitation(&[sent(&["viewer"])]);
         let r = invitation::accept(&a, &i, &token(INV, 1), &key(), &bob(), at(1));
@@ -1417,11 +1114,7 @@ fn given_the_inviter_was_removed_or_deactivated_when_accepting_then_inviter_lack
 
 #[test]
 fn given_a_custom_role_deleted_after_inviting_when_accepting_then_it_is_dropped_from_the_grant() {
-    let e = with_role(
-        team(20),
-        "support",
-        &[Permission::AccountRead, Permission::InvitationsRead],
-    );
+    let e = with_role(team(20), "support", &[Permission::AccountRead, Permission::InvitationsRead]);
     let e = and(e, AccountEvent::RoleDeleted { role: role("support") });
     let a = account(&e);
     let i = invitation(&[sent(&["support", "viewer"])]);
@@ -1429,11 +1122,7 @@ fn given_a_custom_role_deleted_after_inviting_when_accepting_then_it_is_dropped_
     assert_eq!(inv_events, vec![accepted(&["viewer"])]);
     assert_eq!(
         acc_events,
-        vec![AccountEvent::MemberJoined {
-            user_id: BOB,
-            invitation_id: INV,
-            access: access(&["viewer"])
-        }]
+        vec![AccountEvent::MemberJoined { user_id: BOB, invitation_id: INV, access: access(&["viewer"]) }]
     );
 }
 
@@ -1446,11 +1135,7 @@ fn given_an_invitation_sent_by_the_operator_when_accepting_then_no_inviter_check
     assert_eq!(inv_events, vec![accepted(&["owner"])]);
     assert_eq!(
         acc_events,
-        vec![AccountEvent::MemberJoined {
-            user_id: BOB,
-            invitation_id: INV,
-            access: access(&["owner"])
-        }]
+        vec![AccountEvent::MemberJoined { user_id: BOB, invitation_id: INV, access: access(&["owner"]) }]
     );
 }
 
@@ -1485,31 +1170,18 @@ fn given_the_current_token_when_declining_then_invitation_declined() {
 #[test]
 fn given_an_old_or_wrong_token_when_declining_then_invalid_token() {
     let i = invitation(&[sent(&["editor"]), resent(2, t0())]);
-    assert_eq!(
-        code(invitation::decline(&i, &token(INV, 1), &key(), at(1))),
-        "invalid_token"
-    );
-    assert_eq!(
-        code(invitation::decline(&i, &token(OTHER_INV, 2), &key(), at(1))),
-        "invalid_token"
-    );
+    assert_eq!(code(invitation::decline(&i, &token(INV, 1), &key(), at(1))), "invalid_token");
+    assert_eq!(code(invitation::decline(&i, &token(OTHER_INV, 2), &key(), at(1))), "invalid_token");
     assert!(invitation::decline(&i, &token(INV, 2), &key(), at(1)).is_ok());
 }
 
 #[test]
 fn given_a_dead_invitation_when_declining_then_refused_with_its_code() {
     let lapsed = invitation(&[sent(&["editor"])]);
-    assert_eq!(
-        code(invitation::decline(&lapsed, &token(INV, 1), &key(), at(24))),
-        "invitation_expired"
-    );
+    assert_eq!(code(invitation::decline(&lapsed, &token(INV, 1), &key(), at(24))), "invitation_expired");
     for (event, expected) in non_pending() {
         let i = invitation(&[sent(&["editor"]), event.clone()]);
-        assert_eq!(
-            code(invitation::decline(&i, &token(INV, 1), &key(), at(1))),
-            expected,
-            "{event:?}"
-        );
+        assert_eq!(code(invitation::decline(&i, &token(INV, 1), &key(), at(1))), expected, "{event:?}");
     }
 }
 
@@ -1524,10 +1196,7 @@ fn given_a_pending_invitation_before_its_deadline_when_expiring_then_no_event() 
 fn given_a_pending_invitation_at_or_after_its_deadline_when_expiring_then_invitation_expired() {
     let events = vec![sent(&["editor"])];
     let i = invitation(&events);
-    assert_eq!(
-        invitation::expire(&i, at(24)),
-        Ok(vec![InvitationEvent::InvitationExpired {}])
-    );
+    assert_eq!(invitation::expire(&i, at(24)), Ok(vec![InvitationEvent::InvitationExpired {}]));
     let r = invitation::expire(&i, at(100)).unwrap();
     assert_eq!(r, vec![InvitationEvent::InvitationExpired {}]);
     assert_eq!(invitation(&[events, r].concat()).status, InvitationStatus::Expired);
@@ -1537,10 +1206,7 @@ fn given_a_pending_invitation_at_or_after_its_deadline_when_expiring_then_invita
 fn given_a_resent_invitation_when_expiring_at_the_old_deadline_then_no_event() {
     let i = invitation(&[sent(&["editor"]), resent(2, at(20))]);
     assert_eq!(invitation::expire(&i, at(30)), Ok(vec![]));
-    assert_eq!(
-        invitation::expire(&i, at(44)),
-        Ok(vec![InvitationEvent::InvitationExpired {}])
-    );
+    assert_eq!(invitation::expire(&i, at(44)), Ok(vec![InvitationEvent::InvitationExpired {}]));
 }
 
 #[test]
@@ -1573,7 +1239,10 @@ fn given_any_invitation_when_recording_delivery_then_delivery_recorded() {
 fn given_an_opened_invitation_when_opened_or_clicked_again_then_each_is_recorded_and_nothing_consumed() {
     let i = invitation(&[sent(&["editor"])]);
     let opened = invitation::record_tracking(&i, DeliveryState::Opened);
-    assert_eq!(opened, vec![InvitationEvent::InvitationDeliveryRecorded { state: DeliveryState::Opened, detail: None }]);
+    assert_eq!(
+        opened,
+        vec![InvitationEvent::InvitationDeliveryRecorded { state: DeliveryState::Opened, detail: None }]
+    );
     let i = invitation(&[sent(&["editor"]), opened[0].clone()]);
     assert_eq!(invitation::record_tracking(&i, DeliveryState::Opened), opened, "repeats are facts too");
     assert_eq!(invitation::record_tracking(&i, DeliveryState::Clicked).len(), 1);
@@ -1658,11 +1327,7 @@ fn given_an_open_account_when_opening_it_again_then_account_exists() {
 
 #[test]
 fn given_no_account_opened_when_folding_other_events_then_no_account() {
-    let e = [AccountEvent::MemberJoined {
-        user_id: BOB,
-        invitation_id: INV,
-        access: access(&["owner"]),
-    }];
+    let e = [AccountEvent::MemberJoined { user_id: BOB, invitation_id: INV, access: access(&["owner"]) }];
     assert_eq!(Account::from_events(&e), None);
 }
 
@@ -1673,13 +1338,7 @@ fn given_an_admin_when_defining_a_custom_role_then_role_defined() {
     let a = account(&team(20));
     let ps = perms(&[Permission::AccountRead, Permission::InvitationsRead]);
     let r = account::define_role(&a, &caller(&a, ADMIN), role("support"), ps.clone()).unwrap();
-    assert_eq!(
-        r,
-        vec![AccountEvent::RoleDefined {
-            role: role("support"),
-            permissions: ps.clone()
-        }]
-    );
+    assert_eq!(r, vec![AccountEvent::RoleDefined { role: role("support"), permissions: ps.clone() }]);
     let after = account(&[team(20), r].concat());
     assert_eq!(after.roles.permissions(&role("support")), Some(ps));
 }
@@ -1696,30 +1355,16 @@ fn given_a_built_in_name_when_defining_a_role_then_role_exists() {
 #[test]
 fn given_an_existing_custom_role_when_defining_it_again_then_role_exists() {
     let a = account(&with_role(team(20), "support", &[Permission::AccountRead]));
-    let r = account::define_role(
-        &a,
-        &caller(&a, ADMIN),
-        role("Support"),
-        perms(&[Permission::MembersRead]),
-    );
+    let r = account::define_role(&a, &caller(&a, ADMIN), role("Support"), perms(&[Permission::MembersRead]));
     assert_eq!(code(r), "role_exists");
 }
 
 #[test]
 fn given_permissions_the_caller_lacks_when_defining_a_role_then_exceeds_own_rights() {
-    let e = with_role(
-        team(20),
-        "rolesmith",
-        &[Permission::AccountRead, Permission::RolesManage],
-    );
+    let e = with_role(team(20), "rolesmith", &[Permission::AccountRead, Permission::RolesManage]);
     let a = account(&with_member(e, RECRUITER, &["rolesmith"]));
     let c = caller(&a, RECRUITER);
-    let r = account::define_role(
-        &a,
-        &c,
-        role("support"),
-        perms(&[Permission::AccountRead, Permission::MembersManage]),
-    );
+    let r = account::define_role(&a, &c, role("support"), perms(&[Permission::AccountRead, Permission::MembersManage]));
     assert_eq!(code(r), "exceeds_own_rights");
     assert!(account::define_role(&a, &c, role("support"), perms(&[Permission::AccountRead])).is_ok());
 }
@@ -1727,12 +1372,7 @@ fn given_permissions_the_caller_lacks_when_defining_a_role_then_exceeds_own_righ
 #[test]
 fn given_owners_manage_when_defining_a_role_then_exceeds_own_rights_even_for_an_owner() {
     let a = account(&team(20));
-    let r = account::define_role(
-        &a,
-        &caller(&a, OWNER),
-        role("co-owner"),
-        perms(&[Permission::OwnersManage]),
-    );
+    let r = account::define_role(&a, &caller(&a, OWNER), role("co-owner"), perms(&[Permission::OwnersManage]));
     assert_eq!(code(r), "exceeds_own_rights");
 }
 
@@ -1750,23 +1390,11 @@ fn given_a_custom_role_when_changing_it_then_role_changed_and_unchanged_gives_no
     let events = with_role(team(20), "support", &[Permission::AccountRead]);
     let a = account(&events);
     let c = caller(&a, ADMIN);
-    assert_eq!(
-        account::change_role(&a, &c, role("support"), perms(&[Permission::AccountRead])),
-        Ok(vec![])
-    );
+    assert_eq!(account::change_role(&a, &c, role("support"), perms(&[Permission::AccountRead])), Ok(vec![]));
     let new = perms(&[Permission::AccountRead, Permission::MembersRead]);
     let r = account::change_role(&a, &c, role("support"), new.clone()).unwrap();
-    assert_eq!(
-        r,
-        vec![AccountEvent::RoleChanged {
-            role: role("support"),
-            permissions: new.clone()
-        }]
-    );
-    assert_eq!(
-        account(&[events, r].concat()).roles.permissions(&role("support")),
-        Some(new)
-    );
+    assert_eq!(r, vec![AccountEvent::RoleChanged { role: role("support"), permissions: new.clone() }]);
+    assert_eq!(account(&[events, r].concat()).roles.permissions(&role("support")), Some(new));
 }
 
 #[test]
@@ -1774,50 +1402,20 @@ fn given_a_role_change_when_it_exceeds_the_caller_or_targets_a_built_in_or_missi
     let a = account(&with_role(team(20), "support", &[Permission::AccountRead]));
     let c = caller(&a, ADMIN);
     assert_eq!(
-        code(account::change_role(
-            &a,
-            &c,
-            role("support"),
-            perms(&[Permission::OwnersManage])
-        )),
+        code(account::change_role(&a, &c, role("support"), perms(&[Permission::OwnersManage]))),
         "exceeds_own_rights"
     );
+    assert_eq!(code(account::change_role(&a, &c, role("admin"), perms(&[Permission::AccountRead]))), "built_in_role");
+    assert_eq!(code(account::change_role(&a, &c, role("ghost"), perms(&[Permission::AccountRead]))), "role_not_found");
     assert_eq!(
-        code(account::change_role(
-            &a,
-            &c,
-            role("admin"),
-            perms(&[Permission::AccountRead])
-        )),
-        "built_in_role"
-    );
-    assert_eq!(
-        code(account::change_role(
-            &a,
-            &c,
-            role("ghost"),
-            perms(&[Permission::AccountRead])
-        )),
-        "role_not_found"
-    );
-    assert_eq!(
-        code(account::change_role(
-            &a,
-            &caller(&a, EDITOR),
-            role("support"),
-            perms(&[Permission::AccountRead])
-        )),
+        code(account::change_role(&a, &caller(&a, EDITOR), role("support"), perms(&[Permission::AccountRead]))),
         "forbidden"
     );
 }
 
 #[test]
 fn given_a_custom_role_held_by_members_when_deleted_then_taken_from_every_member() {
-    let e = with_role(
-        team(20),
-        "support",
-        &[Permission::AccountRead, Permission::InvitationsRead],
-    );
+    let e = with_role(team(20), "support", &[Permission::AccountRead, Permission::InvitationsRead]);
     let e = with_member(e, BOB, &["support", "viewer"]);
     let e = with_member(e, RECRUITER, &["support"]);
     let a = account(&e);
@@ -1838,10 +1436,7 @@ fn given_a_built_in_or_missing_role_when_deleting_then_refused() {
     assert_eq!(code(account::delete_role(&a, &c, role("viewer"))), "built_in_role");
     assert_eq!(code(account::delete_role(&a, &c, role("ghost"))), "role_not_found");
     let a = account(&with_role(team(20), "support", &[Permission::AccountRead]));
-    assert_eq!(
-        code(account::delete_role(&a, &caller(&a, VIEWER), role("support"))),
-        "forbidden"
-    );
+    assert_eq!(code(account::delete_role(&a, &caller(&a, VIEWER), role("support"))), "forbidden");
 }
 
 // --- members ---------------------------------------------------------------
@@ -1851,26 +1446,14 @@ fn given_an_admin_when_changing_a_members_access_under_the_ceiling_then_member_a
     let events = team(20);
     let a = account(&events);
     let r = account::change_member_access(&a, &caller(&a, ADMIN), VIEWER, access(&["editor"])).unwrap();
-    assert_eq!(
-        r,
-        vec![AccountEvent::MemberAccessChanged {
-            user_id: VIEWER,
-            access: access(&["editor"])
-        }]
-    );
-    assert_eq!(
-        account(&[events, r].concat()).members[&VIEWER].access,
-        access(&["editor"])
-    );
+    assert_eq!(r, vec![AccountEvent::MemberAccessChanged { user_id: VIEWER, access: access(&["editor"]) }]);
+    assert_eq!(account(&[events, r].concat()).members[&VIEWER].access, access(&["editor"]));
 }
 
 #[test]
 fn given_the_same_access_when_changing_a_member_then_no_event() {
     let a = account(&team(20));
-    assert_eq!(
-        account::change_member_access(&a, &caller(&a, ADMIN), VIEWER, access(&["viewer"])),
-        Ok(vec![])
-    );
+    assert_eq!(account::change_member_access(&a, &caller(&a, ADMIN), VIEWER, access(&["viewer"])), Ok(vec![]));
 }
 
 #[test]
@@ -1885,10 +1468,7 @@ fn given_an_admin_when_granting_owner_to_a_member_then_exceeds_own_rights() {
 fn given_an_admin_when_editing_an_owner_then_exceeds_own_rights() {
     let a = account(&team(20));
     let c = caller(&a, ADMIN);
-    assert_eq!(
-        code(account::change_member_access(&a, &c, OWNER, access(&["viewer"]))),
-        "exceeds_own_rights"
-    );
+    assert_eq!(code(account::change_member_access(&a, &c, OWNER, access(&["viewer"]))), "exceeds_own_rights");
     assert_eq!(code(account::deactivate_member(&a, &c, OWNER)), "exceeds_own_rights");
     assert_eq!(code(account::remove_member(&a, &c, OWNER)), "exceeds_own_rights");
 }
@@ -1897,54 +1477,21 @@ fn given_an_admin_when_editing_an_owner_then_exceeds_own_rights() {
 fn given_a_member_with_rights_above_the_caller_when_reactivating_them_then_exceeds_own_rights() {
     let e = deactivated(with_member(team(20), OWNER2, &["owner"]), OWNER2);
     let a = account(&e);
-    assert_eq!(
-        code(account::reactivate_member(&a, &caller(&a, ADMIN), OWNER2, 0)),
-        "exceeds_own_rights"
-    );
+    assert_eq!(code(account::reactivate_member(&a, &caller(&a, ADMIN), OWNER2, 0)), "exceeds_own_rights");
 }
 
 #[test]
 fn given_a_member_change_when_the_caller_lacks_members_manage_or_the_target_is_unknown_then_refused() {
     let a = account(&team(20));
+    assert_eq!(code(account::change_member_access(&a, &caller(&a, EDITOR), VIEWER, access(&["editor"]))), "forbidden");
     assert_eq!(
-        code(account::change_member_access(
-            &a,
-            &caller(&a, EDITOR),
-            VIEWER,
-            access(&["editor"])
-        )),
-        "forbidden"
-    );
-    assert_eq!(
-        code(account::change_member_access(
-            &a,
-            &caller(&a, ADMIN),
-            STRANGER,
-            access(&["editor"])
-        )),
+        code(account::change_member_access(&a, &caller(&a, ADMIN), STRANGER, access(&["editor"]))),
         "member_not_found"
     );
-    assert_eq!(
-        code(account::change_member_access(
-            &a,
-            &caller(&a, ADMIN),
-            VIEWER,
-            access(&["ghost"])
-        )),
-        "unknown_role"
-    );
-    assert_eq!(
-        code(account::deactivate_member(&a, &caller(&a, ADMIN), STRANGER)),
-        "member_not_found"
-    );
-    assert_eq!(
-        code(account::remove_member(&a, &caller(&a, ADMIN), STRANGER)),
-        "member_not_found"
-    );
-    assert_eq!(
-        code(account::reactivate_member(&a, &caller(&a, ADMIN), STRANGER, 0)),
-        "member_not_found"
-    );
+    assert_eq!(code(account::change_member_access(&a, &caller(&a, ADMIN), VIEWER, access(&["ghost"]))), "unknown_role");
+    assert_eq!(code(account::deactivate_member(&a, &caller(&a, ADMIN), STRANGER)), "member_not_found");
+    assert_eq!(code(account::remove_member(&a, &caller(&a, ADMIN), STRANGER)), "member_not_found");
+    assert_eq!(code(account::reactivate_member(&a, &caller(&a, ADMIN), STRANGER, 0)), "member_not_found");
 }
 
 #[test]
@@ -1972,34 +1519,19 @@ fn given_the_last_active_owner_when_cancelling_their_own_membership_then_last_ow
 fn given_a_second_owner_who_is_deactivated_then_the_first_is_still_the_last_active_owner() {
     let a = account(&deactivated(with_member(team(20), OWNER2, &["owner"]), OWNER2));
     assert_eq!(code(account::cancel_membership(&a, OWNER)), "last_owner");
-    assert_eq!(
-        code(account::remove_member(&a, &caller(&a, OWNER), OWNER)),
-        "last_owner"
-    );
+    assert_eq!(code(account::remove_member(&a, &caller(&a, OWNER), OWNER)), "last_owner");
 }
 
 #[test]
 fn given_a_second_active_owner_when_an_owner_leaves_or_is_demoted_then_allowed() {
     let a = account(&with_member(team(20), OWNER2, &["owner"]));
     let c = caller(&a, OWNER2);
-    assert_eq!(
-        account::cancel_membership(&a, OWNER),
-        Ok(vec![AccountEvent::MembershipCancelled { user_id: OWNER }])
-    );
-    assert_eq!(
-        account::remove_member(&a, &c, OWNER),
-        Ok(vec![AccountEvent::MemberRemoved { user_id: OWNER }])
-    );
-    assert_eq!(
-        account::deactivate_member(&a, &c, OWNER),
-        Ok(vec![AccountEvent::MemberDeactivated { user_id: OWNER }])
-    );
+    assert_eq!(account::cancel_membership(&a, OWNER), Ok(vec![AccountEvent::MembershipCancelled { user_id: OWNER }]));
+    assert_eq!(account::remove_member(&a, &c, OWNER), Ok(vec![AccountEvent::MemberRemoved { user_id: OWNER }]));
+    assert_eq!(account::deactivate_member(&a, &c, OWNER), Ok(vec![AccountEvent::MemberDeactivated { user_id: OWNER }]));
     assert_eq!(
         account::change_member_access(&a, &c, OWNER, access(&["admin"])),
-        Ok(vec![AccountEvent::MemberAccessChanged {
-            user_id: OWNER,
-            access: access(&["admin"])
-        }])
+        Ok(vec![AccountEvent::MemberAccessChanged { user_id: OWNER, access: access(&["admin"]) }])
     );
 }
 
@@ -2012,10 +1544,7 @@ fn given_an_admin_when_deactivating_a_member_then_member_deactivated_and_twice_g
     let after = account(&[events, r].concat());
     assert_eq!(after.members[&VIEWER].status, MemberStatus::Deactivated);
     assert_eq!(after.access_of(&Actor::User(VIEWER)), None);
-    assert_eq!(
-        account::deactivate_member(&after, &caller(&after, ADMIN), VIEWER),
-        Ok(vec![])
-    );
+    assert_eq!(account::deactivate_member(&after, &caller(&after, ADMIN), VIEWER), Ok(vec![]));
 }
 
 #[test]
@@ -2033,19 +1562,13 @@ fn given_a_deactivated_member_and_a_free_seat_when_reactivating_then_member_reac
 fn given_no_free_seat_when_reactivating_then_seat_limit_reached() {
     // 3 active + 1 pending invitation fill the 4 seats the viewer left.
     let a = account(&deactivated(team(4), VIEWER));
-    assert_eq!(
-        code(account::reactivate_member(&a, &caller(&a, ADMIN), VIEWER, 1)),
-        "seat_limit_reached"
-    );
+    assert_eq!(code(account::reactivate_member(&a, &caller(&a, ADMIN), VIEWER, 1)), "seat_limit_reached");
 }
 
 #[test]
 fn given_an_active_member_when_reactivating_then_no_event() {
     let a = account(&team(4));
-    assert_eq!(
-        account::reactivate_member(&a, &caller(&a, ADMIN), VIEWER, 0),
-        Ok(vec![])
-    );
+    assert_eq!(account::reactivate_member(&a, &caller(&a, ADMIN), VIEWER, 0), Ok(vec![]));
 }
 
 #[test]
@@ -2056,10 +1579,7 @@ fn given_an_admin_when_removing_a_member_then_member_removed_and_gone() {
     assert_eq!(r, vec![AccountEvent::MemberRemoved { user_id: EDITOR }]);
     let after = account(&[events, r].concat());
     assert!(!after.members.contains_key(&EDITOR));
-    assert_eq!(
-        code(account::remove_member(&after, &caller(&after, ADMIN), EDITOR)),
-        "member_not_found"
-    );
+    assert_eq!(code(account::remove_member(&after, &caller(&after, ADMIN), EDITOR)), "member_not_found");
 }
 
 #[test]
@@ -2088,15 +1608,7 @@ fn hash(s: &str) -> PasswordHash {
 }
 
 fn registered() -> Vec<UserEvent> {
-    user::register(
-        BOB,
-        PERSON,
-        bob_email(),
-        PersonName::parse("Bob").unwrap(),
-        hash("salt"),
-        false,
-    )
-    .unwrap()
+    user::register(BOB, PERSON, bob_email(), PersonName::parse("Bob").unwrap(), hash("salt"), false).unwrap()
 }
 
 #[test]
@@ -2107,10 +1619,7 @@ fn given_a_free_email_when_registering_then_user_registered() {
         vec![UserEvent::UserRegistered {
             user_id: BOB,
             person_id: PERSON,
-            personal: Personal::Known {
-                email: bob_email(),
-                name: Some(PersonName::parse("Bob").unwrap())
-            },
+            personal: Personal::Known { email: bob_email(), name: Some(PersonName::parse("Bob").unwrap()) },
             password_hash: hash("salt"),
         }]
     );
@@ -2121,14 +1630,7 @@ fn given_a_free_email_when_registering_then_user_registered() {
 
 #[test]
 fn given_a_taken_email_when_registering_then_email_taken() {
-    let r = user::register(
-        BOB,
-        PERSON,
-        bob_email(),
-        PersonName::parse("Bob").unwrap(),
-        hash("salt"),
-        true,
-    );
+    let r = user::register(BOB, PERSON, bob_email(), PersonName::parse("Bob").unwrap(), hash("salt"), true);
     assert_eq!(code(r), "email_taken");
 }
 
@@ -2153,27 +1655,14 @@ fn given_an_active_user_when_changing_password_then_the_new_hash_is_kept() {
     let events = registered();
     let u = User::from_events(&events).unwrap();
     let r = user::change_password(&u, hash("pepper")).unwrap();
-    assert_eq!(
-        r,
-        vec![UserEvent::UserPasswordChanged {
-            password_hash: hash("pepper")
-        }]
-    );
-    assert_eq!(
-        User::from_events(&[events, r].concat()).unwrap().password_hash,
-        hash("pepper")
-    );
+    assert_eq!(r, vec![UserEvent::UserPasswordChanged { password_hash: hash("pepper") }]);
+    assert_eq!(User::from_events(&[events, r].concat()).unwrap().password_hash, hash("pepper"));
     assert_eq!(user::deactivate(&u), Ok(vec![UserEvent::UserDeactivated {}]));
 }
 
 #[test]
 fn given_a_clear_password_when_parsing_a_hash_then_invalid_password_hash() {
-    for bad in [
-        "correct horse battery staple",
-        "",
-        "$argon2i$v=19$m=19456,t=2,p=1$salt$hash",
-        "$argon2id$",
-    ] {
+    for bad in ["correct horse battery staple", "", "$argon2i$v=19$m=19456,t=2,p=1$salt$hash", "$argon2id$"] {
         assert_eq!(code(PasswordHash::parse(bad)), "invalid_password_hash", "{bad:?}");
     }
     assert!(serde_json::from_str::<PasswordHash>("\"hunter2\"").is_err());
@@ -2243,10 +1732,7 @@ fn rich_access() -> Access {
     a.features.insert(FeatureName::parse("export").unwrap(), Level::View);
     a.sites = SiteAccess::Only(BTreeMap::from([
         (SiteId::parse("shop").unwrap(), SourceScope::All),
-        (
-            SiteId::parse("blog").unwrap(),
-            SourceScope::Only([SourceId::parse("rss").unwrap()].into()),
-        ),
+        (SiteId::parse("blog").unwrap(), SourceScope::Only([SourceId::parse("rss").unwrap()].into())),
     ]));
     a
 }
@@ -2267,26 +1753,13 @@ fn every_event() -> Vec<Event> {
             created_by: Actor::User(OWNER),
         },
         AccountEvent::ApiKeyRevoked { key_id: ApiKeyId(Uuid::from_u128(0x501)) },
-        AccountEvent::RoleDefined {
-            role: role("support"),
-            permissions: perms(&[Permission::AccountRead]),
-        },
-        AccountEvent::RoleChanged {
-            role: role("support"),
-            permissions: perms(&Permission::ALL[..9]),
-        },
+        AccountEvent::RoleDefined { role: role("support"), permissions: perms(&[Permission::AccountRead]) },
+        AccountEvent::RoleChanged { role: role("support"), permissions: perms(&Permission::ALL[..9]) },
         AccountEvent::RoleDeleted { role: role("support") },
-        AccountEvent::MemberJoined {
-            user_id: BOB,
-            invitation_id: INV,
-            access: rich_access(),
-        },
+        AccountEvent::MemberJoined { user_id: BOB, invitation_id: INV, access: rich_access() },
         AccountEvent::MemberAccessChanged {
             user_id: BOB,
-            access: Access {
-                sites: SiteAccess::All,
-                ..access(&["viewer"])
-            },
+            access: Access { sites: SiteAccess::All, ..access(&["viewer"]) },
         },
         AccountEvent::MemberDeactivated { user_id: BOB },
         AccountEvent::MemberReactivated { user_id: BOB },
@@ -2300,17 +1773,8 @@ fn every_event() -> Vec<Event> {
         *channel = Channel::Cli;
     }
     let mut nameless = sent_by(Actor::ApiKey(ApiKeyId(Uuid::from_u128(0xC0FFEE))), &[]);
-    if let InvitationEvent::InvitationSent {
-        personal,
-        access,
-        channel,
-        ..
-    } = &mut nameless
-    {
-        *personal = Personal::Known {
-            email: bob_email(),
-            name: None,
-        };
+    if let InvitationEvent::InvitationSent { personal, access, channel, .. } = &mut nameless {
+        *personal = Personal::Known { email: bob_email(), name: None };
         *access = rich_access();
         *channel = Channel::ApiKey;
     }
@@ -2329,23 +1793,14 @@ fn every_event() -> Vec<Event> {
             resent_by: Actor::User(ADMIN),
             send_copy_to_me: true,
         },
-        InvitationEvent::InvitationDeliveryRecorded {
-            state: DeliveryState::Delivered,
-            detail: None,
-        },
-        InvitationEvent::InvitationDeliveryRecorded {
-            state: DeliveryState::Failed,
-            detail: Some("timeout".into()),
-        },
+        InvitationEvent::InvitationDeliveryRecorded { state: DeliveryState::Delivered, detail: None },
+        InvitationEvent::InvitationDeliveryRecorded { state: DeliveryState::Failed, detail: Some("timeout".into()) },
         InvitationEvent::InvitationReminded { expires_at: at(72) },
         accepted(&["editor"]),
         InvitationEvent::InvitationDeclined {},
         InvitationEvent::InvitationExpired {},
         revoked(),
-        InvitationEvent::InvitationRevoked {
-            revoked_by: Actor::System,
-            reason: RevokeReason::PersonErased,
-        },
+        InvitationEvent::InvitationRevoked { revoked_by: Actor::System, reason: RevokeReason::PersonErased },
     ];
     let user_events = vec![
         registered().remove(0),
@@ -2356,9 +1811,7 @@ fn every_event() -> Vec<Event> {
             password_hash: hash("x"),
         },
         UserEvent::UserLoggedIn {},
-        UserEvent::UserPasswordChanged {
-            password_hash: hash("new"),
-        },
+        UserEvent::UserPasswordChanged { password_hash: hash("new") },
         UserEvent::UserDeactivated {},
     ];
     let mut all = Vec::new();
@@ -2392,45 +1845,23 @@ fn given_every_event_variant_when_encoded_and_decoded_then_equal() {
 
 #[test]
 fn given_events_then_they_name_their_stream_and_person() {
-    assert_eq!(
-        Event::Account(ACCOUNT, opened_account(1).remove(0)).stream(),
-        format!("account-{}", ACCOUNT.0)
-    );
-    assert_eq!(
-        Event::Invitation(INV, revoked()).stream(),
-        format!("invitation-{}", INV.0)
-    );
-    assert_eq!(
-        Event::User(BOB, UserEvent::UserLoggedIn {}).stream(),
-        format!("user-{}", BOB.0)
-    );
+    assert_eq!(Event::Account(ACCOUNT, opened_account(1).remove(0)).stream(), format!("account-{}", ACCOUNT.0));
+    assert_eq!(Event::Invitation(INV, revoked()).stream(), format!("invitation-{}", INV.0));
+    assert_eq!(Event::User(BOB, UserEvent::UserLoggedIn {}).stream(), format!("user-{}", BOB.0));
     assert_eq!(Event::Invitation(INV, sent(&["viewer"])).person(), Some(PERSON));
     assert_eq!(Event::User(BOB, registered().remove(0)).person(), Some(PERSON));
     assert_eq!(Event::Invitation(INV, revoked()).person(), None);
     // The personal data sits under the field the store seals.
-    assert!(Event::Invitation(INV, sent(&["viewer"]))
-        .payload()
-        .get(event::PERSONAL_FIELD)
-        .is_some());
-    assert!(Event::User(BOB, registered().remove(0))
-        .payload()
-        .get(event::PERSONAL_FIELD)
-        .is_some());
+    assert!(Event::Invitation(INV, sent(&["viewer"])).payload().get(event::PERSONAL_FIELD).is_some());
+    assert!(Event::User(BOB, registered().remove(0)).payload().get(event::PERSONAL_FIELD).is_some());
 }
 
 #[test]
 fn given_an_unknown_schema_version_when_upcasting_then_unknown_schema_version() {
     let e = Event::Invitation(INV, revoked());
     for version in [0, 2, 99, -1] {
-        assert_eq!(
-            code(event::upcast(e.event_type(), version, e.payload())),
-            "unknown_schema_version",
-            "{version}"
-        );
-        assert_eq!(
-            code(Event::decode(&e.stream(), e.event_type(), version, e.payload())),
-            "unknown_schema_version"
-        );
+        assert_eq!(code(event::upcast(e.event_type(), version, e.payload())), "unknown_schema_version", "{version}");
+        assert_eq!(code(Event::decode(&e.stream(), e.event_type(), version, e.payload())), "unknown_schema_version");
     }
     assert_eq!(event::upcast(e.event_type(), 1, e.payload()), Ok(e.payload()));
 }
@@ -2439,45 +1870,17 @@ fn given_an_unknown_schema_version_when_upcasting_then_unknown_schema_version() 
 fn given_a_malformed_stored_event_when_decoding_then_invalid_event() {
     let e = Event::Invitation(INV, revoked());
     // Unknown stream kind, unparsable id, a type from another aggregate, a bad payload.
+    assert_eq!(code(Event::decode(&format!("widget-{}", INV.0), e.event_type(), 1, e.payload())), "invalid_event");
+    assert_eq!(code(Event::decode("invitation-42", e.event_type(), 1, e.payload())), "invalid_event");
+    assert_eq!(code(Event::decode(&e.stream(), "MemberRemoved", 1, e.payload())), "invalid_event");
     assert_eq!(
-        code(Event::decode(
-            &format!("widget-{}", INV.0),
-            e.event_type(),
-            1,
-            e.payload()
-        )),
-        "invalid_event"
-    );
-    assert_eq!(
-        code(Event::decode("invitation-42", e.event_type(), 1, e.payload())),
-        "invalid_event"
-    );
-    assert_eq!(
-        code(Event::decode(&e.stream(), "MemberRemoved", 1, e.payload())),
-        "invalid_event"
-    );
-    assert_eq!(
-        code(Event::decode(
-            &e.stream(),
-            e.event_type(),
-            1,
-            serde_json::json!({"reason": "bored"})
-        )),
+        code(Event::decode(&e.stream(), e.event_type(), 1, serde_json::json!({"reason": "bored"}))),
         "invalid_event"
     );
     // A payload holding a value its type would refuse is refused too.
-    let mut p = Event::User(
-        BOB,
-        UserEvent::UserPasswordChanged {
-            password_hash: hash("x"),
-        },
-    )
-    .payload();
+    let mut p = Event::User(BOB, UserEvent::UserPasswordChanged { password_hash: hash("x") }).payload();
     p["password_hash"] = serde_json::json!("hunter2");
-    assert_eq!(
-        code(Event::decode(&format!("user-{}", BOB.0), "UserPasswordChanged", 1, p)),
-        "invalid_event"
-    );
+    assert_eq!(code(Event::decode(&format!("user-{}", BOB.0), "UserPasswordChanged", 1, p)), "invalid_event");
 }
 
 // ===========================================================================
@@ -2509,7 +1912,8 @@ fn given_an_account_when_the_operator_deactivates_and_reactivates_then_it_works_
     let on = account::set_account_active(&a, &operator, true).unwrap();
     assert_eq!(on, vec![AccountEvent::AccountReactivated {}]);
     let a = account(&and(and(team(20), AccountEvent::AccountDeactivated {}), on[0].clone()));
-    assert!(invitation::invite(&a, &caller(&a, OWNER), invite_cmd("bob@example.com", &["viewer"]), &no_facts(), t0()).is_ok());
+    assert!(invitation::invite(&a, &caller(&a, OWNER), invite_cmd("bob@example.com", &["viewer"]), &no_facts(), t0())
+        .is_ok());
 }
 
 #[test]
@@ -2566,10 +1970,17 @@ fn given_a_pending_invitation_with_a_deleted_role_when_dropping_it_then_updated_
     let events = invitation::drop_role(&i, &role("support"), Actor::User(OWNER));
     assert_eq!(
         events,
-        vec![InvitationEvent::InvitationUpdated { access: access(&["editor"]), expires_at: at(24), updated_by: Actor::User(OWNER) }]
+        vec![InvitationEvent::InvitationUpdated {
+            access: access(&["editor"]),
+            expires_at: at(24),
+            updated_by: Actor::User(OWNER)
+        }]
     );
     assert!(invitation::drop_role(&i, &role("billing"), Actor::User(OWNER)).is_empty());
-    let accepted_one = invitation(&[sent(&["support"]), InvitationEvent::InvitationRevoked { revoked_by: Actor::User(OWNER), reason: RevokeReason::ByAdmin }]);
+    let accepted_one = invitation(&[
+        sent(&["support"]),
+        InvitationEvent::InvitationRevoked { revoked_by: Actor::User(OWNER), reason: RevokeReason::ByAdmin },
+    ]);
     assert!(invitation::drop_role(&accepted_one, &role("support"), Actor::User(OWNER)).is_empty());
 }
 
@@ -2597,7 +2008,10 @@ fn given_an_api_key_when_it_invites_then_it_acts_within_its_permissions_only() {
     let ok = invitation::invite(&a, &as_key, invite_cmd("bob@example.com", &["viewer"]), &no_facts(), t0()).unwrap();
     assert!(matches!(&ok[0], InvitationEvent::InvitationSent { invited_by: Actor::ApiKey(k), .. } if *k == key));
     // ...but not grant what it lacks.
-    assert_eq!(code(invitation::invite(&a, &as_key, invite_cmd("bob@example.com", &["editor"]), &no_facts(), t0())), "exceeds_own_rights");
+    assert_eq!(
+        code(invitation::invite(&a, &as_key, invite_cmd("bob@example.com", &["editor"]), &no_facts(), t0())),
+        "exceeds_own_rights"
+    );
     // Nobody can be given a key's reserved role.
     let mut cmd = invite_cmd("bob@example.com", &[]);
     cmd.access.roles.insert(admit_domain::access::api_key_role(&key));
@@ -2606,15 +2020,32 @@ fn given_an_api_key_when_it_invites_then_it_acts_within_its_permissions_only() {
     let revoked = account::revoke_api_key(&a, &caller(&a, OWNER), key).unwrap();
     let a = account(&and(and(team(20), created[0].clone()), revoked[0].clone()));
     let as_key = Caller::of(&a, Actor::ApiKey(key));
-    assert_eq!(code(invitation::invite(&a, &as_key, invite_cmd("bob@example.com", &["viewer"]), &no_facts(), t0())), "forbidden");
+    assert_eq!(
+        code(invitation::invite(&a, &as_key, invite_cmd("bob@example.com", &["viewer"]), &no_facts(), t0())),
+        "forbidden"
+    );
 }
 
 #[test]
 fn given_an_admin_when_creating_a_key_with_more_than_they_hold_then_refused() {
     let a = account(&team(20));
-    let r = account::create_api_key(&a, &caller(&a, ADMIN), ApiKeyId(Uuid::from_u128(1)), "x".into(), perms(&[Permission::OwnersManage]), "h".into());
+    let r = account::create_api_key(
+        &a,
+        &caller(&a, ADMIN),
+        ApiKeyId(Uuid::from_u128(1)),
+        "x".into(),
+        perms(&[Permission::OwnersManage]),
+        "h".into(),
+    );
     assert_eq!(code(r), "exceeds_own_rights");
-    let r = account::create_api_key(&a, &caller(&a, EDITOR), ApiKeyId(Uuid::from_u128(1)), "x".into(), perms(&[Permission::AccountRead]), "h".into());
+    let r = account::create_api_key(
+        &a,
+        &caller(&a, EDITOR),
+        ApiKeyId(Uuid::from_u128(1)),
+        "x".into(),
+        perms(&[Permission::AccountRead]),
+        "h".into(),
+    );
     assert_eq!(code(r), "forbidden");
     let r = account::define_role(&a, &caller(&a, OWNER), role("key-abc"), perms(&[Permission::AccountRead]));
     assert_eq!(code(r), "invalid_role_name");
@@ -2632,7 +2063,6 @@ fn given_settings_when_an_admin_changes_seats_then_forbidden_but_the_operator_ma
     assert_eq!(account::change_settings(&a, &caller(&a, ADMIN), t).unwrap().len(), 1);
     assert!(account::change_settings(&a, &caller(&a, ADMIN), a.settings.clone()).unwrap().is_empty());
 }
-
 
 #[test]
 fn given_every_event_variant_then_event_types_lists_exactly_their_names() {

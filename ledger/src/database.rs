@@ -69,7 +69,10 @@ impl From<Conn> for Tx {
 /// (SQLite; PostgreSQL takes one array with `= ANY($1)` instead, a single
 /// prepared statement whatever the list's length). `select` ends in
 /// `... IN`.
-pub fn ids_in<'a, DB: sqlx::Database>(select: &str, ids: impl IntoIterator<Item = uuid::Uuid>) -> sqlx::QueryBuilder<'a, DB>
+pub fn ids_in<'a, DB: sqlx::Database>(
+    select: &str,
+    ids: impl IntoIterator<Item = uuid::Uuid>,
+) -> sqlx::QueryBuilder<'a, DB>
 where
     uuid::Uuid: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
     DB::Arguments<'a>: Default,
@@ -166,11 +169,7 @@ impl Database {
     pub async fn connect_with_timeout(url: &str, timeout: Duration) -> Result<Database> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)?;
-            let pool = PgPoolOptions::new()
-                .max_connections(32)
-                .acquire_timeout(timeout)
-                .connect_with(options)
-                .await?;
+            let pool = PgPoolOptions::new().max_connections(32).acquire_timeout(timeout).connect_with(options).await?;
             Ok(Database::Postgres(pool))
         } else if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)?
@@ -181,9 +180,7 @@ impl Database {
                 .busy_timeout(Duration::from_secs(30));
             if let Some(parent) = options.get_filename().parent() {
                 if !parent.as_os_str().is_empty() {
-                    std::fs::create_dir_all(parent).map_err(|e| {
-                        LedgerError::Database(sqlx::Error::Io(e))
-                    })?;
+                    std::fs::create_dir_all(parent).map_err(|e| LedgerError::Database(sqlx::Error::Io(e)))?;
                 }
             }
             let writer = SqlitePoolOptions::new()
@@ -191,10 +188,7 @@ impl Database {
                 .acquire_timeout(Duration::from_secs(60))
                 .connect_with(options.clone())
                 .await?;
-            let reader = SqlitePoolOptions::new()
-                .max_connections(8)
-                .connect_with(options.read_only(true))
-                .await?;
+            let reader = SqlitePoolOptions::new().max_connections(8).connect_with(options.read_only(true)).await?;
             Ok(Database::Sqlite { reader, writer })
         } else {
             Err(LedgerError::UnsupportedUrl(url.to_string()))
@@ -229,9 +223,7 @@ impl Database {
     pub async fn migrate(&self) -> Result<()> {
         match self {
             Database::Postgres(pool) => sqlx::migrate!("../migrations/postgres").run(pool).await?,
-            Database::Sqlite { writer, .. } => {
-                sqlx::migrate!("../migrations/sqlite").run(writer).await?
-            }
+            Database::Sqlite { writer, .. } => sqlx::migrate!("../migrations/sqlite").run(writer).await?,
         }
         Ok(())
     }
@@ -239,14 +231,12 @@ impl Database {
     /// True when every embedded migration has been applied (for readiness).
     pub async fn is_migrated(&self) -> Result<bool> {
         let (applied, expected): (i64, usize) = match self {
-            Database::Postgres(pool) => (
-                applied_count(pool).await?,
-                sqlx::migrate!("../migrations/postgres").migrations.len(),
-            ),
-            Database::Sqlite { reader, .. } => (
-                applied_count(reader).await?,
-                sqlx::migrate!("../migrations/sqlite").migrations.len(),
-            ),
+            Database::Postgres(pool) => {
+                (applied_count(pool).await?, sqlx::migrate!("../migrations/postgres").migrations.len())
+            }
+            Database::Sqlite { reader, .. } => {
+                (applied_count(reader).await?, sqlx::migrate!("../migrations/sqlite").migrations.len())
+            }
         };
         Ok(applied as usize >= expected)
     }
@@ -295,9 +285,7 @@ where
     for<'q> <E::Database as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, E::Database>,
 {
     let row: std::result::Result<(i64,), sqlx::Error> =
-        sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
-            .fetch_one(executor)
-            .await;
+        sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations WHERE success").fetch_one(executor).await;
     match row {
         Ok((n,)) => Ok(n),
         // No migrations table yet: nothing applied.

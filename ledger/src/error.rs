@@ -43,8 +43,7 @@ impl LedgerError {
         match self {
             LedgerError::Conflict { .. } => true,
             LedgerError::Database(sqlx::Error::Database(e)) => {
-                matches!(e.code().as_deref(), Some("40001") | Some("40P01"))
-                    || e.is_unique_violation()
+                matches!(e.code().as_deref(), Some("40001") | Some("40P01")) || e.is_unique_violation()
             }
             _ => false,
         }

@@ -144,14 +144,22 @@ async fn verify_names_the_event_whose_stored_bytes_were_edited() {
         match &mut tx.conn {
             admit_ledger::Conn::Postgres(t) => {
                 sqlx::query("ALTER TABLE events DISABLE TRIGGER events_refuse_update_delete")
-                    .execute(&mut **t).await.unwrap();
+                    .execute(&mut **t)
+                    .await
+                    .unwrap();
                 sqlx::query("UPDATE events SET payload = '{\"n\":999}' WHERE event_id = $1")
-                    .bind(target.event_id).execute(&mut **t).await.unwrap();
+                    .bind(target.event_id)
+                    .execute(&mut **t)
+                    .await
+                    .unwrap();
             }
             admit_ledger::Conn::Sqlite(t) => {
                 sqlx::query("DROP TRIGGER events_refuse_update").execute(&mut **t).await.unwrap();
                 sqlx::query("UPDATE events SET payload = '{\"n\":999}' WHERE event_id = $1")
-                    .bind(target.event_id).execute(&mut **t).await.unwrap();
+                    .bind(target.event_id)
+                    .execute(&mut **t)
+                    .await
+                    .unwrap();
             }
         }
         tx.commit().await.unwrap();
@@ -267,11 +275,24 @@ async fn the_binary_copy_of_the_log_equals_its_pages() {
     slow.commit().await.unwrap();
 
     let fields = |e: &admit_ledger::RecordedEvent| {
-        (e.position, e.transaction_id, e.event_id, e.stream_id.clone(), e.stream_version, e.event_type.clone(),
-         e.schema_version, e.payload.clone(), e.recorded_at)
+        (
+            e.position,
+            e.transaction_id,
+            e.event_id,
+            e.stream_id.clone(),
+            e.stream_version,
+            e.event_type.clone(),
+            e.schema_version,
+            e.payload.clone(),
+            e.recorded_at,
+        )
     };
     let copied: Vec<_> = copied.iter().map(fields).collect();
-    assert_eq!(copied, expected.iter().map(fields).collect::<Vec<_>>(), "the copy ran ahead of an open transaction, or differs");
+    assert_eq!(
+        copied,
+        expected.iter().map(fields).collect::<Vec<_>>(),
+        "the copy ran ahead of an open transaction, or differs"
+    );
     assert!(copied.iter().any(|c| c.7.contains("Zoë \\\"Ω\\\" 名前")));
 
     let sqlite = Database::connect(&admit_ledger::testing::fresh_sqlite_url()).await.unwrap();

@@ -126,7 +126,8 @@ async fn one_stream_at_the_wrong_version_fails_the_batch_naming_it() {
             .unwrap_err();
         tx.rollback().await.unwrap();
         assert!(
-            matches!(&err, LedgerError::Conflict { stream, actual: 1, .. } if stream == "existing") && err.is_retryable(),
+            matches!(&err, LedgerError::Conflict { stream, actual: 1, .. } if stream == "existing")
+                && err.is_retryable(),
             "{url}: {err}"
         );
         assert_eq!(stored(&db).await.len(), 3, "{url}: nothing of the batch is stored");
@@ -191,10 +192,7 @@ async fn an_older_transaction_gives_way_in_a_batch_too() {
         )
         .await
         .unwrap_err();
-    assert!(
-        matches!(&err, LedgerError::Conflict { stream, .. } if stream == "shared") && err.is_retryable(),
-        "{err}"
-    );
+    assert!(matches!(&err, LedgerError::Conflict { stream, .. } if stream == "shared") && err.is_retryable(), "{err}");
     older.rollback().await.unwrap();
     assert_eq!(db.read_stream("shared").await.unwrap().len(), 2);
     assert!(db.read_stream("mine").await.unwrap().is_empty());

@@ -43,7 +43,9 @@ impl Projector {
             (Conn::Postgres(t), Some(outcomes)) => {
                 let (mut ids, mut seqs, mut states, mut details, mut times) = (vec![], vec![], vec![], vec![], vec![]);
                 for env in events {
-                    if let Event::Invitation(id, InvitationEvent::InvitationDeliveryRecorded { state, detail }) = &env.event {
+                    if let Event::Invitation(id, InvitationEvent::InvitationDeliveryRecorded { state, detail }) =
+                        &env.event
+                    {
                         ids.push(id.0);
                         seqs.push(env.stream_version);
                         states.push(state.as_str());
@@ -115,7 +117,8 @@ fn batchable(events: &[Envelope]) -> Option<BTreeMap<Uuid, Outcome>> {
             DeliveryState::Failed => false,
             _ => return None,
         };
-        let outcome = Outcome { state: state.as_str(), at: env.recorded_at, version: env.stream_version, unless_engaged };
+        let outcome =
+            Outcome { state: state.as_str(), at: env.recorded_at, version: env.stream_version, unless_engaged };
         match outcomes.get_mut(&id.0) {
             None => {
                 outcomes.insert(id.0, outcome);

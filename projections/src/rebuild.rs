@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use crate::schema::{self, TABLES};
 use crate::bulk::BulkProjector;
 use crate::feed;
+use crate::schema::{self, TABLES};
 use crate::{Codec, Result};
 
 /// Name of the projector that writes every read model.
@@ -56,7 +56,8 @@ pub async fn ensure_live_tables(db: &Database, lookup: &LookupKey) -> Result<()>
         admit_ledger::Backend::Sqlite => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'invitations'",
     })
     .fetch_one(&mut *c)
-    .await?) > 0;
+    .await?)
+        > 0;
     schema::create(&mut tx, "").await?;
     tx.commit().await?;
     if built.as_deref() != Some(description.as_str()) {
@@ -100,7 +101,12 @@ pub async fn rebuild_into(db: &Database, lookup: &LookupKey, prefix: &str) -> Re
 }
 
 /// [`rebuild_into`] with options.
-pub async fn rebuild_into_with(db: &Database, lookup: &LookupKey, prefix: &str, options: RebuildOptions) -> Result<Rebuilt> {
+pub async fn rebuild_into_with(
+    db: &Database,
+    lookup: &LookupKey,
+    prefix: &str,
+    options: RebuildOptions,
+) -> Result<Rebuilt> {
     rebuild(db, lookup, prefix, false, options).await
 }
 
@@ -116,7 +122,13 @@ pub async fn replay_with(db: &Database, lookup: &LookupKey, options: RebuildOpti
     rebuild(db, lookup, REBUILD_PREFIX, true, options).await
 }
 
-async fn rebuild(db: &Database, lookup: &LookupKey, prefix: &str, swap: bool, options: RebuildOptions) -> Result<Rebuilt> {
+async fn rebuild(
+    db: &Database,
+    lookup: &LookupKey,
+    prefix: &str,
+    swap: bool,
+    options: RebuildOptions,
+) -> Result<Rebuilt> {
     let settings_before = sqlite_settings(db, None).await?;
     let rebuilt = rebuild_with_settings(db, lookup, prefix, swap, options).await;
     if let Err(e) = &rebuilt {
@@ -138,7 +150,13 @@ async fn rebuild(db: &Database, lookup: &LookupKey, prefix: &str, swap: bool, op
 }
 
 /// [`rebuild`] with the writer's settings already set for it.
-async fn rebuild_with_settings(db: &Database, lookup: &LookupKey, prefix: &str, swap: bool, options: RebuildOptions) -> Result<Rebuilt> {
+async fn rebuild_with_settings(
+    db: &Database,
+    lookup: &LookupKey,
+    prefix: &str,
+    swap: bool,
+    options: RebuildOptions,
+) -> Result<Rebuilt> {
     let mut tx = db.begin().await?;
     schema::drop(&mut tx, prefix).await?;
     schema::create_tables(&mut tx, prefix).await?;
@@ -325,7 +343,11 @@ async fn sqlite_settings(db: &Database, restore: Option<SqliteSettings>) -> Resu
         wal_autocheckpoint: sqlx::query_scalar("PRAGMA wal_autocheckpoint").fetch_one(writer).await?,
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
-    let set = restore.unwrap_or(SqliteSettings { cache_size: -REBUILD_CACHE_KIB, threads: cores - 1, wal_autocheckpoint: REBUILD_WAL_PAGES });
+    let set = restore.unwrap_or(SqliteSettings {
+        cache_size: -REBUILD_CACHE_KIB,
+        threads: cores - 1,
+        wal_autocheckpoint: REBUILD_WAL_PAGES,
+    });
     sqlx::query(&format!("PRAGMA cache_size = {}", set.cache_size)).execute(writer).await?;
     sqlx::query(&format!("PRAGMA threads = {}", set.threads)).execute(writer).await?;
     sqlx::query(&format!("PRAGMA wal_autocheckpoint = {}", set.wal_autocheckpoint)).execute(writer).await?;

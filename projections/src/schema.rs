@@ -149,7 +149,12 @@ pub const TABLES: &[Table] = &[
         // The list's two indexes end in its whole order (newest first, the
         // id breaking ties), so a page of a common search is the first 50
         // matching rows walked in that order, not every match sorted.
-        indexes: &["account_id, status, created_at, invitation_id", "account_id, created_at, invitation_id", "invited_by, status", "person_id"],
+        indexes: &[
+            "account_id, status, created_at, invitation_id",
+            "account_id, created_at, invitation_id",
+            "invited_by, status",
+            "person_id",
+        ],
         without_rowid: false,
         // After the whole order, so they change neither the order nor the
         // walk; `lower(name)` is computed from the entry's `name`.
@@ -268,7 +273,8 @@ impl Table {
 /// The whole read-model description as DDL text: when it differs from the
 /// one the live tables were built with, they are rebuilt.
 pub fn description(backend: Backend) -> String {
-    let mut ddl: Vec<String> = TABLES.iter().chain(std::iter::once(&CHECKPOINTS)).flat_map(|t| t.ddl(backend, "")).collect();
+    let mut ddl: Vec<String> =
+        TABLES.iter().chain(std::iter::once(&CHECKPOINTS)).flat_map(|t| t.ddl(backend, "")).collect();
     if backend == Backend::Postgres {
         ddl.extend(search_indexes(""));
     }
@@ -335,23 +341,24 @@ pub(crate) async fn trigrams_available(conn: &mut sqlx::PgConnection) -> bool {
 /// builds the live indexes at the swap).
 pub async fn rename_indexes(tx: &mut Tx, from: &str, to: &str) -> crate::Result<()> {
     let Conn::Postgres(c) = &mut tx.conn else { return Ok(()) };
-    let names = TABLES
-        .iter()
-        .flat_map(|t| t.index_names(""))
-        .chain([SEARCH_BY_EMAIL.to_string(), SEARCH_BY_NAME.to_string()]);
+    let names =
+        TABLES.iter().flat_map(|t| t.index_names("")).chain([SEARCH_BY_EMAIL.to_string(), SEARCH_BY_NAME.to_string()]);
     for name in names {
         sqlx::query(&format!("ALTER INDEX IF EXISTS {from}{name} RENAME TO {to}{name}")).execute(&mut **c).await?;
     }
     for table in TABLES.iter().chain(std::iter::once(&CHECKPOINTS)) {
         let name = format!("{to}{}", table.name);
-        let key: Option<String> =
-            sqlx::query_scalar("SELECT conname::text FROM pg_constraint WHERE conrelid = to_regclass($1) AND contype = 'p'")
-                .bind(&name)
-                .fetch_optional(&mut **c)
-                .await?;
+        let key: Option<String> = sqlx::query_scalar(
+            "SELECT conname::text FROM pg_constraint WHERE conrelid = to_regclass($1) AND contype = 'p'",
+        )
+        .bind(&name)
+        .fetch_optional(&mut **c)
+        .await?;
         let wanted = format!("{name}_pkey");
         if let Some(key) = key.filter(|k| *k != wanted) {
-            sqlx::query(&format!("ALTER TABLE {name} RENAME CONSTRAINT \"{key}\" TO {wanted}")).execute(&mut **c).await?;
+            sqlx::query(&format!("ALTER TABLE {name} RENAME CONSTRAINT \"{key}\" TO {wanted}"))
+                .execute(&mut **c)
+                .await?;
         }
     }
     Ok(())

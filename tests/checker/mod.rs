@@ -21,9 +21,9 @@
 //!   of the last one (roles and deadline from the same request, no mix).
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What a client did.
 #[derive(Debug, Clone)]
@@ -105,7 +105,9 @@ fn allowed_codes(kind: &Kind) -> &'static [&'static str] {
     match kind {
         Kind::Invite { .. } => &["already_invited", "seat_limit_reached", "daily_quota_exceeded", "already_member"],
         Kind::Accept { .. } => &["invitation_used", "invitation_revoked", "invitation_expired", "email_taken"],
-        Kind::Revoke { .. } => &["invitation_not_pending", "invitation_used", "invitation_expired", "invitation_revoked"],
+        Kind::Revoke { .. } => {
+            &["invitation_not_pending", "invitation_used", "invitation_expired", "invitation_revoked"]
+        }
         Kind::Patch { .. } => &[],
     }
 }
@@ -206,8 +208,11 @@ fn links_end_one_way(history: &[Op], state: &FinalState, out: &mut Vec<String>) 
     for (id, ops) in per_invitation {
         let accepted_ok = ops.iter().filter(|o| o.ok() && matches!(o.kind, Kind::Accept { .. })).count();
         let revoked_ok = ops.iter().filter(|o| o.ok() && matches!(o.kind, Kind::Revoke { .. })).count();
-        let (accepted, revoked, expired) =
-            (count(state, id, "InvitationAccepted"), count(state, id, "InvitationRevoked"), count(state, id, "InvitationExpired"));
+        let (accepted, revoked, expired) = (
+            count(state, id, "InvitationAccepted"),
+            count(state, id, "InvitationRevoked"),
+            count(state, id, "InvitationExpired"),
+        );
         if accepted_ok > 1 {
             out.push(format!("single use: {accepted_ok} accepts of {id} succeeded"));
         }
@@ -217,7 +222,9 @@ fn links_end_one_way(history: &[Op], state: &FinalState, out: &mut Vec<String>) 
             ));
         }
         if accepted + revoked + expired > 1 {
-            out.push(format!("{id} ended more than one way: {accepted} accepted, {revoked} revoked, {expired} expired"));
+            out.push(format!(
+                "{id} ended more than one way: {accepted} accepted, {revoked} revoked, {expired} expired"
+            ));
         }
         let status = state.invitations.get(id).map(|i| i["status"].as_str().unwrap_or_default().to_string());
         let expected = match (accepted, revoked, expired) {
@@ -237,7 +244,8 @@ fn links_end_one_way(history: &[Op], state: &FinalState, out: &mut Vec<String>) 
             if !state.member_emails.contains(&email) {
                 out.push(format!("{id} accepted but {email} is no member"));
             }
-            let at = events_of(state, id).find(|e| e["type"] == "InvitationAccepted").and_then(|e| time(&e["recorded_at"]));
+            let at =
+                events_of(state, id).find(|e| e["type"] == "InvitationAccepted").and_then(|e| time(&e["recorded_at"]));
             let deadline = deadline_at(state, id);
             if let (Some(at), Some(deadline)) = (at, deadline) {
                 if at > deadline {
@@ -297,15 +305,16 @@ fn patches_are_whole(history: &[Op], state: &FinalState, out: &mut Vec<String>) 
             .as_array()
             .map(|a| a.iter().filter_map(|r| r.as_str().map(str::to_string)).collect())
             .unwrap_or_default();
-        let matching = ops.iter().any(|o| {
-            matches!(&o.kind, Kind::Patch { roles: r, hours: h, .. } if *h == hours && *r == roles) && o.ok()
-        });
+        let matching = ops
+            .iter()
+            .any(|o| matches!(&o.kind, Kind::Patch { roles: r, hours: h, .. } if *h == hours && *r == roles) && o.ok());
         if !matching {
             out.push(format!("PATCH {id}: the last update ({roles:?}, {hours} h) is no single successful request"));
         }
         // The read models keep microseconds; events keep what the clock gave.
         let inv = &state.invitations[id];
-        let same_deadline = time(&inv["expires_at"]).is_some_and(|t| (t - deadline).num_microseconds().is_some_and(|d| d.abs() < 1));
+        let same_deadline =
+            time(&inv["expires_at"]).is_some_and(|t| (t - deadline).num_microseconds().is_some_and(|d| d.abs() < 1));
         if !same_deadline || inv["access"]["roles"] != last["data"]["access"]["roles"] {
             out.push(format!("PATCH {id}: the read model {inv} differs from the last update {last}"));
         }
@@ -386,12 +395,15 @@ mod catches {
         };
         let history = [patch(0, "viewer", 1), patch(1, "editor", 2)];
         let mut state = FinalState::default();
-        let updated = |role: &str, deadline: &str| {
-            json!({ "type": "InvitationUpdated", "recorded_at": "2026-01-01T00:00:00Z", "data": { "expires_at": deadline, "access": { "roles": [role] } } })
-        };
+        let updated = |role: &str, deadline: &str| json!({ "type": "InvitationUpdated", "recorded_at": "2026-01-01T00:00:00Z", "data": { "expires_at": deadline, "access": { "roles": [role] } } });
         // The last update has request 1's roles with request 0's lifetime.
-        state.events.insert(id.clone(), vec![updated("viewer", "2026-01-01T01:00:00Z"), updated("editor", "2026-01-01T01:00:00Z")]);
-        state.invitations.insert(id, json!({ "expires_at": "2026-01-01T01:00:00Z", "access": { "roles": ["editor"] } }));
+        state.events.insert(
+            id.clone(),
+            vec![updated("viewer", "2026-01-01T01:00:00Z"), updated("editor", "2026-01-01T01:00:00Z")],
+        );
+        state
+            .invitations
+            .insert(id, json!({ "expires_at": "2026-01-01T01:00:00Z", "access": { "roles": ["editor"] } }));
         let v = check(&history, &state, LIMITS);
         assert!(v.iter().any(|v| v.contains("no single successful request")), "{v:?}");
     }

@@ -285,7 +285,12 @@ impl TestApp {
         let (account, owner_link) = self.open_account(number, owner_email, 100_000).await;
         let (_, owner) = self.accept_new(&owner_link, "Olga Owner").await;
         let raised = self
-            .call("PATCH", &format!("/v1/accounts/{account}"), Some(&owner), Some(serde_json::json!({ "daily_invitation_quota": 100_000 })))
+            .call(
+                "PATCH",
+                &format!("/v1/accounts/{account}"),
+                Some(&owner),
+                Some(serde_json::json!({ "daily_invitation_quota": 100_000 })),
+            )
             .await;
         assert_eq!(raised.status, 200, "{raised:?}");
         (account, owner)
@@ -512,7 +517,10 @@ impl Broker {
     }
 
     fn signal(&self, sig: &str) {
-        let status = std::process::Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success(), "kill -{sig}");
     }
 }

@@ -133,7 +133,11 @@ impl SmtpPool {
     /// One attempt: a free connection (unless `fresh`) or a new one, the
     /// message, and the connection back to the pool when it went through.
     /// Cancelling this future (the timeout) drops the connection with it.
-    async fn send(&self, message: &Message, fresh: bool) -> std::result::Result<String, lettre::transport::smtp::Error> {
+    async fn send(
+        &self,
+        message: &Message,
+        fresh: bool,
+    ) -> std::result::Result<String, lettre::transport::smtp::Error> {
         let (mut conn, sent) = match if fresh { None } else { self.reusable().await } {
             Some(reused) => reused,
             None => (self.server.connect().await?, 0),
@@ -191,9 +195,8 @@ impl SmtpServer {
             ("smtps", _) => (465, Tls::Wrapper(parameters()?)),
             (scheme, tls) => return Err(bad(&format!("unknown scheme `{scheme}` or tls `{tls:?}`"))),
         };
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(s).decode_utf8().map(Cow::into_owned).map_err(|e| bad(&e))
-        };
+        let decode =
+            |s: &str| percent_encoding::percent_decode_str(s).decode_utf8().map(Cow::into_owned).map_err(|e| bad(&e));
         let credentials = match parsed.password() {
             Some(password) => Some(Credentials::new(decode(parsed.username())?, decode(password)?)),
             None => None,

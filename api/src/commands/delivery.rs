@@ -58,7 +58,9 @@ impl Admit {
                     let id = InvitationId(id);
                     let events: Vec<Event> = facts
                         .into_iter()
-                        .map(|(state, detail)| Event::Invitation(id, InvitationEvent::InvitationDeliveryRecorded { state, detail }))
+                        .map(|(state, detail)| {
+                            Event::Invitation(id, InvitationEvent::InvitationDeliveryRecorded { state, detail })
+                        })
                         .collect();
                     // Delivery facts hold no personal data: nothing to seal.
                     let stored = events.iter().map(|e| Codec::encode(e, Uuid::now_v7(), None)).collect();

@@ -20,7 +20,8 @@ impl Admit {
     pub async fn erase(&self, email: &EmailAddress) -> Result<Option<PersonId>, Error> {
         let ctx = RequestContext::system();
         let email_hash = self.secrets.lookup.email_hash(email.as_str());
-        in_transaction!(self, |tx| async {
+        in_transaction!(self, |tx| {
+            async {
             let now = self.now();
             let Some((person, _)) = tx.person_by_email(&email_hash).await? else { return Ok(None) };
             let pending: Vec<(Uuid, Uuid)> = on_tx!(&mut tx, c => sqlx::query_as(
@@ -59,6 +60,7 @@ impl Admit {
             self.projector.scrub_person(&mut tx, person).await?;
             Ok(Some(PersonId(person)))
         }
-        .await)
+        .await
+        })
     }
 }

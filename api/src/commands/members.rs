@@ -23,7 +23,13 @@ enum MemberChange {
 
 impl Admit {
     /// Changes what a member holds (roles, features, sites).
-    pub async fn change_member_access(&self, ctx: &RequestContext, account: AccountId, user: UserId, access: Access) -> Result<(), Error> {
+    pub async fn change_member_access(
+        &self,
+        ctx: &RequestContext,
+        account: AccountId,
+        user: UserId,
+        access: Access,
+    ) -> Result<(), Error> {
         self.change_member(ctx, account, user, MemberChange::Access(access)).await
     }
 
@@ -48,7 +54,13 @@ impl Admit {
         self.change_member(&ctx, account, user, MemberChange::Cancel).await
     }
 
-    async fn change_member(&self, ctx: &RequestContext, account_id: AccountId, user: UserId, change: MemberChange) -> Result<(), Error> {
+    async fn change_member(
+        &self,
+        ctx: &RequestContext,
+        account_id: AccountId,
+        user: UserId,
+        change: MemberChange,
+    ) -> Result<(), Error> {
         in_transaction!(self, |tx| async {
             let now = self.now();
             let (account, version) = self.account(&mut tx, account_id).await?;
@@ -66,7 +78,9 @@ impl Admit {
             let takes_out = events.iter().any(|e| {
                 matches!(
                     e,
-                    AccountEvent::MemberDeactivated { .. } | AccountEvent::MemberRemoved { .. } | AccountEvent::MembershipCancelled { .. }
+                    AccountEvent::MemberDeactivated { .. }
+                        | AccountEvent::MemberRemoved { .. }
+                        | AccountEvent::MembershipCancelled { .. }
                 )
             });
             let mut unit = Unit::default();
@@ -81,7 +95,13 @@ impl Admit {
 
     /// Revokes every pending invitation `inviter` sent in `account`
     /// (reason `inviter_removed`).
-    async fn revoke_sent_by(&self, tx: &mut Tx, unit: &mut Unit, account: &Account, inviter: UserId) -> Result<(), Error> {
+    async fn revoke_sent_by(
+        &self,
+        tx: &mut Tx,
+        unit: &mut Unit,
+        account: &Account,
+        inviter: UserId,
+    ) -> Result<(), Error> {
         let ids = pending_sent_by(tx, account.id, &Actor::User(inviter).to_string()).await?;
         let system = RequestContext::system();
         for id in ids {

@@ -18,12 +18,12 @@ mod users;
 
 use std::collections::HashMap;
 
+use admit_domain::access::Access;
 use admit_domain::account::Account;
 use admit_domain::ids::{AccountId, Actor, InvitationId, UserId};
 use admit_domain::invitation::{Channel, Invitation, InvitationEvent};
 use admit_domain::password::PasswordPolicy;
 use admit_domain::user::{User, UserEvent};
-use admit_domain::access::Access;
 use admit_domain::Event;
 use admit_ledger::personal::PersonKey;
 use admit_ledger::{Database, ExpectedVersion, Metadata, NewEvent, StreamAppend, Tx};
@@ -34,8 +34,8 @@ use uuid::Uuid;
 pub use accounts::{OpenAccount, OpenedAccount};
 pub use bulk::{BulkOptions, BulkOutcome};
 pub use delivery::{DeliveryFact, DeliveryWrites};
-pub use renewal::{RENEWAL_INTERVAL_HOURS, RENEWAL_REQUEST};
 pub use invitations::{InviteRequest, IssuedInvitation};
+pub use renewal::{RENEWAL_INTERVAL_HOURS, RENEWAL_REQUEST};
 pub use roles::{secret_hash, API_KEY_PREFIX};
 
 use crate::{Error, Secrets};
@@ -143,7 +143,10 @@ macro_rules! in_transaction {
             let mut $tx = $admit.db.begin().await?;
             let outcome = $body;
             match outcome {
-                Ok(value) => match { let appended = $tx.appended(); $tx.commit().await.map(|()| appended) } {
+                Ok(value) => match {
+                    let appended = $tx.appended();
+                    $tx.commit().await.map(|()| appended)
+                } {
                     Ok(appended) => {
                         crate::http::telemetry::record_events_appended(appended);
                         break Ok(value);
@@ -233,7 +236,13 @@ impl Admit {
 
     /// Appends every queued stream (all at once: see [`Tx::append_streams`])
     /// and then projects each event in the order queued, in `tx`.
-    pub(crate) async fn write(&self, tx: &mut Tx, ctx: &RequestContext, unit: Unit, now: DateTime<Utc>) -> Result<(), Error> {
+    pub(crate) async fn write(
+        &self,
+        tx: &mut Tx,
+        ctx: &RequestContext,
+        unit: Unit,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
         let recorded_at = admit_ledger::log::storable_time(now);
         let metadata = ctx.metadata();
         let mut queued = Vec::with_capacity(unit.appends.len());
@@ -250,7 +259,11 @@ impl Admit {
         }
         let appends: Vec<StreamAppend<'_>> = queued
             .iter()
-            .map(|(stream, base, _, stored)| StreamAppend { stream, expected: ExpectedVersion::Exact(*base), events: stored })
+            .map(|(stream, base, _, stored)| StreamAppend {
+                stream,
+                expected: ExpectedVersion::Exact(*base),
+                events: stored,
+            })
             .collect();
         tx.append_streams(&appends, &metadata, recorded_at).await?;
         for (_, base, events, stored) in queued {
@@ -287,7 +300,8 @@ impl Admit {
     /// prepares a batch's emails from these. An invitation without events
     /// is missing from the map.
     pub async fn invitation_snapshots(&self, ids: &[InvitationId]) -> Result<HashMap<InvitationId, Invitation>, Error> {
-        let streams: Vec<String> = ids.iter().map(|id| id.stream()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let streams: Vec<String> =
+            ids.iter().map(|id| id.stream()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
         let events = self.db.read_streams(&streams).await?;
         let envelopes = Codec::decode_all(&self.db, &events).await?;
         let mut by_invitation: HashMap<InvitationId, Vec<&InvitationEvent>> = HashMap::new();

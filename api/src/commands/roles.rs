@@ -66,7 +66,12 @@ impl Admit {
     }
 
     /// The operator deactivates (`active = false`) or reactivates an account.
-    pub async fn set_account_active(&self, ctx: &RequestContext, account_id: AccountId, active: bool) -> Result<(), Error> {
+    pub async fn set_account_active(
+        &self,
+        ctx: &RequestContext,
+        account_id: AccountId,
+        active: bool,
+    ) -> Result<(), Error> {
         self.on_account(ctx, account_id, |a, c| account::set_account_active(a, c, active)).await
     }
 
@@ -94,7 +99,12 @@ impl Admit {
     }
 
     /// Revokes an API key.
-    pub async fn revoke_api_key(&self, ctx: &RequestContext, account_id: AccountId, key: admit_domain::ids::ApiKeyId) -> Result<(), Error> {
+    pub async fn revoke_api_key(
+        &self,
+        ctx: &RequestContext,
+        account_id: AccountId,
+        key: admit_domain::ids::ApiKeyId,
+    ) -> Result<(), Error> {
         self.on_account(ctx, account_id, |a, c| account::revoke_api_key(a, c, key)).await
     }
 

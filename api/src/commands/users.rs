@@ -33,7 +33,11 @@ impl Admit {
                 taken,
             )?;
             if !tx.reserve(USER_EMAIL, "", &email_hash, &user_id.to_string(), None).await? {
-                return Err(DomainError::refused("email_taken", "a user with this email already exists; sign in instead").into());
+                return Err(DomainError::refused(
+                    "email_taken",
+                    "a user with this email already exists; sign in instead",
+                )
+                .into());
             }
             let mut unit = Unit::default();
             unit.key(person, key);
@@ -81,10 +85,11 @@ impl Admit {
         if !passwords::verify(current.to_string(), Some(user.password_hash.clone())).await {
             return Err(Error::InvalidCredentials);
         }
-        let inputs: Vec<&str> = [user.personal.email().map(|e| e.local_part()), user.personal.name().map(|n| n.as_str())]
-            .into_iter()
-            .flatten()
-            .collect();
+        let inputs: Vec<&str> =
+            [user.personal.email().map(|e| e.local_part()), user.personal.name().map(|n| n.as_str())]
+                .into_iter()
+                .flatten()
+                .collect();
         self.password_policy.check(new, &inputs)?;
         let hash = passwords::hash(new.to_string()).await?;
         let ctx = RequestContext::new(Actor::User(user_id), Channel::Session);

@@ -88,7 +88,11 @@ async fn rows(ctx: &ApiContext, account: Uuid, key: Option<Uuid>) -> Result<Vec<
 /// `GET /v1/accounts/{account}/api-keys`.
 #[utoipa::path(get, path = "/v1/accounts/{account}/api-keys", tag = "api keys", params(("account" = Uuid, Path)),
     security(("bearer" = [])), responses((status = 200, body = KeyList)))]
-pub async fn list(State(ctx): State<ApiContext>, who: Principal, ApiPath(account): ApiPath<Uuid>) -> Result<Json<KeyList>, Error> {
+pub async fn list(
+    State(ctx): State<ApiContext>,
+    who: Principal,
+    ApiPath(account): ApiPath<Uuid>,
+) -> Result<Json<KeyList>, Error> {
     ctx.authorize(&who, AccountId(account), Permission::AccountManage).await?;
     Ok(Json(KeyList { items: rows(&ctx, account, None).await? }))
 }

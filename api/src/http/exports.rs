@@ -55,7 +55,10 @@ fn roles_of(access: &str) -> String {
 }
 
 /// The inviters' emails, for `invited_by` cells (`user:<id>` → email).
-async fn inviter_emails(ctx: &ApiContext, actors: impl Iterator<Item = &str>) -> Result<HashMap<String, String>, Error> {
+async fn inviter_emails(
+    ctx: &ApiContext,
+    actors: impl Iterator<Item = &str>,
+) -> Result<HashMap<String, String>, Error> {
     let ids: Vec<Uuid> = actors.filter_map(|a| a.strip_prefix("user:")).filter_map(|id| id.parse().ok()).collect();
     if ids.is_empty() {
         return Ok(HashMap::new());
@@ -73,7 +76,11 @@ fn who(actor: &str, emails: &HashMap<String, String>) -> String {
     emails.get(actor).cloned().unwrap_or_else(|| actor.to_string())
 }
 
-fn csv_response(filename: &str, header_row: &[&str], pages: impl futures::Stream<Item = Result<String, Error>> + Send + 'static) -> Response {
+fn csv_response(
+    filename: &str,
+    header_row: &[&str],
+    pages: impl futures::Stream<Item = Result<String, Error>> + Send + 'static,
+) -> Response {
     use futures::StreamExt;
     // A byte-order mark first, so spreadsheets read the file as UTF-8.
     let head = futures::stream::once(std::future::ready(Ok(format!("\u{feff}{}", write_row(header_row)))));
@@ -94,7 +101,8 @@ fn csv_response(filename: &str, header_row: &[&str], pages: impl futures::Stream
         .into_response()
 }
 
-type MemberRow = (Uuid, Option<String>, Option<String>, String, String, i64, DateTime<Utc>, Option<DateTime<Utc>>, Option<String>);
+type MemberRow =
+    (Uuid, Option<String>, Option<String>, String, String, i64, DateTime<Utc>, Option<DateTime<Utc>>, Option<String>);
 
 /// `GET /v1/accounts/{account}/members.csv`: every member, streamed.
 #[utoipa::path(get, path = "/v1/accounts/{account}/members.csv", tag = "members", params(("account" = Uuid, Path)),
@@ -102,7 +110,11 @@ type MemberRow = (Uuid, Option<String>, Option<String>, String, String, i64, Dat
     responses((status = 200, content_type = "text/csv",
         description = "columns: user_id, email, name, status, roles (separated by ';'), restricted, joined_at, last_login_at, invited_by"),
         (status = 403), (status = 404)))]
-pub async fn members_csv(State(ctx): State<ApiContext>, who_calls: Principal, ApiPath(account): ApiPath<Uuid>) -> Result<Response, Error> {
+pub async fn members_csv(
+    State(ctx): State<ApiContext>,
+    who_calls: Principal,
+    ApiPath(account): ApiPath<Uuid>,
+) -> Result<Response, Error> {
     ctx.authorize(&who_calls, AccountId(account), Permission::MembersRead).await?;
     let pages = futures::stream::try_unfold(Some(None::<(DateTime<Utc>, Uuid)>), move |after| {
         let ctx = ctx.clone();
@@ -171,7 +183,11 @@ struct InvitationRow {
     responses((status = 200, content_type = "text/csv",
         description = "columns: invitation_id, email, name, status, roles (separated by ';'), delivery_state, delivery_updated_at, invited_by, channel, created_at, expires_at, accepted_at, last_login_at (of the user who accepted), resend_count, revoke_reason"),
         (status = 403), (status = 404)))]
-pub async fn invitations_csv(State(ctx): State<ApiContext>, who_calls: Principal, ApiPath(account): ApiPath<Uuid>) -> Result<Response, Error> {
+pub async fn invitations_csv(
+    State(ctx): State<ApiContext>,
+    who_calls: Principal,
+    ApiPath(account): ApiPath<Uuid>,
+) -> Result<Response, Error> {
     ctx.authorize(&who_calls, AccountId(account), Permission::InvitationsRead).await?;
     let pages = futures::stream::try_unfold(Some(None::<(DateTime<Utc>, Uuid)>), move |after| {
         let ctx = ctx.clone();

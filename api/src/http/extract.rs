@@ -106,7 +106,8 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
         let ctx = ApiContext::from_ref(state);
         let token = bearer(parts).ok_or(Error::Unauthenticated)?;
-        let (user_id, session_hash) = ctx.sessions.resolve(&ctx.admit.db, token).await?.ok_or(Error::Unauthenticated)?;
+        let (user_id, session_hash) =
+            ctx.sessions.resolve(&ctx.admit.db, token).await?.ok_or(Error::Unauthenticated)?;
         Ok(SignedIn { user_id, session_hash })
     }
 }

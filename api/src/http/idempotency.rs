@@ -31,8 +31,11 @@ pub async fn replay_or_record(State(ctx): State<ApiContext>, req: Request, next:
         return next.run(req).await;
     };
     if key.is_empty() || key.len() > 255 {
-        return Error::BadRequest { code: "invalid_idempotency_key", detail: "Idempotency-Key must be 1 to 255 characters".into() }
-            .into_response();
+        return Error::BadRequest {
+            code: "invalid_idempotency_key",
+            detail: "Idempotency-Key must be 1 to 255 characters".into(),
+        }
+        .into_response();
     }
     let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let key_hash = secret_hash(&format!("{auth}\n{}\n{}\n{key}", req.method(), req.uri().path()));
@@ -40,14 +43,16 @@ pub async fn replay_or_record(State(ctx): State<ApiContext>, req: Request, next:
     let bytes = match to_bytes(body, BODY_LIMIT).await {
         Ok(b) => b,
         Err(_) => {
-            return Error::BadRequest { code: "payload_too_large", detail: "the body is larger than allowed".into() }.into_response()
+            return Error::BadRequest { code: "payload_too_large", detail: "the body is larger than allowed".into() }
+                .into_response()
         }
     };
     let request_hash = secret_hash(&String::from_utf8_lossy(&bytes));
     match claim(&ctx, &key_hash, &request_hash).await {
         Ok(Claim::Replay(status, body)) => {
             let mut resp = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body).into_response();
-            let content_type = if (200..300).contains(&status) { "application/json" } else { "application/problem+json" };
+            let content_type =
+                if (200..300).contains(&status) { "application/json" } else { "application/problem+json" };
             resp.headers_mut().insert("content-type", HeaderValue::from_static(content_type));
             resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
             return resp;
@@ -60,8 +65,11 @@ pub async fn replay_or_record(State(ctx): State<ApiContext>, req: Request, next:
             .into_response()
         }
         Ok(Claim::InProgress) => {
-            let mut r = Error::BadRequest { code: "idempotency_in_progress", detail: "the first request with this key is still running".into() }
-                .into_response();
+            let mut r = Error::BadRequest {
+                code: "idempotency_in_progress",
+                detail: "the first request with this key is still running".into(),
+            }
+            .into_response();
             *r.status_mut() = StatusCode::CONFLICT;
             return r;
         }
@@ -72,7 +80,11 @@ pub async fn replay_or_record(State(ctx): State<ApiContext>, req: Request, next:
     let status = response.status();
     let (parts, body) = response.into_parts();
     let body = to_bytes(body, MAX_KEPT).await.unwrap_or_default();
-    let kept = if status.is_server_error() { forget(&ctx, &key_hash).await } else { keep(&ctx, &key_hash, status.as_u16(), &body).await };
+    let kept = if status.is_server_error() {
+        forget(&ctx, &key_hash).await
+    } else {
+        keep(&ctx, &key_hash, status.as_u16(), &body).await
+    };
     if let Err(e) = kept {
         tracing::warn!(error = %e, "could not store the idempotent answer");
     }

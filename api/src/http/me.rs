@@ -132,11 +132,15 @@ pub async fn cancel_membership(
                 .into_response())
         }
         Some(token) => {
-            let bad = || Error::BadRequest { code: "invalid_confirmation", detail: "the confirmation is wrong or expired".into() };
+            let bad = || Error::BadRequest {
+                code: "invalid_confirmation",
+                detail: "the confirmation is wrong or expired".into(),
+            };
             let (ts, mac) = token.split_once('.').ok_or_else(bad)?;
             let ts: i64 = ts.parse().map_err(|_| bad())?;
             let expected = confirmation_mac(&ctx, who.user_id.0, account, ts);
-            let same = expected.len() == mac.len() && expected.bytes().zip(mac.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
+            let same = expected.len() == mac.len()
+                && expected.bytes().zip(mac.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
             if !same || ts < Utc::now().timestamp() {
                 return Err(bad());
             }

@@ -60,7 +60,8 @@ impl MemberView {
     }
 }
 
-const SELECT: &str = "SELECT m.user_id, u.email, u.name, m.status, m.access, m.restricted, m.joined_at, u.last_login_at \
+const SELECT: &str =
+    "SELECT m.user_id, u.email, u.name, m.status, m.access, m.restricted, m.joined_at, u.last_login_at \
      FROM members m LEFT JOIN users u ON u.user_id = m.user_id WHERE m.account_id = ";
 
 /// The member list takes the same query as the invitation list (`status`

@@ -4,8 +4,8 @@
 
 pub mod accounts;
 pub mod analytics;
-pub mod attempts;
 pub mod api_keys;
+pub mod attempts;
 pub mod audit;
 pub mod bulk;
 pub mod csv;

@@ -454,7 +454,8 @@ fn live_page(
             ));
         }
         None => {
-            let name = if form.name.is_empty() { s.invited_name.clone().unwrap_or_default() } else { form.name.clone() };
+            let name =
+                if form.name.is_empty() { s.invited_name.clone().unwrap_or_default() } else { form.name.clone() };
             body.push_str(&format!(
                 "<h2>Create your user</h2>\
                  <form method=\"post\" action=\"{action}\" novalidate>{hidden}<input type=\"hidden\" name=\"action\" value=\"register\">\
@@ -535,7 +536,13 @@ pub async fn show(
     page.into_response()
 }
 
-async fn render(ctx: &ApiContext, address: IpAddr, token: &str, csrf: &str, headers: &HeaderMap) -> Result<Page, Error> {
+async fn render(
+    ctx: &ApiContext,
+    address: IpAddr,
+    token: &str,
+    csrf: &str,
+    headers: &HeaderMap,
+) -> Result<Page, Error> {
     let state = inspect(ctx, address, token).await?;
     let LinkState::Live(inv) = &state else { return Ok(dead_page(&state, ctx, token, csrf)) };
     // Visiting the link is a `clicked` fact; nothing else.
@@ -578,7 +585,10 @@ pub async fn submit(
         return Page::new(
             StatusCode::BAD_REQUEST,
             "Form not understood",
-            format!("<h1>The form could not be read</h1><p><a href=\"/invite/{}\">Back to the invitation</a></p>", esc(&token)),
+            format!(
+                "<h1>The form could not be read</h1><p><a href=\"/invite/{}\">Back to the invitation</a></p>",
+                esc(&token)
+            ),
         )
         .into_response();
     };
@@ -778,7 +788,10 @@ fn confirmation(ctx: &ApiContext, s: &Summary, redirect: Option<&str>, session: 
     );
     if let Some(token) = session {
         let max_age = ctx.sessions.ttl.num_seconds();
-        page.cookies.push(format!("{SESSION_COOKIE}={token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{}", secure(ctx)));
+        page.cookies.push(format!(
+            "{SESSION_COOKIE}={token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
+            secure(ctx)
+        ));
     }
     page.into_response()
 }

@@ -38,16 +38,26 @@ pub struct RoleList {
 /// `GET /v1/accounts/{account}/roles`.
 #[utoipa::path(get, path = "/v1/accounts/{account}/roles", tag = "roles", params(("account" = Uuid, Path)),
     security(("bearer" = [])), responses((status = 200, body = RoleList)))]
-pub async fn list(State(ctx): State<ApiContext>, who: Principal, ApiPath(account): ApiPath<Uuid>) -> Result<Json<RoleList>, Error> {
+pub async fn list(
+    State(ctx): State<ApiContext>,
+    who: Principal,
+    ApiPath(account): ApiPath<Uuid>,
+) -> Result<Json<RoleList>, Error> {
     let (snapshot, _) = ctx.authorize(&who, AccountId(account), Permission::AccountRead).await?;
     let mut items: Vec<RoleView> = RoleName::BUILT_IN
         .iter()
         .filter_map(|n| RoleName::parse(n).ok())
-        .map(|r| RoleView { name: r.to_string(), built_in: true, permissions: built_in_permissions(&r).unwrap_or_default() })
+        .map(|r| RoleView {
+            name: r.to_string(),
+            built_in: true,
+            permissions: built_in_permissions(&r).unwrap_or_default(),
+        })
         .collect();
-    items.extend(
-        snapshot.roles.custom.iter().map(|(r, p)| RoleView { name: r.to_string(), built_in: false, permissions: p.clone() }),
-    );
+    items.extend(snapshot.roles.custom.iter().map(|(r, p)| RoleView {
+        name: r.to_string(),
+        built_in: false,
+        permissions: p.clone(),
+    }));
     Ok(Json(RoleList { items }))
 }
 

@@ -189,21 +189,23 @@ pub fn render() -> String {
                 let mut cumulative = 0u64;
                 for ((_, le), n) in BUCKETS.iter().zip(series.buckets) {
                     cumulative += n;
-                    let _ = writeln!(out, "admit_http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+                    let _ = writeln!(
+                        out,
+                        "admit_http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {cumulative}"
+                    );
                 }
-                let _ = writeln!(out, "admit_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", series.count);
+                let _ = writeln!(
+                    out,
+                    "admit_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                    series.count
+                );
                 let _ = writeln!(out, "admit_http_request_duration_seconds_sum{{{labels}}} {}", fmt_float(series.sum));
                 let _ = writeln!(out, "admit_http_request_duration_seconds_count{{{labels}}} {}", series.count);
             }
         }
     }
 
-    family_header(
-        &mut out,
-        "admit_events_appended_total",
-        "Events appended to the ledger by this process.",
-        "counter",
-    );
+    family_header(&mut out, "admit_events_appended_total", "Events appended to the ledger by this process.", "counter");
     let _ = writeln!(out, "admit_events_appended_total {}", EVENTS_APPENDED.load(Ordering::Relaxed));
 
     family_header(
@@ -394,10 +396,8 @@ mod tests {
         let (head, body) = raw.split_once("\r\n\r\n").expect("a complete response");
         let mut lines = head.lines();
         let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-        let headers = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-            .collect();
+        let headers =
+            lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned())).collect();
         Reply { status, headers, body: body.to_owned() }
     }
 
@@ -479,9 +479,18 @@ mod tests {
         assert_eq!(reply.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
         let text = reply.body;
 
-        assert_eq!(sample(&text, r#"admit_http_requests_total{method="GET",route="/t-metrics/items/{id}",status="200"}"#), Some(3));
-        assert_eq!(sample(&text, r#"admit_http_requests_total{method="POST",route="/t-metrics/items/{id}",status="405"}"#), Some(1));
-        assert_eq!(sample(&text, r#"admit_http_requests_total{method="OTHER",route="/t-metrics/items/{id}",status="405"}"#), Some(1));
+        assert_eq!(
+            sample(&text, r#"admit_http_requests_total{method="GET",route="/t-metrics/items/{id}",status="200"}"#),
+            Some(3)
+        );
+        assert_eq!(
+            sample(&text, r#"admit_http_requests_total{method="POST",route="/t-metrics/items/{id}",status="405"}"#),
+            Some(1)
+        );
+        assert_eq!(
+            sample(&text, r#"admit_http_requests_total{method="OTHER",route="/t-metrics/items/{id}",status="405"}"#),
+            Some(1)
+        );
         assert!(!text.contains("/t-metrics/items/1"), "concrete paths never become labels");
         assert!(!text.contains("secret-token"));
         assert!(!text.contains("BREW"));
@@ -498,7 +507,8 @@ mod tests {
             assert!(n >= previous, "buckets must be cumulative");
             previous = n;
         }
-        let inf = sample(&text, &format!("admit_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}}")).unwrap();
+        let inf =
+            sample(&text, &format!("admit_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}}")).unwrap();
         assert!(inf >= previous);
         assert_eq!(inf, 3);
         assert_eq!(sample(&text, &format!("admit_http_request_duration_seconds_count{{{labels}}}")), Some(3));
@@ -523,7 +533,8 @@ mod tests {
         }
         let text = render();
         let labels = format!("method=\"GET\",route=\"{route}\"");
-        let bucket = |le: &str| sample(&text, &format!("admit_http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}}"));
+        let bucket =
+            |le: &str| sample(&text, &format!("admit_http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}}"));
         assert_eq!(bucket("0.001"), Some(2), "le is inclusive");
         assert_eq!(bucket("0.0025"), Some(2));
         assert_eq!(bucket("0.005"), Some(3));
@@ -563,7 +574,8 @@ mod tests {
             text.lines().filter(|l| l.contains("/t-sort/")).map(str::to_owned).collect()
         };
         let text = render();
-        let order: Vec<String> = ours(&text).into_iter().filter(|l| l.starts_with("admit_http_requests_total{")).collect();
+        let order: Vec<String> =
+            ours(&text).into_iter().filter(|l| l.starts_with("admit_http_requests_total{")).collect();
         assert_eq!(
             order,
             [

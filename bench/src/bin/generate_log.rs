@@ -25,7 +25,12 @@ struct Args {
     database_url: String,
     /// Master secret (64 hex characters); `admit replay` must run with the
     /// same one. The default matches the tests' `Secrets::from_master([42; 32])`.
-    #[arg(long, env = "ADMIT_SECRET_KEY", hide_env_values = true, default_value = "2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a")]
+    #[arg(
+        long,
+        env = "ADMIT_SECRET_KEY",
+        hide_env_values = true,
+        default_value = "2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a"
+    )]
     secret_key: String,
     /// Events to write (the last step may add one or two more).
     #[arg(long, default_value_t = 1_000_000)]
@@ -44,9 +49,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let secrets = Secrets::load(Some(&args.secret_key), std::path::Path::new("."))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let db = Database::connect(&args.database_url).await.with_context(|| format!("connecting to {}", args.database_url))?;
+    let secrets =
+        Secrets::load(Some(&args.secret_key), std::path::Path::new(".")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let db =
+        Database::connect(&args.database_url).await.with_context(|| format!("connecting to {}", args.database_url))?;
     // Migrations and empty read-model tables, exactly as `admit migrate`.
     let admit = admit_api::Admit::new(db.clone(), secrets.clone(), PasswordPolicy::Nist);
     admit.prepare().await.map_err(|e| anyhow::anyhow!("preparing the database: {e}"))?;

@@ -70,7 +70,8 @@ async fn main() -> Result<()> {
     tokio::spawn(read_topic(o.brokers.clone(), o.topic.clone(), topic.clone()));
 
     let db = Database::connect(&o.database_url).await?;
-    let admit = Admit::new(db.clone(), Secrets::load(Some(&o.secret_key), std::path::Path::new("."))?, PasswordPolicy::Nist);
+    let admit =
+        Admit::new(db.clone(), Secrets::load(Some(&o.secret_key), std::path::Path::new("."))?, PasswordPolicy::Nist);
     admit.prepare().await?;
     let accounts = open_accounts(&admit, o.accounts).await?;
     warm_up(&admit, accounts[0], &topic, &mail).await?;
@@ -124,7 +125,11 @@ async fn main() -> Result<()> {
     }
     let window = (ended - started).num_milliseconds() as f64 / 1000.0;
     let in_window = events.iter().filter(|e| e.2 <= ended).count();
-    println!("machine: {} cores; {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), Utc::now().format("%F"));
+    println!(
+        "machine: {} cores; {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        Utc::now().format("%F")
+    );
     println!(
         "load: {} invitations in {window:.1} s ({} failed); {:.0} events/s appended (invitations and the mailer's records)",
         total,
@@ -147,12 +152,11 @@ async fn main() -> Result<()> {
 async fn warm_up(admit: &Admit, account: AccountId, topic: &Arrivals, mail: &Arrivals) -> Result<()> {
     let issued = admit.invite(&RequestContext::cli(), account, invitation("warm-up@lag.example.com")?).await?;
     let Database::Postgres(pool) = &admit.db else { anyhow::bail!("the lag probe runs on PostgreSQL") };
-    let event: uuid::Uuid = sqlx::query_scalar(
-        "SELECT event_id FROM events WHERE stream_id = $1 AND event_type = 'InvitationSent'",
-    )
-    .bind(format!("invitation-{}", issued.invitation_id.0))
-    .fetch_one(pool)
-    .await?;
+    let event: uuid::Uuid =
+        sqlx::query_scalar("SELECT event_id FROM events WHERE stream_id = $1 AND event_type = 'InvitationSent'")
+            .bind(format!("invitation-{}", issued.invitation_id.0))
+            .fetch_one(pool)
+            .await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while !topic.lock().unwrap().contains_key(&event.to_string())
         || !mail.lock().unwrap().contains_key(&format!("<{event}.invitation@admit>"))
@@ -229,7 +233,8 @@ async fn read_topic(brokers: String, topic: String, arrivals: Arrivals) {
     loop {
         let Ok(m) = consumer.recv().await else { continue };
         let now = Utc::now();
-        let id = m.headers().and_then(|h| h.iter().find(|h| h.key == "ce_id").and_then(|h| h.value.map(<[u8]>::to_vec)));
+        let id =
+            m.headers().and_then(|h| h.iter().find(|h| h.key == "ce_id").and_then(|h| h.value.map(<[u8]>::to_vec)));
         if let Some(id) = id {
             arrivals.lock().unwrap().entry(String::from_utf8_lossy(&id).to_string()).or_insert(now);
         }

@@ -64,13 +64,18 @@ async fn seed(url: &str, account: &str, n: u64) -> Result<()> {
     let account = uuid::Uuid::parse_str(account)?;
     let (id, created_at) = match db.backend() {
         admit_ledger::Backend::Postgres => ("gen_random_uuid()", "t.created_at - i * interval '1 second'"),
-        admit_ledger::Backend::Sqlite => ("randomblob(16)", "strftime('%Y-%m-%dT%H:%M:%f', t.created_at, '-' || i || ' seconds') || '+00:00'"),
+        admit_ledger::Backend::Sqlite => {
+            ("randomblob(16)", "strftime('%Y-%m-%dT%H:%M:%f', t.created_at, '-' || i || ' seconds') || '+00:00'")
+        }
     };
     let email = "'seed' || i || '@load.example.com'";
     let status = "CASE WHEN i % 5 = 0 THEN 'accepted' ELSE 'pending' END";
     let series = match db.backend() {
         admit_ledger::Backend::Postgres => "generate_series(1, $2) AS s(i)".to_string(),
-        admit_ledger::Backend::Sqlite => "(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < $2) SELECT i FROM s) AS s".to_string(),
+        admit_ledger::Backend::Sqlite => {
+            "(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < $2) SELECT i FROM s) AS s"
+                .to_string()
+        }
     };
     let sql = format!(
         "INSERT INTO invitations (invitation_id, account_id, person_id, email, email_hash, name, status, access, roles, invited_by, channel, \
@@ -311,7 +316,10 @@ async fn main() -> Result<()> {
     }
     let wall = started.elapsed().as_secs_f64();
     println!("{} clients, {} account(s), {:.1} s", args.clients, accounts.len(), wall);
-    println!("{:<8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}", "kind", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "ok", "errors");
+    println!(
+        "{:<8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}",
+        "kind", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "ok", "errors"
+    );
     let mut total_ok = 0;
     for kind in KINDS {
         if !all.latencies.contains_key(kind) && !all.errors.contains_key(kind) {

@@ -22,7 +22,12 @@ struct Args {
     #[arg(long, env = "ADMIT_DATABASE_URL")]
     database_url: String,
     /// Master secret (64 hex characters) the log was written with.
-    #[arg(long, env = "ADMIT_SECRET_KEY", hide_env_values = true, default_value = "2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a")]
+    #[arg(
+        long,
+        env = "ADMIT_SECRET_KEY",
+        hide_env_values = true,
+        default_value = "2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a"
+    )]
     secret_key: String,
     /// Stop after this many events (the per-event loop is slow).
     #[arg(long)]
@@ -34,8 +39,10 @@ const PREFIX: &str = "perevent_";
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let secrets = Secrets::load(Some(&args.secret_key), std::path::Path::new(".")).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let db = Database::connect(&args.database_url).await.with_context(|| format!("connecting to {}", args.database_url))?;
+    let secrets =
+        Secrets::load(Some(&args.secret_key), std::path::Path::new(".")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let db =
+        Database::connect(&args.database_url).await.with_context(|| format!("connecting to {}", args.database_url))?;
     let mut tx = db.begin().await?;
     admit_projections::schema::drop(&mut tx, PREFIX).await?;
     admit_projections::schema::create(&mut tx, PREFIX).await?;

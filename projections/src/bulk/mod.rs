@@ -479,10 +479,16 @@ async fn read(tx: &mut Tx, prefix: &str, tables: &[&Rows], reads: &[Reads]) -> R
             }
             Ok(out)
         }
-        Conn::Sqlite(t) => sqlite::with_handle(t, |conn| {
-            tables.iter().zip(reads).map(|(rows, r)| sqlite::read(conn, prefix, rows.table, &rows.key_cols, r)).collect()
-        })
-        .await?,
+        Conn::Sqlite(t) => {
+            sqlite::with_handle(t, |conn| {
+                tables
+                    .iter()
+                    .zip(reads)
+                    .map(|(rows, r)| sqlite::read(conn, prefix, rows.table, &rows.key_cols, r))
+                    .collect()
+            })
+            .await?
+        }
     }
 }
 
@@ -498,10 +504,12 @@ async fn write(tx: &mut Tx, prefix: &str, writes: &[TableWrite<'_>]) -> Result<(
             }
             Ok(())
         }
-        Conn::Sqlite(t) => sqlite::with_handle(t, |conn| {
-            writes.iter().try_for_each(|(table, key_cols, w)| sqlite::write(conn, prefix, table, key_cols, w))
-        })
-        .await?,
+        Conn::Sqlite(t) => {
+            sqlite::with_handle(t, |conn| {
+                writes.iter().try_for_each(|(table, key_cols, w)| sqlite::write(conn, prefix, table, key_cols, w))
+            })
+            .await?
+        }
     }
 }
 
@@ -544,7 +552,14 @@ impl BulkProjector {
                 Rows::new(table)
             })
             .collect();
-        BulkProjector { prefix: prefix.to_string(), lookup, rows, resident_rows: resident_rows.max(2), batch: 0, side: None }
+        BulkProjector {
+            prefix: prefix.to_string(),
+            lookup,
+            rows,
+            resident_rows: resident_rows.max(2),
+            batch: 0,
+            side: None,
+        }
     }
 
     /// On PostgreSQL, writes append-only rows on a second connection from
@@ -795,7 +810,8 @@ impl BulkProjector {
             }
             AccountDeactivated {} | AccountReactivated {} => {
                 let status = if matches!(e, AccountDeactivated {}) { "inactive" } else { "active" };
-                self.t(T::Accounts).update(&Key::one(a.clone()), None, |r| r.set(c!(Accounts.status), Cell::Text(status.into())));
+                self.t(T::Accounts)
+                    .update(&Key::one(a.clone()), None, |r| r.set(c!(Accounts.status), Cell::Text(status.into())));
             }
             ApiKeyCreated { key_id, name, permissions, secret_hash, created_by } => {
                 let rows = self.t(T::ApiKeys);
@@ -814,7 +830,8 @@ impl BulkProjector {
                 rows.insert_if_absent(r);
             }
             ApiKeyRevoked { key_id } => {
-                self.t(T::ApiKeys).update(&Key::one(Cell::Uuid(key_id.0)), None, |r| r.set(c!(ApiKeys.revoked_at), Cell::Time(at)));
+                self.t(T::ApiKeys)
+                    .update(&Key::one(Cell::Uuid(key_id.0)), None, |r| r.set(c!(ApiKeys.revoked_at), Cell::Time(at)));
             }
             RoleDefined { role, permissions } => {
                 let rows = self.t(T::Roles);
@@ -919,7 +936,16 @@ impl BulkProjector {
         use InvitationEvent::*;
         let key = Key::one(Cell::Uuid(id));
         if let InvitationSent {
-            account_id, person_id, personal, access, invited_by, channel, expires_at, metadata, redirect_url, ..
+            account_id,
+            person_id,
+            personal,
+            access,
+            invited_by,
+            channel,
+            expires_at,
+            metadata,
+            redirect_url,
+            ..
         } = e
         {
             let [email, email_hash, name] = self.personal_cells(personal);

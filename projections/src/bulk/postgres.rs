@@ -204,7 +204,8 @@ fn stored_micros(t: &DateTime<Utc>) -> Option<i64> {
 /// value as the server's binary input of the column's type reads it.
 fn copy_cell(buf: &mut Vec<u8>, cell: &Cell) -> Result<()> {
     let field = |buf: &mut Vec<u8>, bytes: &[u8]| -> Result<()> {
-        let len = i32::try_from(bytes.len()).map_err(|_| ProjectionError::Corrupt("a read-model value over 2 GiB".into()))?;
+        let len =
+            i32::try_from(bytes.len()).map_err(|_| ProjectionError::Corrupt("a read-model value over 2 GiB".into()))?;
         buf.extend_from_slice(&len.to_be_bytes());
         buf.extend_from_slice(bytes);
         Ok(())
@@ -249,7 +250,9 @@ fn bind_column<'q, 'c>(
     match kind {
         Kind::Uuid => q.bind(cells.map(|c| if let Cell::Uuid(u) = c { Some(*u) } else { None }).collect::<Vec<_>>()),
         Kind::Text | Kind::Json => q.bind(
-            cells.map(|c| if let Cell::Text(t) = c { Some(t.to_string()) } else { None }).collect::<Vec<Option<String>>>(),
+            cells
+                .map(|c| if let Cell::Text(t) = c { Some(t.to_string()) } else { None })
+                .collect::<Vec<Option<String>>>(),
         ),
         Kind::Int => q.bind(cells.map(|c| if let Cell::Int(i) = c { Some(*i) } else { None }).collect::<Vec<_>>()),
         Kind::Time => q.bind(
@@ -257,7 +260,6 @@ fn bind_column<'q, 'c>(
         ),
     }
 }
-
 
 /// A stored row as cells, by the kinds of `table`'s columns.
 fn decode_row(r: &sqlx::postgres::PgRow, table: &Table) -> std::result::Result<Vec<Cell>, sqlx::Error> {
@@ -282,10 +284,12 @@ mod tests {
     fn times_keep_what_a_bound_parameter_keeps() {
         // A bound parameter truncates to whole microseconds, towards 2000.
         let t = DateTime::from_timestamp(1_764_576_857, 42_107_999).unwrap();
-        let kept = DateTime::from_timestamp(946_684_800, 0).unwrap() + chrono::TimeDelta::microseconds(stored_micros(&t).unwrap());
+        let kept = DateTime::from_timestamp(946_684_800, 0).unwrap()
+            + chrono::TimeDelta::microseconds(stored_micros(&t).unwrap());
         assert_eq!(kept, DateTime::from_timestamp(1_764_576_857, 42_107_000).unwrap());
         let before_2000 = DateTime::from_timestamp(915_148_800, 999_999_999).unwrap();
-        let kept = DateTime::from_timestamp(946_684_800, 0).unwrap() + chrono::TimeDelta::microseconds(stored_micros(&before_2000).unwrap());
+        let kept = DateTime::from_timestamp(946_684_800, 0).unwrap()
+            + chrono::TimeDelta::microseconds(stored_micros(&before_2000).unwrap());
         assert_eq!(kept, DateTime::from_timestamp(915_148_801, 0).unwrap());
     }
 
@@ -316,7 +320,10 @@ mod tests {
                 .collect()
         };
         let count = || async {
-            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM side_invitation_deliveries").fetch_one(pool).await.expect("count")
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM side_invitation_deliveries")
+                .fetch_one(pool)
+                .await
+                .expect("count")
         };
 
         let mut failed = SideWriter::start(pool, "side_").await.expect("start");
@@ -328,8 +335,10 @@ mod tests {
         closed.close().await.expect("close");
 
         assert_eq!(count().await, 6);
-        let kept: Option<DateTime<Utc>> =
-            sqlx::query_scalar("SELECT MAX(recorded_at) FROM side_invitation_deliveries").fetch_one(pool).await.expect("max");
+        let kept: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT MAX(recorded_at) FROM side_invitation_deliveries")
+            .fetch_one(pool)
+            .await
+            .expect("max");
         assert_eq!(kept, DateTime::from_timestamp(1_764_576_857, 42_107_000));
     }
 
@@ -341,5 +350,4 @@ mod tests {
         copy_cell(&mut buf, &Cell::Text("ab".into())).unwrap();
         assert_eq!(buf, [255, 255, 255, 255, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 2, b'a', b'b']);
     }
-
 }

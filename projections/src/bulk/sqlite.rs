@@ -66,11 +66,18 @@ fn execute(stmt: &mut Statement<'_>, cells: &[Cell], time: &mut String) -> rusql
 }
 
 /// The stored rows of `table` that `reads` asks for.
-pub(super) fn read(conn: &Connection, prefix: &str, table: &Table, key_cols: &[usize], reads: &Reads) -> Result<Vec<Vec<Cell>>> {
+pub(super) fn read(
+    conn: &Connection,
+    prefix: &str,
+    table: &Table,
+    key_cols: &[usize],
+    reads: &Reads,
+) -> Result<Vec<Vec<Cell>>> {
     let mut out = Vec::new();
     let mut time = String::new();
     if !reads.keys.is_empty() {
-        let sql = format!("SELECT {} FROM {prefix}{} WHERE {}", column_list(table), table.name, key_match(table, key_cols));
+        let sql =
+            format!("SELECT {} FROM {prefix}{} WHERE {}", column_list(table), table.name, key_match(table, key_cols));
         let mut stmt = conn.prepare_cached(&sql)?;
         for key in &reads.keys {
             bind(&mut stmt, key.cells(), &mut time)?;
@@ -117,12 +124,19 @@ fn cell(v: ValueRef<'_>, kind: Kind) -> Option<Cell> {
 }
 
 /// Applies `writes` to `table`, one prepared statement stepped per row.
-pub(super) fn write(conn: &Connection, prefix: &str, table: &Table, key_cols: &[usize], writes: &Writes<'_>) -> Result<()> {
+pub(super) fn write(
+    conn: &Connection,
+    prefix: &str,
+    table: &Table,
+    key_cols: &[usize],
+    writes: &Writes<'_>,
+) -> Result<()> {
     let name = table.name;
     let pk = table.primary_key;
     let mut time = String::with_capacity(40);
     if !writes.deletes.is_empty() {
-        let mut stmt = conn.prepare_cached(&format!("DELETE FROM {prefix}{name} WHERE {}", key_match(table, key_cols)))?;
+        let mut stmt =
+            conn.prepare_cached(&format!("DELETE FROM {prefix}{name} WHERE {}", key_match(table, key_cols)))?;
         for key in &writes.deletes {
             execute(&mut stmt, key, &mut time)?;
         }
@@ -147,6 +161,10 @@ pub(super) fn write(conn: &Connection, prefix: &str, table: &Table, key_cols: &[
 
 /// `k1 = ?1 AND k2 = ?2` over the primary key columns.
 fn key_match(table: &Table, key_cols: &[usize]) -> String {
-    key_cols.iter().enumerate().map(|(i, &c)| format!("{} = ?{}", table.columns[c].0, i + 1)).collect::<Vec<_>>().join(" AND ")
+    key_cols
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| format!("{} = ?{}", table.columns[c].0, i + 1))
+        .collect::<Vec<_>>()
+        .join(" AND ")
 }
-
