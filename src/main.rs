@@ -398,6 +398,10 @@ async fn main() -> Result<()> {
             println!("account {account} reactivated");
         }
     }
+    // Closing the connections lets SQLite checkpoint the WAL into the file
+    // and delete it: left open at exit, a replay's 100 MB WAL stayed on
+    // disk, and the next start read it all through to recover it.
+    db.close().await;
     Ok(())
 }
 

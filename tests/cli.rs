@@ -87,6 +87,12 @@ async fn operator_commands_work_from_the_shell_on_both_backends() {
         assert!(verified.starts_with("OK: 4 events in 2 streams"), "{url}: {verified}");
         let replayed = shell.ok(&["replay"]);
         assert!(replayed.starts_with("replayed 4 events"), "{url}: {replayed}");
+        if let Some(file) = url.strip_prefix("sqlite://") {
+            // Every command closes the database on its way out, so SQLite
+            // folds its WAL into the file and removes it.
+            let wal = format!("{file}-wal");
+            assert!(!std::path::Path::new(&wal).exists(), "{url}: {wal} left behind by the replay");
+        }
 
         let now = chrono::Utc::now().to_rfc3339();
         let json: serde_json::Value =
