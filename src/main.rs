@@ -398,9 +398,9 @@ async fn main() -> Result<()> {
             println!("account {account} reactivated");
         }
     }
-    // Closing the connections lets SQLite checkpoint the WAL into the file
-    // and delete it: left open at exit, a replay's WAL (110-120 MB for a
-    // million events) stayed on disk, and the next start read it all
+    // Closing checkpoints SQLite's WAL into the file and truncates it (see
+    // `Database::close`): left open at exit, a replay's WAL (110-120 MB for
+    // a million events) stayed on disk, and the next start read it all
     // through to recover it.
     db.close().await;
     Ok(())
