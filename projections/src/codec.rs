@@ -54,26 +54,27 @@ impl Codec {
 
     /// The people whose keys are needed to open these events.
     pub fn people(events: &[RecordedEvent]) -> Vec<Uuid> {
-        let mut out: Vec<Uuid> = events
-            .iter()
-            .filter(|e| e.payload.contains("\"sealed\""))
-            .filter_map(|e| match sealed_part(&e.payload) {
-                Some(part) => Some(part.person_id),
-                None => {
-                    let v: Value = serde_json::from_str(&e.payload).ok()?;
-                    v.get("person_id")?.as_str()?.parse().ok()
-                }
-            })
-            .collect();
-        out.sort();
-        out.dedup();
-        out
+        Sealed::locate(events).people()
     }
 
     /// Decodes a stored event; personal data whose key is gone reads as
     /// [`Personal::Erased`].
     pub fn decode(event: &RecordedEvent, keys: &HashMap<Uuid, PersonKey>) -> Result<Envelope> {
-        if let Some(decoded) = Codec::decode_plain(event).or_else(|| Codec::decode_sealed(event, keys)) {
+        Codec::decode_located(event, &Located::of(event), keys)
+    }
+
+    /// [`Codec::decode`] of an event whose sealed data was located before.
+    fn decode_located(
+        event: &RecordedEvent,
+        located: &Located<'_>,
+        keys: &HashMap<Uuid, PersonKey>,
+    ) -> Result<Envelope> {
+        let fast = match located {
+            Located::Plain => Codec::decode_plain(event),
+            Located::Part(part) => Codec::decode_sealed(event, part, keys),
+            Located::Other(_) => None,
+        };
+        if let Some(decoded) = fast {
             return Ok(Envelope {
                 event_id: event.event_id,
                 stream_version: event.stream_version,
@@ -107,11 +108,11 @@ impl Codec {
     }
 
     /// The fast path of [`Codec::decode`] for the common case (no sealed
-    /// data, current schema version): the payload text is deserialised
+    /// data, as [`Located::Plain`] found; current schema version): the payload text is deserialised
     /// straight into the event type, without a JSON tree in between. None
     /// when the event needs the general path (which also reports errors).
     fn decode_plain(event: &RecordedEvent) -> Option<Event> {
-        if event.schema_version != current_schema_version(&event.event_type) || event.payload.contains("\"sealed\"") {
+        if event.schema_version != current_schema_version(&event.event_type) {
             return None;
         }
         Codec::decode_text(&event.stream_id, &event.event_type, &event.payload)
@@ -131,15 +132,14 @@ impl Codec {
     }
 
     /// The fast path of [`Codec::decode`] for sealed events of the current
-    /// schema version: the sealed text is found with a borrowing parse
-    /// that builds no JSON tree, opened, and the clear personal data put in
+    /// schema version: the sealed text, found by [`Sealed::locate`] with a
+    /// borrowing parse that builds no JSON tree, is opened, and the clear personal data put in
     /// its place in the payload text, which is then deserialised like a
     /// plain one. None when the event needs the general path.
-    fn decode_sealed(event: &RecordedEvent, keys: &HashMap<Uuid, PersonKey>) -> Option<Event> {
+    fn decode_sealed(event: &RecordedEvent, part: &SealedPart<'_>, keys: &HashMap<Uuid, PersonKey>) -> Option<Event> {
         if event.schema_version != current_schema_version(&event.event_type) {
             return None;
         }
-        let part = sealed_part(&event.payload)?;
         let clear = match keys.get(&part.person_id).and_then(|k| k.open(part.person_id, part.personal.sealed)) {
             Some(bytes) => String::from_utf8(bytes).ok()?,
             None => serde_json::to_string(&Personal::Erased).ok()?,
@@ -163,25 +163,99 @@ impl Codec {
 
     /// Decodes a batch, fetching the keys it needs from `db`.
     pub async fn decode_all(db: &admit_ledger::Database, events: &[RecordedEvent]) -> Result<Vec<Envelope>> {
-        let keys = db.person_keys(&Codec::people(events)).await?;
-        Codec::decode_batch(events, &keys)
+        let sealed = Sealed::locate(events);
+        let keys = db.person_keys(&sealed.people()).await?;
+        Codec::decode_located_batch(events, &sealed, &keys)
     }
 
     /// Decodes a batch inside a transaction.
     pub async fn decode_all_in(tx: &mut admit_ledger::Tx, events: &[RecordedEvent]) -> Result<Vec<Envelope>> {
-        let keys = tx.person_keys(&Codec::people(events)).await?;
-        Codec::decode_batch(events, &keys)
+        let sealed = Sealed::locate(events);
+        let keys = tx.person_keys(&sealed.people()).await?;
+        Codec::decode_located_batch(events, &sealed, &keys)
     }
 
     /// Decodes a batch with the keys already fetched for it. The output is
     /// sized up front: collecting through `Result` would grow the vector
     /// (and copy every envelope) a dozen times per batch.
     pub fn decode_batch(events: &[RecordedEvent], keys: &HashMap<Uuid, PersonKey>) -> Result<Vec<Envelope>> {
+        Codec::decode_located_batch(events, &Sealed::locate(events), keys)
+    }
+
+    /// [`Codec::decode_batch`] with the batch's sealed data located before
+    /// (by the caller that found the keys with it).
+    pub fn decode_located_batch(
+        events: &[RecordedEvent],
+        sealed: &Sealed<'_>,
+        keys: &HashMap<Uuid, PersonKey>,
+    ) -> Result<Vec<Envelope>> {
         let mut out = Vec::with_capacity(events.len());
-        for event in events {
-            out.push(Codec::decode(event, keys)?);
+        for (event, located) in events.iter().zip(&sealed.events) {
+            out.push(Codec::decode_located(event, located, keys)?);
         }
         Ok(out)
+    }
+}
+
+/// A batch's sealed personal data, located once: which events carry it,
+/// whose it is and where its sealed text sits. Finding the keys a batch
+/// needs and opening its events both use it, so a sealed payload is
+/// searched for its sealed text once, not once for each.
+#[derive(Debug)]
+pub struct Sealed<'a> {
+    /// Per event of the batch, in order.
+    events: Vec<Located<'a>>,
+}
+
+impl<'a> Sealed<'a> {
+    /// Locates the sealed data of every event of `events`.
+    pub fn locate(events: &'a [RecordedEvent]) -> Sealed<'a> {
+        Sealed { events: events.iter().map(Located::of).collect() }
+    }
+
+    /// The people whose keys are needed to open the batch, sorted.
+    pub fn people(&self) -> Vec<Uuid> {
+        let mut out: Vec<Uuid> = self
+            .events
+            .iter()
+            .filter_map(|l| match l {
+                Located::Plain => None,
+                Located::Part(part) => Some(part.person_id),
+                Located::Other(person) => *person,
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// Where one event's sealed data is.
+#[derive(Debug)]
+enum Located<'a> {
+    /// No sealed data in the payload.
+    Plain,
+    /// Sealed data in the shape `encode` writes, found without a JSON tree.
+    Part(SealedPart<'a>),
+    /// Sealed data in another shape (an older schema version, or a payload
+    /// the fast parse refused), and whose it is if the payload says: the
+    /// general path of [`Codec::decode`] opens it.
+    Other(Option<Uuid>),
+}
+
+impl<'a> Located<'a> {
+    fn of(event: &'a RecordedEvent) -> Located<'a> {
+        if !event.payload.contains("\"sealed\"") {
+            return Located::Plain;
+        }
+        match sealed_part(&event.payload) {
+            Some(part) => Located::Part(part),
+            None => Located::Other(
+                serde_json::from_str::<Value>(&event.payload)
+                    .ok()
+                    .and_then(|v| v.get("person_id")?.as_str()?.parse().ok()),
+            ),
+        }
     }
 }
 
@@ -229,14 +303,14 @@ fn tagged<T: serde::de::DeserializeOwned>(event_type: &str, payload: &str) -> Op
 
 /// The sealed personal data of a payload and whose it is, read without
 /// building a JSON tree (every other field is skipped).
-#[derive(serde::Deserialize)]
+#[derive(Debug, serde::Deserialize)]
 struct SealedPart<'a> {
     person_id: Uuid,
     #[serde(borrow)]
     personal: SealedText<'a>,
 }
 
-#[derive(serde::Deserialize)]
+#[derive(Debug, serde::Deserialize)]
 struct SealedText<'a> {
     sealed: &'a str,
 }

@@ -9,6 +9,7 @@ use admit_ledger::scan::LogScan;
 use admit_ledger::{Database, GlobalCursor, RecordedEvent};
 use tokio::sync::mpsc;
 
+use crate::codec::Sealed;
 use crate::{Codec, Envelope, Result};
 
 /// A decoded batch of the log and the cursor after it.
@@ -166,6 +167,7 @@ fn scan(path: PathBuf, size: usize, out: mpsc::Sender<Batch>, spent: std::sync::
 }
 
 fn decode(log: &mut LogScan, events: &[RecordedEvent]) -> Result<Vec<Envelope>> {
-    let keys = log.person_keys(&Codec::people(events))?;
-    Codec::decode_batch(events, &keys)
+    let sealed = Sealed::locate(events);
+    let keys = log.person_keys(&sealed.people())?;
+    Codec::decode_located_batch(events, &sealed, &keys)
 }
