@@ -10,6 +10,7 @@
 //! `parse`, so a stored event or a request body can never smuggle in a value
 //! that `parse` would have refused.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -170,8 +171,15 @@ impl EmailAddress {
             return Err(email_err(format!("the part before '@' must not contain {bad:?}")));
         }
 
-        let domain = parse_mail_domain(domain)?;
-        let address = format!("{local}@{domain}");
+        let mapped = match parse_mail_domain(domain)? {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(ascii) => Some(ascii),
+        };
+        let address = match mapped {
+            // The domain is as given: the normalised text is the address.
+            None => normalised,
+            Some(ascii) => format!("{local}@{ascii}"),
+        };
         if address.len() > Self::MAX_LEN {
             return Err(email_err("is longer than 254 characters"));
         }
@@ -205,12 +213,21 @@ fn is_local_part_char(c: char) -> bool {
 /// host name: at least two labels, each 1..=63 of `[a-z0-9-]`, not starting
 /// or ending with `-`, and a top-level label that is not all digits (so no
 /// dotted IPv4 addresses).
-fn parse_mail_domain(domain: &str) -> Result<String, DomainError> {
+///
+/// A domain of lower-case ASCII letters, digits, `-` and `.` with no
+/// Punycode label (`xn--`) is its own IDNA ASCII form, so it is returned
+/// borrowed, without the IDNA mapping (nearly every address: a replay
+/// parses every address in the log again).
+fn parse_mail_domain(domain: &str) -> Result<Cow<'_, str>, DomainError> {
     if domain.is_empty() {
         return Err(email_err("the part after '@' must not be empty"));
     }
-    let ascii =
-        idna::domain_to_ascii(domain).map_err(|_| email_err("the part after '@' is not a valid domain name"))?;
+    let ascii = match is_plain_ascii_domain(domain) {
+        true => Cow::Borrowed(domain),
+        false => Cow::Owned(
+            idna::domain_to_ascii(domain).map_err(|_| email_err("the part after '@' is not a valid domain name"))?,
+        ),
+    };
     if !ascii.contains('.') {
         return Err(email_err("the part after '@' must contain a dot"));
     }
@@ -233,6 +250,13 @@ fn parse_mail_domain(domain: &str) -> Result<String, DomainError> {
         return Err(email_err("the part after '@' must be a domain name, not an IP address"));
     }
     Ok(ascii)
+}
+
+/// Letters, digits, `-` and `.` only, lower case, and no label in
+/// Punycode: what IDNA's mapping leaves as it is.
+fn is_plain_ascii_domain(domain: &str) -> bool {
+    domain.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !domain.split('.').any(|label| label.starts_with("xn--"))
 }
 
 // ---------------------------------------------------------------------------
@@ -913,5 +937,26 @@ mod tests {
         set.insert(email("a@example.com"));
         assert_eq!(set.len(), 2);
         assert_eq!(set.iter().next().unwrap().as_str(), "a@example.com");
+    }
+
+    proptest::proptest! {
+        /// The domains taken as they are are exactly those IDNA maps to
+        /// themselves: skipping the mapping for them changes no address.
+        #[test]
+        fn a_plain_ascii_domain_is_its_own_idna_form(domain in "((xn--)?[a-z0-9-]{0,6}\\.){0,3}[a-z0-9-]{0,6}") {
+            if is_plain_ascii_domain(&domain) {
+                proptest::prop_assert_eq!(idna::domain_to_ascii(&domain).ok(), Some(domain.clone()));
+            }
+        }
+    }
+
+    #[test]
+    fn domains_that_need_mapping_are_mapped() {
+        assert_eq!(email("a@xn--bcher-kva.de").as_str(), "a@xn--bcher-kva.de");
+        assert_eq!(email("a@Bücher.de").as_str(), "a@xn--bcher-kva.de");
+        assert_eq!(email("A@EXAMPLE.COM").as_str(), "a@example.com");
+        assert!(EmailAddress::parse("a@xn--a.de").is_err(), "bad Punycode is still refused");
+        assert!(!is_plain_ascii_domain("xn--bcher-kva.de"));
+        assert!(is_plain_ascii_domain("mail.example.com"));
     }
 }
