@@ -108,9 +108,10 @@ impl Codec {
     }
 
     /// The fast path of [`Codec::decode`] for the common case (no sealed
-    /// data, as [`Located::Plain`] found; current schema version): the payload text is deserialised
-    /// straight into the event type, without a JSON tree in between. None
-    /// when the event needs the general path (which also reports errors).
+    /// data, as [`Located::Plain`] says; current schema version): the
+    /// payload text is deserialised straight into the event type, without
+    /// a JSON tree in between. None when the event needs the general path
+    /// (which also reports errors).
     fn decode_plain(event: &RecordedEvent) -> Option<Event> {
         if event.schema_version != current_schema_version(&event.event_type) {
             return None;
@@ -133,9 +134,10 @@ impl Codec {
 
     /// The fast path of [`Codec::decode`] for sealed events of the current
     /// schema version: the sealed text, found by [`Sealed::locate`] with a
-    /// borrowing parse that builds no JSON tree, is opened, and the clear personal data put in
-    /// its place in the payload text, which is then deserialised like a
-    /// plain one. None when the event needs the general path.
+    /// borrowing parse that builds no JSON tree, is opened, and the clear
+    /// personal data put in its place in the payload text, which is then
+    /// deserialised like a plain one. None when the event needs the
+    /// general path.
     fn decode_sealed(event: &RecordedEvent, part: &SealedPart<'_>, keys: &HashMap<Uuid, PersonKey>) -> Option<Event> {
         if event.schema_version != current_schema_version(&event.event_type) {
             return None;

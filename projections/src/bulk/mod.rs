@@ -472,12 +472,12 @@ fn sort_by_key<R: AsRef<[Cell]>>(rows: &mut Vec<R>, key_cols: &[usize]) {
         Cell::Uuid(u) => Some(u.as_u128()),
         _ => None,
     };
-    if rows.len() < 2 || !rows.iter().all(|r| uuid(r).is_some()) {
+    let Some(numbers) = rows.iter().map(uuid).collect::<Option<Vec<u128>>>() else {
         rows.sort_unstable_by(|a, b| by_key(key_cols, a.as_ref(), b.as_ref()));
         return;
-    }
+    };
     // A UUID's number orders as its bytes, which is how cells order.
-    let mut keyed: Vec<(u128, R)> = rows.drain(..).map(|r| (uuid(&r).unwrap_or_default(), r)).collect();
+    let mut keyed: Vec<(u128, R)> = numbers.into_iter().zip(rows.drain(..)).collect();
     keyed.sort_unstable_by(|(ka, a), (kb, b)| ka.cmp(kb).then_with(|| by_key(rest, a.as_ref(), b.as_ref())));
     rows.extend(keyed.into_iter().map(|(_, r)| r));
 }
