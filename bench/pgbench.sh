@@ -28,9 +28,11 @@ db="admit_pgbench_$(date +%s)"
 psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE $db" >/dev/null
 trap 'psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null' EXIT
 ADMIT_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" ADMIT_DATA_DIR=$(mktemp -d) "$target/release/admit" migrate >/dev/null
-# pgbench's own latency percentiles, from its per-transaction log (-l:
-# one line per transaction, the third field its latency in microseconds),
-# so the p99 target can be set against the raw SQL's tail in the same run.
+# Runs a script with its statements prepared (-M prepared), as sqlx
+# prepares Admit's, and prints pgbench's own latency percentiles from its
+# per-transaction log (-l: one line per transaction, the third field its
+# latency in microseconds), so the p99 target can be set against the raw
+# SQL's tail in the same run.
 ceiling() {
   local script=$1 logs
   logs=$(mktemp -d)
