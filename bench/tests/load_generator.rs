@@ -1,7 +1,8 @@
 //! Keeps the HTTP load generator (`load`) working at CI size, on both
 //! backends: against the API router served in-process on a random port, each
 //! of its three mixes runs for a second with two clients, every request it
-//! makes succeeds, and its table reports the kinds the mix is made of.
+//! makes succeeds, and its table reports the kinds the mix is made of, the
+//! server's CPU and, on PostgreSQL, the database's write transactions.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -57,6 +58,12 @@ async fn run_load(base: &str, database_url: &str, extra: &[&str]) -> (BTreeMap<S
     (rows, stdout)
 }
 
+/// The number right after the first `label` in `stdout`.
+fn number_after(stdout: &str, label: &str) -> Option<f64> {
+    let rest = &stdout[stdout.find(label)? + label.len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_generator_runs_each_mix_on_both_backends() {
     for url in [admit_ledger::testing::fresh_sqlite_url(), admit_ledger::testing::fresh_postgres_url().await] {
@@ -75,6 +82,18 @@ async fn the_load_generator_runs_each_mix_on_both_backends() {
                 assert_eq!(row.errors, 0, "{url} {options:?}: {kind} failed\n{stdout}");
             }
             assert!(stdout.contains("server rss: idle"), "{url} {options:?}: no memory line\n{stdout}");
+            // The server here is this test process, which answered every request.
+            let server_cores = number_after(&stdout, "server ").expect("a cpu line");
+            assert!(server_cores > 0.0, "{url} {options:?}: the server used no CPU\n{stdout}");
+            let transactions = number_after(&stdout, "database: ");
+            match url.starts_with("postgres") {
+                // Every invitation is at least one write transaction of its own.
+                true => assert!(
+                    transactions.expect("a database line") >= rows.get("invite").map_or(0, |r| r.ok) as f64,
+                    "{url} {options:?}: fewer write transactions than invitations\n{stdout}"
+                ),
+                false => assert_eq!(transactions, None, "{url}: SQLite has no transaction counter\n{stdout}"),
+            }
         }
     }
 }

@@ -289,32 +289,51 @@ impl Projector {
         {
             let email = personal.email().map(|e| e.to_string());
             let email_hash = personal.email().map(|e| self.lookup.email_hash(e.as_str()));
+            let stream = format!("invitation-{id}");
+            // PostgreSQL indexes the stream in the same statement (a
+            // data-modifying CTE): one round trip fewer for every new
+            // invitation (docs/performance.md, "The eleventh round").
+            // SQLite has no such CTE, and no round trip to save.
+            let postgres = tx.backend() == admit_ledger::Backend::Postgres;
+            let indexing = match postgres {
+                true => {
+                    "WITH indexed AS (INSERT INTO {p}account_streams (account_id, stream_id, opened_at) \
+                         VALUES ($2, $16, $11) ON CONFLICT (stream_id) DO NOTHING) "
+                }
+                false => "",
+            };
+            let mut values = binds(vec![
+                Bind::Uuid(id),
+                Bind::Uuid(account_id.0),
+                Bind::Uuid(person_id.0),
+                Bind::OptText(email),
+                Bind::OptText(email_hash),
+                Bind::OptText(personal.name().map(|n| n.to_string())),
+                Bind::Text(json(access)),
+                Bind::Text(roles_text(access)),
+                Bind::Text(invited_by.to_string()),
+                Bind::Text(json(channel).trim_matches('"').to_string()),
+                Bind::Time(at),
+                Bind::Time(*expires_at),
+                Bind::Int(v),
+                Bind::OptText(metadata.as_ref().map(|m| m.to_string())),
+                Bind::OptText(redirect_url.clone()),
+            ]);
+            if postgres {
+                values.push(Bind::Text(stream.clone()));
+            }
             self.exec(
                 tx,
-                "INSERT INTO {p}invitations (invitation_id, account_id, person_id, email, email_hash, name, status, access, roles, \
+                &format!("{indexing}INSERT INTO {{p}}invitations (invitation_id, account_id, person_id, email, email_hash, name, status, access, roles, \
                  invited_by, channel, created_at, expires_at, resend_count, updated_at, version, metadata, redirect_url, opens, clicks) \
                  VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $12, 0, $11, $13, $14, $15, 0, 0) \
-                 ON CONFLICT (invitation_id) DO NOTHING",
-                binds(vec![
-                    Bind::Uuid(id),
-                    Bind::Uuid(account_id.0),
-                    Bind::Uuid(person_id.0),
-                    Bind::OptText(email),
-                    Bind::OptText(email_hash),
-                    Bind::OptText(personal.name().map(|n| n.to_string())),
-                    Bind::Text(json(access)),
-                    Bind::Text(roles_text(access)),
-                    Bind::Text(invited_by.to_string()),
-                    Bind::Text(json(channel).trim_matches('"').to_string()),
-                    Bind::Time(at),
-                    Bind::Time(*expires_at),
-                    Bind::Int(v),
-                    Bind::OptText(metadata.as_ref().map(|m| m.to_string())),
-                    Bind::OptText(redirect_url.clone()),
-                ]),
+                 ON CONFLICT (invitation_id) DO NOTHING"),
+                values,
             )
             .await?;
-            self.index_stream(tx, account_id.0, &format!("invitation-{id}"), at).await?;
+            if !postgres {
+                self.index_stream(tx, account_id.0, &stream, at).await?;
+            }
             return Ok(());
         }
         // Skip an event the row already reflects (replays, retries).

@@ -2,7 +2,9 @@
 //! `admit serve` doing a realistic mix for a fixed time — invite 60%,
 //! list/search 25%, accept 10%, resend/revoke 5% — then prints requests/s,
 //! p50/p95/p99/max latency and errors per kind, and the server's idle and
-//! peak memory when its pid is given.
+//! peak memory when its pid is given, with where the machine's CPU went
+//! during the load (server, generator, the rest) and, on PostgreSQL, the
+//! write transactions the database committed per request.
 //!
 //! `cargo run --release -p admit-bench --bin load -- --url http://127.0.0.1:8080 --operator-token T --clients 32 --seconds 30 --server-pid PID`
 //! (`bench/load.sh` starts the server on each backend and runs this).
@@ -10,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use admit_bench::{peak_rss_mib, rss_mib, Latencies};
+use admit_bench::{cpu_seconds, peak_rss_mib, rss_mib, Latencies, MachineCpu};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde_json::{json, Value};
@@ -51,7 +53,8 @@ struct Args {
     /// search a large account without hours of inviting.
     #[arg(long, default_value_t = 0)]
     seed_invitations: u64,
-    /// The server's database, for --seed-invitations.
+    /// The server's database, for --seed-invitations; on PostgreSQL also
+    /// to count its write transactions during the load.
     #[arg(long)]
     database_url: Option<String>,
 }
@@ -296,6 +299,11 @@ async fn main() -> Result<()> {
         (_, true) => Mix::Lists { seeded: args.seed_invitations },
         _ => Mix::Realistic,
     };
+    let database = match args.database_url.as_deref().filter(|u| u.starts_with("postgres")) {
+        Some(url) => Some(sqlx::PgPool::connect(url).await?),
+        None => None,
+    };
+    let before = Meters::read(&args, database.as_ref()).await;
     let started = Instant::now();
     let until = started + Duration::from_secs(args.seconds);
     let clients: Vec<_> = (0..args.clients)
@@ -315,6 +323,7 @@ async fn main() -> Result<()> {
         }
     }
     let wall = started.elapsed().as_secs_f64();
+    let after = Meters::read(&args, database.as_ref()).await;
     println!("{} clients, {} account(s), {:.1} s", args.clients, accounts.len(), wall);
     println!(
         "{:<8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}",
@@ -341,6 +350,7 @@ async fn main() -> Result<()> {
         );
     }
     println!("total    {:>9.1} req/s", total_ok as f64 / wall);
+    print_meters(&before, &after, wall, total_ok);
     if let Some(pid) = args.server_pid {
         println!(
             "server rss: idle {:.1} MiB, now {:.1} MiB, peak {:.1} MiB",
@@ -356,4 +366,61 @@ async fn main() -> Result<()> {
         bail!("no request succeeded");
     }
     Ok(())
+}
+
+/// The counters read before and after the load, to say where the machine's
+/// CPU went and how many write transactions the database committed.
+struct Meters {
+    server: Option<f64>,
+    generator: Option<f64>,
+    machine: Option<MachineCpu>,
+    transactions: Option<i64>,
+}
+
+impl Meters {
+    async fn read(args: &Args, database: Option<&sqlx::PgPool>) -> Meters {
+        Meters {
+            server: args.server_pid.and_then(cpu_seconds),
+            generator: cpu_seconds(std::process::id()),
+            machine: MachineCpu::now(),
+            transactions: match database {
+                Some(db) => assigned_transaction_ids(db).await.ok(),
+                None => None,
+            },
+        }
+    }
+}
+
+/// The transaction id PostgreSQL assigns next, less one: only a
+/// transaction that writes takes one, so the difference over the load is
+/// the number of write transactions (each a WAL flush) the whole server
+/// committed or aborted, this query's own included.
+async fn assigned_transaction_ids(db: &sqlx::PgPool) -> Result<i64> {
+    Ok(sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint").fetch_one(db).await?)
+}
+
+/// Prints the server's, the generator's and the rest of the machine's
+/// share of the CPU over the `wall` seconds of load, and the database's
+/// write transactions per request.
+fn print_meters(before: &Meters, after: &Meters, wall: f64, requests: usize) {
+    let used = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
+    let server = used(after.server, before.server);
+    let generator = used(after.generator, before.generator);
+    if let (Some(server), Some(generator), Some(a), Some(b)) = (server, generator, after.machine, before.machine) {
+        let machine = a.since(b);
+        println!(
+            "cpu over the load ({} cores): server {:.2} cores ({:.2} ms per request), load generator {:.2}, \
+             rest of the machine (database, others) {:.2}; stolen by the host {:.2}",
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            server / wall,
+            server * 1000.0 / requests.max(1) as f64,
+            generator / wall,
+            (machine.busy - server - generator) / wall,
+            machine.stolen / wall,
+        );
+    }
+    if let (Some(a), Some(b)) = (after.transactions, before.transactions) {
+        let n = a - b - 1;
+        println!("database: {n} write transactions, {:.2} per request", n as f64 / requests.max(1) as f64);
+    }
 }
