@@ -11,7 +11,7 @@ use admit_domain::token::{InvitationToken, LinkNonce};
 use admit_domain::user;
 use admit_domain::values::{EmailAddress, LinkLifetime, PersonName};
 use admit_domain::DomainError;
-use admit_ledger::reservations::InviteeLookup;
+use admit_ledger::reservations::{Claim, InvitationSend, InviteeLookup};
 use admit_ledger::Tx;
 use admit_projections::Codec;
 use chrono::{DateTime, Utc};
@@ -159,10 +159,19 @@ impl Admit {
             Some(InvitationEvent::InvitationSent { expires_at, .. }) => *expires_at,
             _ => return Err(Error::Internal("invite decided no InvitationSent".into())),
         };
-        if !tx.reserve(PENDING_INVITATION, &scope, &email_hash, &invitation_id.to_string(), Some(expires_at)).await? {
+        let holder = invitation_id.to_string();
+        let claim = Claim {
+            kind: PENDING_INVITATION,
+            scope: &scope,
+            key: &email_hash,
+            holder: &holder,
+            expires_at: Some(expires_at),
+        };
+        let send =
+            InvitationSend { account: account_id.0, inviter: &inviter, invitation: invitation_id.0, sent_at: now };
+        if !tx.reserve_and_record_send(&claim, &send).await? {
             return Err(DomainError::refused("already_invited", "this person already has a pending invitation").into());
         }
-        tx.record_send(account_id.0, &inviter, invitation_id.0, now).await?;
         unit.key(person, key);
         unit.push(0, invitation_events(invitation_id, events));
         self.write(tx, ctx, unit, now).await?;
