@@ -447,10 +447,10 @@ impl Tx {
     /// data-modifying CTE), the events inserted only when the head moved.
     /// An append is the last thing most commands write before their read
     /// models, and each round trip while a command holds its locks costs
-    /// both processes a send and a wake-up; the two statements apart were
-    /// about a seventh of an invitation's round trips (docs/performance.md,
-    /// "The eleventh round"). False, with nothing written, when someone
-    /// else moved the head first.
+    /// both processes a send and a wake-up; apart, the two were two of the
+    /// fourteen statements of an invitation (docs/performance.md, "The
+    /// eleventh round"). False, with nothing written, when someone else
+    /// moved the head first.
     async fn move_head_and_insert(
         &mut self,
         from: Option<i64>,

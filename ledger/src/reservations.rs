@@ -274,7 +274,7 @@ impl Tx {
     }
 }
 
-/// A reservation to claim: what [`Tx::reserve`] takes.
+/// A reservation to claim (the arguments of [`Tx::reserve`], together).
 #[derive(Debug, Clone, Copy)]
 pub struct Claim<'a> {
     /// What is reserved (e.g. a pending invitation).
@@ -289,8 +289,8 @@ pub struct Claim<'a> {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// An invitation sent, counted against the inviter's daily quota: what
-/// [`Tx::record_send`] takes.
+/// An invitation sent, counted against the inviter's daily quota (the
+/// arguments of [`Tx::record_send`], together).
 #[derive(Debug, Clone, Copy)]
 pub struct InvitationSend<'a> {
     /// The account it was sent in.
