@@ -415,7 +415,8 @@ fn print_meters(before: &Meters, after: &Meters, wall: f64, requests: usize) {
             server / wall,
             server * 1000.0 / requests.max(1) as f64,
             generator / wall,
-            (machine.busy - server - generator) / wall,
+            // The counters tick at different moments: never below zero.
+            ((machine.busy - server - generator) / wall).max(0.0),
             machine.stolen / wall,
         );
     }
