@@ -220,6 +220,25 @@ pub fn storable_time(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
+/// Pushes `VALUES (...), ...` of chained event rows (stream, version,
+/// event, hash), in the column order of the `events` insert, onto a query
+/// builder of either backend (a macro: the binds' types differ per backend).
+macro_rules! push_event_values {
+    ($builder:expr, $rows:expr, $metadata_text:expr, $recorded_at:expr) => {
+        $builder.push_values($rows, |mut b, (stream, version, event, hash)| {
+            b.push_bind(event.event_id)
+                .push_bind(*stream)
+                .push_bind(*version)
+                .push_bind(&event.event_type)
+                .push_bind(event.schema_version)
+                .push_bind(&event.payload)
+                .push_bind($metadata_text)
+                .push_bind($recorded_at)
+                .push_bind(hash.to_vec());
+        })
+    };
+}
+
 /// Rows per `INSERT` of events: 9 parameters each, under PostgreSQL's
 /// 65,535 parameters per statement.
 const ROWS_PER_INSERT: usize = 7_000;
@@ -487,17 +506,7 @@ impl Tx {
             "), stored AS (INSERT INTO events (event_id, stream_id, stream_version, event_type, \
              schema_version, payload, metadata, recorded_at, hash) SELECT * FROM (",
         );
-        q.push_values(rows, |mut b, (stream, version, event, hash)| {
-            b.push_bind(event.event_id)
-                .push_bind(*stream)
-                .push_bind(*version)
-                .push_bind(&event.event_type)
-                .push_bind(event.schema_version)
-                .push_bind(&event.payload)
-                .push_bind(metadata_text)
-                .push_bind(recorded_at)
-                .push_bind(hash.to_vec());
-        });
+        push_event_values!(q, rows, metadata_text, recorded_at);
         q.push(") AS v WHERE EXISTS (SELECT 1 FROM head) RETURNING 1) SELECT EXISTS (SELECT 1 FROM head)");
         q.build_query_scalar::<bool>().fetch_one(&mut **t).await
     }
@@ -520,17 +529,7 @@ impl Tx {
                     "INSERT INTO events (event_id, stream_id, stream_version, event_type, \
                      schema_version, payload, metadata, recorded_at, hash) ",
                 );
-                insert.push_values(chunk, |mut b, (stream, version, event, hash)| {
-                    b.push_bind(event.event_id)
-                        .push_bind(*stream)
-                        .push_bind(*version)
-                        .push_bind(&event.event_type)
-                        .push_bind(event.schema_version)
-                        .push_bind(&event.payload)
-                        .push_bind(metadata_text)
-                        .push_bind(recorded_at)
-                        .push_bind(hash.to_vec());
-                });
+                push_event_values!(insert, chunk, metadata_text, recorded_at);
                 insert.build().execute(&mut *c).await.map(|_| ())
             });
             match result {
