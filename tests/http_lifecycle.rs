@@ -375,3 +375,62 @@ async fn ids_page_by_page(app: &TestApp, first: &str, bearer: &str) -> Vec<Strin
         }
     }
 }
+
+/// `POST .../invitations` answers from the row the invitation starts as,
+/// without reading it back (docs/performance.md, "The twelfth round"):
+/// the answer must be what a `GET` of it shows, field for field, plus its
+/// link, for every part of an invitation and through both channels.
+#[tokio::test]
+async fn the_answer_to_an_invitation_is_what_reading_it_shows() {
+    for (url, app) in apps().await {
+        let (account, owner_link) = app.open_account("C-650", "owner@answers.example.com", 20).await;
+        let (_, owner) = app.accept_new(&owner_link, "Olga Owner").await;
+        let allowed = app
+            .call(
+                "PATCH",
+                &format!("/v1/accounts/{account}"),
+                Some(&owner),
+                Some(json!({ "allowed_redirect_urls": ["https://app.example.com/welcome"] })),
+            )
+            .await;
+        assert_eq!(allowed.status, 200, "{url}: {allowed:?}");
+        let key = app
+            .post(
+                &format!("/v1/accounts/{account}/api-keys"),
+                Some(&owner),
+                json!({ "name": "CRM", "permissions": ["invitations.read", "invitations.create"] }),
+            )
+            .await;
+        assert_eq!(key.status, 201, "{url}: {key:?}");
+        let secret = key.body["secret"].as_str().unwrap().to_string();
+
+        let full = json!({
+            "email": "Full.Name@Example.com",
+            "name": "  Fay Full ",
+            "roles": ["editor", "viewer"],
+            "features": { "reports": "edit" },
+            "sites": { "only": { "berlin": "all", "paris": { "only": ["web", "app"] } } },
+            "expires_in_seconds": 7_777,
+            "metadata": { "crm": { "id": 42, "tags": ["b", "a"] }, "note": "ü" },
+            "redirect_url": "https://app.example.com/welcome"
+        });
+        let plain = json!({ "email": "plain@example.com" });
+        for (bearer, body) in [(&owner, full), (&secret, plain)] {
+            let made = app.post(&format!("/v1/accounts/{account}/invitations"), Some(bearer), body.clone()).await;
+            assert_eq!(made.status, 201, "{url}: {made:?}");
+            let mut answer = made.body.clone();
+            let link = answer.as_object_mut().unwrap().remove("accept_url");
+            assert!(
+                link.is_some_and(|l| l.as_str().is_some_and(|l| l.starts_with("http://admit.test/invite/"))),
+                "{url}: {made:?}"
+            );
+            let id = answer["id"].as_str().unwrap().to_string();
+            let read = app.get(&format!("/v1/accounts/{account}/invitations/{id}"), Some(&owner)).await;
+            assert_eq!(read.status, 200, "{url}: {read:?}");
+            let mut shown = read.body.clone();
+            shown.as_object_mut().unwrap().remove("delivery_history");
+            assert_eq!(answer, shown, "{url}: the answer to {body} is what reading it shows");
+            assert_eq!(answer["status"], "pending", "{url}");
+        }
+    }
+}

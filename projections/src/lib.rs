@@ -22,7 +22,7 @@ pub mod schema;
 
 pub use codec::{Codec, Envelope};
 pub use error::ProjectionError;
-pub use projector::Projector;
+pub use projector::{NewInvitation, Projector};
 
 /// Result alias for this crate.
 pub type Result<T, E = ProjectionError> = std::result::Result<T, E>;

@@ -13,7 +13,7 @@ use admit_domain::values::{EmailAddress, LinkLifetime, PersonName};
 use admit_domain::DomainError;
 use admit_ledger::reservations::{Claim, InvitationSend, InviteeLookup};
 use admit_ledger::Tx;
-use admit_projections::Codec;
+use admit_projections::{Codec, NewInvitation};
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 use uuid::Uuid;
@@ -53,6 +53,9 @@ pub struct IssuedInvitation {
     pub token: InvitationToken,
     /// When the link dies.
     pub expires_at: DateTime<Utc>,
+    /// The read-model row a new invitation starts as (None for a resent
+    /// link): what `POST .../invitations` answers with.
+    pub created: Option<NewInvitation>,
 }
 
 fn fresh_nonce() -> LinkNonce {
@@ -155,10 +158,13 @@ impl Admit {
             redirect_url: req.redirect_url.clone(),
         };
         let events = invitation::invite(&account, &caller, cmd, &facts, now)?;
-        let expires_at = match events.first() {
-            Some(InvitationEvent::InvitationSent { expires_at, .. }) => *expires_at,
-            _ => return Err(Error::Internal("invite decided no InvitationSent".into())),
-        };
+        // The row the invitation starts as, recorded at the time `write`
+        // records its events at.
+        let created = events
+            .first()
+            .and_then(|sent| NewInvitation::of(invitation_id.0, sent, admit_ledger::log::storable_time(now)))
+            .ok_or_else(|| Error::Internal("invite decided no InvitationSent".into()))?;
+        let expires_at = created.expires_at;
         let holder = invitation_id.to_string();
         let claim = Claim {
             kind: PENDING_INVITATION,
@@ -180,6 +186,7 @@ impl Admit {
             account_id,
             token: InvitationToken::issue(&self.secrets.link, invitation_id.0, &nonce),
             expires_at,
+            created: Some(created),
         })
     }
 
@@ -238,6 +245,7 @@ impl Admit {
                 account_id,
                 token: InvitationToken::issue(&self.secrets.link, id.0, &nonce),
                 expires_at,
+                created: None,
             })
         }
         .await)

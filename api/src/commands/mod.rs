@@ -105,9 +105,13 @@ pub struct Clock {
 }
 
 impl Clock {
-    /// Now, plus whatever the clock was advanced by.
+    /// Now, plus whatever the clock was advanced by, in whole microseconds:
+    /// what both backends store, so every time a command decides (a link's
+    /// deadline, say) reads back from either database as it was decided.
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + chrono::Duration::microseconds(self.offset_micros.load(std::sync::atomic::Ordering::Relaxed))
+        let now =
+            Utc::now() + chrono::Duration::microseconds(self.offset_micros.load(std::sync::atomic::Ordering::Relaxed));
+        admit_ledger::log::storable_time(now)
     }
 
     /// Moves this clock (and every `Admit` sharing it) forward.

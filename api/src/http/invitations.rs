@@ -7,6 +7,7 @@ use admit_domain::access::{Access, Level, Permission, SiteAccess};
 use admit_domain::ids::{AccountId, InvitationId};
 use admit_domain::values::{EmailAddress, FeatureName, LinkLifetime, PersonName, RoleName};
 use admit_ledger::on_db;
+use admit_projections::NewInvitation;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -273,6 +274,34 @@ impl From<InvitationRow> for InvitationView {
     }
 }
 
+impl From<NewInvitation> for InvitationRow {
+    fn from(n: NewInvitation) -> InvitationRow {
+        InvitationRow {
+            invitation_id: n.invitation_id,
+            account_id: n.account_id,
+            email: n.email,
+            name: n.name,
+            status: "pending".into(),
+            access: n.access,
+            invited_by: n.invited_by,
+            channel: n.channel,
+            created_at: n.created_at,
+            expires_at: n.expires_at,
+            accepted_at: None,
+            accepted_by: None,
+            resend_count: 0,
+            delivery_state: None,
+            delivery_updated_at: None,
+            opens: 0,
+            clicks: 0,
+            reminded_at: None,
+            revoke_reason: None,
+            metadata: n.metadata,
+            redirect_url: n.redirect_url,
+        }
+    }
+}
+
 /// Reads one invitation of `account` from the read model.
 pub async fn load_view(ctx: &ApiContext, account: AccountId, id: Uuid) -> Result<InvitationView, Error> {
     let sql = format!("SELECT {COLUMNS} FROM invitations WHERE invitation_id = $1 AND account_id = $2");
@@ -299,8 +328,12 @@ pub async fn invite(
     let account = AccountId(account);
     let (_, rctx) = ctx.authorize(&who, account, Permission::InvitationsCreate).await?;
     let req = body.parse("")?;
-    let issued = ctx.admit.invite(&rctx, account, req).await?;
-    let view = load_view(&ctx, account, issued.invitation_id.0).await?;
+    let mut issued = ctx.admit.invite(&rctx, account, req).await?;
+    // The row as the projector wrote it, without reading it back.
+    let view = match issued.created.take() {
+        Some(row) => InvitationView::from(InvitationRow::from(row)),
+        None => load_view(&ctx, account, issued.invitation_id.0).await?,
+    };
     Ok((StatusCode::CREATED, Json(with_link(&ctx, view, &issued))))
 }
 
