@@ -64,6 +64,37 @@ async fn ten_free_seats_take_exactly_ten_of_fifty_concurrent_invitations() {
     assert_eq!(count(&admit, "SELECT COUNT(*) FROM invitations WHERE status = 'pending'").await, 10);
 }
 
+/// Twenty accounts invite one new email at the same moment: each invitation
+/// is made, and all of them name one person (the statement that looks up
+/// the claims also makes the person; `Tx::invitee_claims_and_person`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_accounts_inviting_one_new_email_at_once_invite_one_person() {
+    let admit = Arc::new(admit_on_postgres().await);
+    let mut accounts = Vec::new();
+    for n in 0..20 {
+        accounts.push(account_with_owner(&admit, &format!("SHARED-{n}"), 5).await);
+    }
+    let tasks: Vec<_> = accounts
+        .into_iter()
+        .map(|(account, owner)| {
+            let admit = admit.clone();
+            tokio::spawn(async move {
+                admit.invite(&as_user(owner), account, invite("shared@example.com", &["viewer"])).await
+            })
+        })
+        .collect();
+    let results: Vec<_> = futures::future::join_all(tasks).await.into_iter().map(|r| r.unwrap()).collect();
+    let t = tally(results);
+    assert_eq!(t.get("ok"), Some(&20), "{t:?}");
+    let shared = "FROM invitations WHERE email = 'shared@example.com'";
+    assert_eq!(count(&admit, &format!("SELECT COUNT(*) {shared}")).await, 20);
+    assert_eq!(count(&admit, &format!("SELECT COUNT(DISTINCT person_id) {shared}")).await, 1);
+    assert_eq!(
+        count(&admit, "SELECT COUNT(*) FROM person_keys WHERE person_id IN (SELECT person_id FROM invitations WHERE email = 'shared@example.com')").await,
+        1
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_admin_with_quota_fifty_gets_exactly_fifty_of_eighty() {
     let admit = Arc::new(admit_on_postgres().await);

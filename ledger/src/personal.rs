@@ -39,6 +39,11 @@ impl PersonKey {
         PersonKey(k)
     }
 
+    /// The key as stored in `person_keys`.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     pub(crate) fn from_slice(bytes: &[u8]) -> Option<PersonKey> {
         bytes.try_into().ok().map(PersonKey)
     }

@@ -114,8 +114,8 @@ impl Admit {
         let mut unit = Unit::default();
 
         let inviter = ctx.actor.to_string();
-        let claims = tx
-            .invitee_claims(&InviteeLookup {
+        let (claims, (person, key)) = tx
+            .invitee_claims_and_person(&InviteeLookup {
                 key: &email_hash,
                 user: (USER_EMAIL, ""),
                 pending: (PENDING_INVITATION, &scope),
@@ -142,7 +142,6 @@ impl Admit {
         facts.pending_in_account = claims.live_in_scope as u32 + extra_seats;
         facts.sent_by_inviter_today = claims.sent_since as u32;
 
-        let (person, key) = tx.person_for_email(&email_hash, now).await?;
         let invitation_id = InvitationId(Uuid::now_v7());
         let nonce = fresh_nonce();
         let cmd = invitation::Invite {
