@@ -123,3 +123,69 @@ async fn the_authorization_matrix() {
         assert!(failures.is_empty(), "{url}:\n{}", failures.join("\n"));
     }
 }
+
+/// `who` invites `email` as a viewer into `account` through `app`.
+async fn invite_viewer(app: &TestApp, account: &str, who: &str, email: &str) -> Answer {
+    let body = json!({ "email": email, "roles": ["viewer"] });
+    app.post(&format!("/v1/accounts/{account}/invitations"), Some(who), body).await
+}
+
+/// `POST .../invitations` lets a request through on the account state the
+/// process keeps and checks it again inside the command; what another
+/// process changed in the meantime must answer as a fresh check would.
+/// Two servers share one database: `here` keeps the account's state from
+/// earlier requests, `there` changes who may invite.
+#[tokio::test]
+async fn inviting_on_a_kept_account_state_answers_as_the_current_state_does() {
+    for url in [admit_ledger::testing::fresh_sqlite_url(), admit_ledger::testing::fresh_postgres_url().await] {
+        let (here, there) = (spawn_app(&url).await, spawn_app(&url).await);
+        let team = there.team("KEPT-HTTP").await;
+        let a = team.account.clone();
+        // `here` folds and keeps the account with every member in it.
+        for r in ["owner", "admin", "support"] {
+            let made = invite_viewer(&here, &a, &team.sessions[r], &format!("kept-{r}@example.com")).await;
+            assert_eq!(made.status, 201, "{url}: {r}: {made:?}");
+        }
+
+        // Removed there: no member here either (404, as for any non-member).
+        let removed = there
+            .call(
+                "DELETE",
+                &format!("/v1/accounts/{a}/members/{}", team.ids["support"]),
+                Some(&team.sessions["owner"]),
+                None,
+            )
+            .await;
+        assert_eq!(removed.status, 204, "{url}: {removed:?}");
+        let refused = invite_viewer(&here, &a, &team.sessions["support"], "late-support@example.com").await;
+        assert_eq!((refused.status, refused.body["code"].as_str()), (404, Some("not_found")), "{url}: {refused:?}");
+
+        // Made a viewer there: may not invite here (403).
+        let demoted = there
+            .call(
+                "PATCH",
+                &format!("/v1/accounts/{a}/members/{}", team.ids["admin"]),
+                Some(&team.sessions["owner"]),
+                Some(json!({ "roles": ["viewer"] })),
+            )
+            .await;
+        assert_eq!(demoted.status, 200, "{url}: {demoted:?}");
+        let refused = invite_viewer(&here, &a, &team.sessions["admin"], "late-admin@example.com").await;
+        assert_eq!((refused.status, refused.body["code"].as_str()), (403, Some("forbidden")), "{url}: {refused:?}");
+
+        // Made an admin there: may invite here at once.
+        let promoted = there
+            .call(
+                "PATCH",
+                &format!("/v1/accounts/{a}/members/{}", team.ids["viewer"]),
+                Some(&team.sessions["owner"]),
+                Some(json!({ "roles": ["admin"] })),
+            )
+            .await;
+        assert_eq!(promoted.status, 200, "{url}: {promoted:?}");
+        let made = invite_viewer(&here, &a, &team.sessions["viewer"], "new-admin@example.com").await;
+        assert_eq!(made.status, 201, "{url}: {made:?}");
+        let listed = here.get(&format!("/v1/accounts/{a}/invitations?q=late-"), Some(&team.sessions["owner"])).await;
+        assert_eq!(listed.body["items"], json!([]), "{url}: no refused invitation was written");
+    }
+}

@@ -72,6 +72,12 @@ impl AccountStates {
         kept.accounts.insert(id, (version, account, tick));
     }
 
+    /// The state last folded for `id`, without asking the log: it may be
+    /// behind what another process appended since.
+    pub(crate) fn kept(&self, id: AccountId) -> Option<Arc<Account>> {
+        self.get(id).map(|(_, account)| account)
+    }
+
     /// The account as it stands in the committed log, read outside any
     /// transaction with one statement (the events after the kept version).
     pub(crate) async fn current(&self, db: &admit_ledger::Database, id: AccountId) -> Result<Arc<Account>, Error> {

@@ -17,8 +17,8 @@ mod roles;
 mod users;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use admit_domain::access::Access;
 use admit_domain::account::Account;
 use admit_domain::ids::{AccountId, Actor, InvitationId, UserId};
 use admit_domain::invitation::{Channel, Invitation, InvitationEvent};
@@ -53,8 +53,6 @@ const ATTEMPTS: usize = 8;
 pub struct RequestContext {
     /// Who acts.
     pub actor: Actor,
-    /// For API keys: the access the key was given.
-    pub key_access: Option<Access>,
     /// Through which channel invitations are made.
     pub channel: Channel,
     /// Groups the events of one request.
@@ -66,7 +64,7 @@ pub struct RequestContext {
 impl RequestContext {
     /// A context for `actor` with a fresh correlation id.
     pub fn new(actor: Actor, channel: Channel) -> RequestContext {
-        RequestContext { actor, key_access: None, channel, correlation_id: Uuid::now_v7(), request_id: None }
+        RequestContext { actor, channel, correlation_id: Uuid::now_v7(), request_id: None }
     }
 
     /// The operator at the command line.
@@ -88,12 +86,11 @@ impl RequestContext {
         }
     }
 
-    /// The caller as the domain sees them in `account`.
+    /// The caller as the domain sees them in `account` (an API key holds
+    /// its key role's permissions there), read from the state the command
+    /// runs on: inside a transaction, the locked and current account.
     pub fn caller(&self, account: &Account) -> admit_domain::account::Caller {
-        match (&self.actor, &self.key_access) {
-            (Actor::ApiKey(_), access) => admit_domain::account::Caller { actor: self.actor, access: access.clone() },
-            _ => admit_domain::account::Caller::of(account, self.actor),
-        }
+        admit_domain::account::Caller::of(account, self.actor)
     }
 }
 
@@ -291,6 +288,14 @@ impl Admit {
     /// authorization; commands re-check inside their transaction).
     pub async fn account_snapshot(&self, id: AccountId) -> Result<Account, Error> {
         Ok(Account::clone(&*self.accounts.current(&self.db, id).await?))
+    }
+
+    /// The account as this process last folded it, without asking the log
+    /// (None when it keeps none): it may be behind another process's
+    /// appends, so only a check that the command repeats inside its
+    /// transaction may rely on it (see `ApiContext::authorize_kept`).
+    pub fn kept_account(&self, id: AccountId) -> Option<Arc<Account>> {
+        self.accounts.kept(id)
     }
 
     /// The invitation as it stands now, read without locking.

@@ -326,9 +326,13 @@ pub async fn invite(
     ApiJson(body): ApiJson<InviteBody>,
 ) -> Result<(StatusCode, Json<InvitationView>), Error> {
     let account = AccountId(account);
-    let (_, rctx) = ctx.authorize(&who, account, Permission::InvitationsCreate).await?;
+    // `invite` requires the permission again, of the locked account.
+    let rctx = ctx.authorize_kept(&who, account, Permission::InvitationsCreate).await?;
     let req = body.parse("")?;
-    let mut issued = ctx.admit.invite(&rctx, account, req).await?;
+    let mut issued = match ctx.admit.invite(&rctx, account, req).await {
+        Ok(issued) => issued,
+        Err(e) => return Err(ctx.refusal(&who, account, Permission::InvitationsCreate, e).await),
+    };
     // The row as the projector wrote it, without reading it back.
     let view = match issued.created.take() {
         Some(row) => InvitationView::from(InvitationRow::from(row)),
