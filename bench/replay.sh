@@ -110,7 +110,9 @@ run_backend() {
 
     echo "== $backend: admit verify"
     local verify
-    verify=$(env "${env[@]}" "$BIN/admit" verify | tee /dev/stderr)
+    # (not `tee /dev/stderr`: that reopens a redirected stderr and truncates its file)
+    verify=$(env "${env[@]}" "$BIN/admit" verify)
+    echo "$verify" >&2
     if [[ $verify != OK* ]]; then
         FAILED=1
     fi

@@ -86,6 +86,9 @@ enum Step {
     },
 }
 
+/// The redirect the property's account allows.
+const REDIRECT: &str = "https://app.example.com/welcome";
+
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         4 => (0u8..12, 0u8..4).prop_map(|(person, roles)| Step::Invite { person, roles }),
@@ -148,6 +151,10 @@ impl Run {
                 let mut req = invite(&to, &[]);
                 req.access = roles(*r);
                 req.name = Some(name(&format!("Person {person}")));
+                // Every part of an invitation's row: metadata and a
+                // redirect for some (REDIRECT is allowed in the account).
+                req.metadata = (person % 2 == 0).then(|| serde_json::json!({ "person": person, "tags": ["b", "a"] }));
+                req.redirect_url = (person % 3 == 0).then(|| REDIRECT.to_string());
                 a.invite(&self.owner(), self.account, req).await.map(|i| {
                     self.invitations.push((i.invitation_id, i.token.as_str().to_string(), to));
                 })
@@ -296,6 +303,9 @@ proptest! {
         rt.block_on(async {
             for (url, admit) in admits().await {
                 let (account, owner) = account_with_owner(&admit, "PROP-1", 8).await;
+                let mut settings = admit.account_snapshot(account).await.unwrap().settings;
+                settings.allowed_redirect_urls.insert(REDIRECT.to_string());
+                admit.change_settings(&as_user(owner), account, settings).await.unwrap();
                 let mut run = Run { admit, account, owner, invitations: vec![], users: vec![] };
                 for s in &steps {
                     run.apply(s).await;

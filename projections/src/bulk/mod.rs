@@ -45,6 +45,7 @@ use admit_ledger::{Conn, Database, Tx};
 use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 use uuid::Uuid;
 
+use crate::projector::NewInvitation;
 use crate::schema::{Table, TABLES};
 use crate::{Envelope, Result};
 use text::Text;
@@ -957,48 +958,38 @@ impl BulkProjector {
     fn invitation(&mut self, id: Uuid, e: &InvitationEvent, at: DateTime<Utc>, v: i64) {
         use InvitationEvent::*;
         let key = Key::one(Cell::Uuid(id));
-        if let InvitationSent {
-            account_id,
-            person_id,
-            personal,
-            access,
-            invited_by,
-            channel,
-            expires_at,
-            metadata,
-            redirect_url,
-            ..
-        } = e
-        {
-            let [email, email_hash, name] = self.personal_cells(personal);
+        // The row a sent invitation starts as, as the live projector
+        // writes it (and the API answers with it).
+        if let Some(n) = NewInvitation::of(id, e, at) {
+            let email_hash = Cell::opt_text(n.email.as_deref().map(|e| self.lookup.email_hash(e)));
             let rows = self.t(T::Invitations);
             let r = row(
                 rows.table,
                 [
                     (c!(Invitations.invitation_id), Cell::Uuid(id)),
-                    (c!(Invitations.account_id), Cell::Uuid(account_id.0)),
-                    (c!(Invitations.person_id), Cell::Uuid(person_id.0)),
-                    (c!(Invitations.email), email),
+                    (c!(Invitations.account_id), Cell::Uuid(n.account_id)),
+                    (c!(Invitations.person_id), Cell::Uuid(n.person_id)),
+                    (c!(Invitations.email), Cell::opt_text(n.email)),
                     (c!(Invitations.email_hash), email_hash),
-                    (c!(Invitations.name), name),
+                    (c!(Invitations.name), Cell::opt_text(n.name)),
                     (c!(Invitations.status), Cell::Text("pending".into())),
-                    (c!(Invitations.access), Cell::Text(json(access).into())),
-                    (c!(Invitations.roles), Cell::Text(roles_text(access).into())),
-                    (c!(Invitations.invited_by), Cell::Text(invited_by.to_string().into())),
-                    (c!(Invitations.channel), Cell::Text(json_name(channel).into())),
-                    (c!(Invitations.created_at), Cell::Time(at)),
-                    (c!(Invitations.expires_at), Cell::Time(*expires_at)),
+                    (c!(Invitations.access), Cell::Text(n.access.into())),
+                    (c!(Invitations.roles), Cell::Text(n.roles.into())),
+                    (c!(Invitations.invited_by), Cell::Text(n.invited_by.into())),
+                    (c!(Invitations.channel), Cell::Text(n.channel.into())),
+                    (c!(Invitations.created_at), Cell::Time(n.created_at)),
+                    (c!(Invitations.expires_at), Cell::Time(n.expires_at)),
                     (c!(Invitations.resend_count), Cell::Int(0)),
                     (c!(Invitations.updated_at), Cell::Time(at)),
                     (c!(Invitations.version), Cell::Int(v)),
-                    (c!(Invitations.metadata), Cell::opt_text(metadata.as_ref().map(|m| m.to_string()))),
-                    (c!(Invitations.redirect_url), Cell::opt_text(redirect_url.clone())),
+                    (c!(Invitations.metadata), Cell::opt_text(n.metadata)),
+                    (c!(Invitations.redirect_url), Cell::opt_text(n.redirect_url)),
                     (c!(Invitations.opens), Cell::Int(0)),
                     (c!(Invitations.clicks), Cell::Int(0)),
                 ],
             );
             rows.insert_if_absent(r);
-            self.index_stream(account_id.0, format!("invitation-{id}"), at);
+            self.index_stream(n.account_id, format!("invitation-{id}"), at);
             return;
         }
         if let InvitationDeliveryRecorded { state, detail } = e {
