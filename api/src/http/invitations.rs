@@ -334,10 +334,8 @@ pub async fn invite(
         Err(e) => return Err(ctx.refusal(&who, account, Permission::InvitationsCreate, e).await),
     };
     // The row as the projector wrote it, without reading it back.
-    let view = match issued.created.take() {
-        Some(row) => InvitationView::from(InvitationRow::from(row)),
-        None => load_view(&ctx, account, issued.invitation_id.0).await?,
-    };
+    let row = issued.created.take().ok_or_else(|| Error::Internal("a new invitation without its row".into()))?;
+    let view = InvitationView::from(InvitationRow::from(row));
     Ok((StatusCode::CREATED, Json(with_link(&ctx, view, &issued))))
 }
 
