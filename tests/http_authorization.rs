@@ -130,6 +130,12 @@ async fn invite_viewer(app: &TestApp, account: &str, who: &str, email: &str) -> 
     app.post(&format!("/v1/accounts/{account}/invitations"), Some(who), body).await
 }
 
+/// The owner of `team` gives its member `who` the one role `role` through `app`.
+async fn set_roles(app: &TestApp, team: &Team, who: &str, role: &str) -> Answer {
+    let path = format!("/v1/accounts/{}/members/{}", team.account, team.ids[who]);
+    app.call("PATCH", &path, Some(&team.sessions["owner"]), Some(json!({ "roles": [role] }))).await
+}
+
 /// `POST .../invitations` lets a request through on the account state the
 /// process keeps and checks it again inside the command; what another
 /// process changed in the meantime must answer as a fresh check would.
@@ -161,27 +167,13 @@ async fn inviting_on_a_kept_account_state_answers_as_the_current_state_does() {
         assert_eq!((refused.status, refused.body["code"].as_str()), (404, Some("not_found")), "{url}: {refused:?}");
 
         // Made a viewer there: may not invite here (403).
-        let demoted = there
-            .call(
-                "PATCH",
-                &format!("/v1/accounts/{a}/members/{}", team.ids["admin"]),
-                Some(&team.sessions["owner"]),
-                Some(json!({ "roles": ["viewer"] })),
-            )
-            .await;
+        let demoted = set_roles(&there, &team, "admin", "viewer").await;
         assert_eq!(demoted.status, 200, "{url}: {demoted:?}");
         let refused = invite_viewer(&here, &a, &team.sessions["admin"], "late-admin@example.com").await;
         assert_eq!((refused.status, refused.body["code"].as_str()), (403, Some("forbidden")), "{url}: {refused:?}");
 
         // Made an admin there: may invite here at once.
-        let promoted = there
-            .call(
-                "PATCH",
-                &format!("/v1/accounts/{a}/members/{}", team.ids["viewer"]),
-                Some(&team.sessions["owner"]),
-                Some(json!({ "roles": ["admin"] })),
-            )
-            .await;
+        let promoted = set_roles(&there, &team, "viewer", "admin").await;
         assert_eq!(promoted.status, 200, "{url}: {promoted:?}");
         let made = invite_viewer(&here, &a, &team.sessions["viewer"], "new-admin@example.com").await;
         assert_eq!(made.status, 201, "{url}: {made:?}");
